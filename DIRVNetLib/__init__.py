@@ -1,0 +1,15 @@
+"""DIRVNetLib: DIRV-Net deformable registration core (TensorFlow), usable outside Slicer.
+
+Conventions (see DESIGN.md): arrays are in numpy/SimpleITK order ([z, y, x] for 3D); inside the
+network displacements are in voxels of the working grid, at every public boundary they are physical
+millimetres in LPS; resampling convention warped(x) = moving(x + u(x)), u defined on the fixed grid.
+"""
+
+__version__ = "0.1.0"
+
+
+def register(fixed, moving, weights=None, device="auto", **options):
+    """Register ``moving`` to ``fixed``; see :func:`DIRVNetLib.registration.api.register`."""
+    from DIRVNetLib.registration.api import register as _register
+
+    return _register(fixed, moving, weights=weights, device=device, **options)

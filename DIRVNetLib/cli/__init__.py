@@ -1,0 +1,1 @@
+"""The ``dirvnet`` command line."""

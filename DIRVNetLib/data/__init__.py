@@ -1,0 +1,1 @@
+"""Training data: synthetic images, synthetic smooth deformations, and pairs built from them."""

@@ -1,0 +1,48 @@
+"""Synthetic training images (numpy float32 in [0, 1], array order)."""
+
+import numpy as np
+import SimpleITK as sitk
+
+
+def gradient_chessboard(shape, rng, cell_range=(6, 10)):
+    """Chessboard of cells ``cell_range`` voxels wide, each a multi-linear blend of random corner values."""
+    ndim = len(shape)
+    cell = int(rng.integers(cell_range[0], cell_range[1] + 1))
+    corners = rng.uniform(0.0, 1.0, size=tuple(n // cell + 2 for n in shape) + (2,) * ndim)
+    index = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    cells = tuple(i // cell for i in index)
+    fracs = [(i % cell) / (cell - 1) for i in index]
+    image = np.zeros(shape, dtype=np.float64)
+    for corner in np.ndindex(*(2,) * ndim):
+        weight = np.ones(shape)
+        for axis, bit in enumerate(corner):
+            weight *= fracs[axis] if bit else 1.0 - fracs[axis]
+        image += weight * corners[cells + corner]
+    return image.astype(np.float32)
+
+
+def random_shapes(shape, rng, classes=6, smoothness=4.0):
+    """Label-map-like image: smoothed random fields partitioned into ``classes`` regions of random
+    intensity, with random contrast, a smooth bias and a little blur (unseen-contrast robustness)."""
+    noise = sitk.GetImageFromArray(rng.normal(size=shape + (classes,)).astype(np.float32), isVector=True)
+    smooth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(noise, smoothness))
+    labels = np.argmax(smooth, axis=-1)
+    intensities = rng.uniform(0.0, 1.0, size=classes)
+    image = intensities[labels]
+    blurred = sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(image.astype(np.float32)), 0.7)
+    return np.clip(sitk.GetArrayFromImage(blurred), 0.0, 1.0).astype(np.float32)
+
+
+def normalise_intensity(image, low=1.0, high=99.0):
+    """Map the ``low``-th and ``high``-th percentiles to 0 and 1 and clip (robust to outliers)."""
+    lo, hi = np.percentile(image, [low, high])
+    if hi <= lo:
+        hi = lo + 1e-6
+    return np.clip((image - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def augment_intensity(image, rng, noise=0.02, gamma=0.3):
+    """Random gamma in ``[1 - gamma, 1 + gamma]``, additive Gaussian noise of std ``noise``, clipped."""
+    g = rng.uniform(1.0 - gamma, 1.0 + gamma)
+    out = np.clip(image, 0.0, 1.0) ** g + rng.normal(0.0, noise, size=image.shape)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,85 @@
+"""Supervised training pairs (fixed, moving, true displacement) by the swap trick.
+
+An image ``I`` and a smooth field ``u`` give ``fixed = I o (x + u)`` and ``moving = I``, so that
+``moving(x + u(x)) = fixed(x)`` holds exactly: ``u`` is the ground truth in the pull convention.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from DIRVNetLib.data.deformations import smooth_random_field
+from DIRVNetLib.data.images import augment_intensity, gradient_chessboard, normalise_intensity, random_shapes
+from DIRVNetLib.ops import warp
+
+SOURCES = ("chessboard", "shapes", "volumes")
+
+
+def random_patch(volume, shape, rng):
+    """A random ``shape`` crop of ``volume`` (mirror-padded first where the volume is smaller).
+
+    For a 2D ``shape`` and a 3D volume, a random axial slice is cropped."""
+    if len(shape) == 2 and volume.ndim == 3:
+        volume = volume[int(rng.integers(volume.shape[0] // 4, 3 * volume.shape[0] // 4))]
+    pad = [(0, max(0, n - v)) for n, v in zip(shape, volume.shape)]
+    volume = np.pad(volume, pad, mode="symmetric")
+    start = [int(rng.integers(0, v - n + 1)) for n, v in zip(shape, volume.shape)]
+    return volume[tuple(slice(s, s + n) for s, n in zip(start, shape))]
+
+
+class PairSampler:
+    """Draws ``(fixed, moving, field)`` numpy triples of a fixed patch ``shape``.
+
+    sources: names from :data:`SOURCES` drawn uniformly; volumes: real images (numpy, any intensity
+    range) used for "volumes"; max_magnitude: the largest displacement is drawn in
+    ``[0.1 * max_magnitude, max_magnitude]`` voxels.
+    """
+
+    def __init__(self, shape, max_magnitude, sources=SOURCES, volumes=(), seed=0, affine_scale=0.1):
+        unknown = set(sources) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"unknown training sources {sorted(unknown)}; choose from {SOURCES}")
+        if "volumes" in sources and not volumes:
+            raise ValueError("training source 'volumes' needs at least one real volume")
+        self.shape = tuple(int(n) for n in shape)
+        self.max_magnitude = float(max_magnitude)
+        self.sources = tuple(sources)
+        self.volumes = [normalise_intensity(np.asarray(v, np.float32)) for v in volumes]
+        self.affine_scale = affine_scale
+        self.rng = np.random.default_rng(seed)
+
+    def image(self):
+        source = self.sources[int(self.rng.integers(len(self.sources)))]
+        if source == "chessboard":
+            return gradient_chessboard(self.shape, self.rng)
+        if source == "shapes":
+            return random_shapes(self.shape, self.rng)
+        volume = self.volumes[int(self.rng.integers(len(self.volumes)))]
+        return normalise_intensity(random_patch(volume, self.shape, self.rng))
+
+    def sample(self):
+        image = self.image()
+        magnitude = self.rng.uniform(0.1, 1.0) * self.max_magnitude
+        field = smooth_random_field(self.shape, magnitude, self.rng, affine_scale=self.affine_scale)
+        fixed = warp(image[np.newaxis, ..., np.newaxis], field[np.newaxis]).numpy()[0, ..., 0]
+        return augment_intensity(fixed, self.rng), augment_intensity(image, self.rng), field
+
+    def batch(self, size):
+        """Stacked ``[B, *S, 1]`` fixed and moving and ``[B, *S, N]`` fields."""
+        triples = [self.sample() for _ in range(size)]
+        fixed, moving, field = (np.stack(parts) for parts in zip(*triples))
+        return fixed[..., np.newaxis], moving[..., np.newaxis], field
+
+    def dataset(self, batch_size):
+        """An endless ``tf.data.Dataset`` of :meth:`batch` outputs."""
+        ndim = len(self.shape)
+        signature = (
+            tf.TensorSpec([batch_size, *self.shape, 1], tf.float32),
+            tf.TensorSpec([batch_size, *self.shape, 1], tf.float32),
+            tf.TensorSpec([batch_size, *self.shape, ndim], tf.float32),
+        )
+
+        def generate():
+            while True:
+                yield self.batch(batch_size)
+
+        return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)

@@ -1,0 +1,1 @@
+"""Files: images (anything SimpleITK reads, DICOM series folders), transforms, weight sets."""

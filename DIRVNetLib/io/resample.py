@@ -1,0 +1,26 @@
+"""Resampling helpers shared by training and registration (physical space, SimpleITK)."""
+
+import numpy as np
+import SimpleITK as sitk
+
+
+def isotropic_reference(image, spacing):
+    """An empty image with ``image``'s origin, direction and physical extent on an isotropic grid of
+    ``spacing`` mm (the extent is kept: size = ceil(old size * old spacing / spacing))."""
+    size = [max(2, int(np.ceil(n * s / spacing - 1e-6))) for n, s in zip(image.GetSize(), image.GetSpacing())]
+    reference = sitk.Image(size, sitk.sitkFloat32)
+    reference.SetOrigin(image.GetOrigin())
+    reference.SetDirection(image.GetDirection())
+    reference.SetSpacing([float(spacing)] * image.GetDimension())
+    return reference
+
+
+def resample_like(image, reference, interpolator=sitk.sitkLinear):
+    """``image`` resampled (identity transform, physical space) onto ``reference``'s grid; points
+    outside ``image`` take the nearest voxel's value."""
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID(), True)
+
+
+def resample_isotropic(image, spacing, interpolator=sitk.sitkLinear):
+    """``image`` on an isotropic grid of ``spacing`` mm covering the same physical extent."""
+    return resample_like(image, isotropic_reference(image, spacing), interpolator)

@@ -1,0 +1,148 @@
+"""Weight sets: a folder with ``config.json`` (network), ``weights.npz`` and ``metadata.json``.
+
+metadata.json holds ``dimension``, ``description``, ``training`` (data, command, figures),
+``library_version`` and ``weights_sha256``, which is checked on every load.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+import DIRVNetLib
+from DIRVNetLib.errors import WeightSetError
+from DIRVNetLib.io.atomic import atomic_path
+from DIRVNetLib.model import NetworkConfig
+
+WEIGHTS_FILE = "weights.npz"
+DEFAULT_FOR_DIMENSION = {2: "mr2d", 3: "mr3d"}
+
+
+@dataclasses.dataclass
+class WeightSet:
+    """A loaded weight set: network config, ``{name: array}`` weights, metadata, and where it came from."""
+
+    config: NetworkConfig
+    weights: dict
+    metadata: dict
+    path: Path
+
+    @property
+    def name(self):
+        return self.path.name
+
+    @property
+    def dimension(self):
+        return self.config.ndim
+
+    @property
+    def description(self):
+        return self.metadata.get("description", "")
+
+
+def bundled_directories():
+    """Folders searched for bundled weight sets: ``$DIRVNET_WEIGHTS_DIR``, then ``model_weights/``
+    inside the installed package, then next to it (source checkout and Slicer module layout)."""
+    package = Path(DIRVNetLib.__file__).resolve().parent
+    candidates = [package / "model_weights", package.parent / "model_weights"]
+    if os.environ.get("DIRVNET_WEIGHTS_DIR"):
+        candidates.insert(0, Path(os.environ["DIRVNET_WEIGHTS_DIR"]))
+    return [c for c in candidates if c.is_dir()]
+
+
+def list_bundled():
+    """All bundled weight sets (loaded, checksums verified), sorted by name."""
+    found = {}
+    for directory in bundled_directories():
+        for child in sorted(directory.iterdir()):
+            if (child / "config.json").is_file() and child.name not in found:
+                found[child.name] = load_weight_set(child)
+    return [found[name] for name in sorted(found)]
+
+
+def resolve(weights, dimension):
+    """Path of a weight set given ``None`` (bundled default for ``dimension``), a bundled name, or a folder."""
+    if weights is None:
+        weights = DEFAULT_FOR_DIMENSION[dimension]
+    path = Path(weights)
+    if path.is_dir():
+        return path
+    for directory in bundled_directories():
+        if (directory / str(weights)).is_dir():
+            return directory / str(weights)
+    raise WeightSetError(f"weight set '{weights}' not found: neither a folder nor a bundled name")
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_json(path, what):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise WeightSetError(f"weight set incomplete: {path} is missing ({what})") from e
+    except (OSError, ValueError) as e:
+        raise WeightSetError(f"weight set {what} {path} is unreadable: {e}") from e
+
+
+def load_weight_set(path):
+    """Load and verify the weight set in folder ``path`` (raises :class:`WeightSetError`)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise WeightSetError(f"weight set folder {path} does not exist")
+    try:
+        config = NetworkConfig.from_dict(_read_json(path / "config.json", "config"))
+    except (TypeError, ValueError) as e:
+        if isinstance(e, WeightSetError):
+            raise
+        raise WeightSetError(f"weight set config {path / 'config.json'} is invalid: {e}") from e
+    metadata = _read_json(path / "metadata.json", "metadata")
+    weights_path = path / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise WeightSetError(f"weight set incomplete: {weights_path} is missing")
+    expected = metadata.get("weights_sha256")
+    actual = sha256_of(weights_path)
+    if expected != actual:
+        raise WeightSetError(
+            f"weight file {weights_path} is corrupt or was changed: sha256 {actual[:12]}... does not match "
+            f"metadata.json ({str(expected)[:12]}...)"
+        )
+    if metadata.get("dimension") != config.ndim:
+        raise WeightSetError(f"weight set {path}: metadata dimension {metadata.get('dimension')} != config ndim {config.ndim}")
+    try:
+        with np.load(weights_path) as archive:
+            weights = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise WeightSetError(f"weight file {weights_path} is unreadable: {e}") from e
+    return WeightSet(config=config, weights=weights, metadata=metadata, path=path)
+
+
+def save_weight_set(path, config, weights, description, training):
+    """Write a weight set folder (each file whole); ``training`` is a JSON-able dict (data, command,
+    figures). Returns the metadata written."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path / WEIGHTS_FILE) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **{name: np.asarray(value, np.float32) for name, value in weights.items()})
+        digest = sha256_of(tmp)
+    metadata = {
+        "dimension": config.ndim,
+        "description": description,
+        "training": training,
+        "library_version": DIRVNetLib.__version__,
+        "weights_sha256": digest,
+    }
+    for name, text in (("config.json", config.to_json()), ("metadata.json", json.dumps(metadata, indent=2))):
+        with atomic_path(path / name) as tmp:
+            tmp.write_text(text + "\n")
+    return metadata

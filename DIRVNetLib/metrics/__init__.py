@@ -1,0 +1,27 @@
+"""Evaluation metrics (numpy + SimpleITK only): fields, similarity, labels, landmarks.
+
+Conventions: displacement fields are SimpleITK vector images on the fixed grid, components
+(x, y[, z]) in physical LPS millimetres; warped(p) = moving(p + u(p)). Arrays are in numpy order
+([z, y, x]). Distances are in mm.
+"""
+
+from .field import endpoint_error, jacobian_determinant, jacobian_statistics
+from .labels import dice, displacement_transform, hausdorff95, warp_labels
+from .landmarks import read_landmarks, target_registration_error
+from .similarity import mse, mutual_information, ncc, similarity_report
+
+__all__ = [
+    "jacobian_determinant",
+    "jacobian_statistics",
+    "endpoint_error",
+    "ncc",
+    "mse",
+    "mutual_information",
+    "similarity_report",
+    "warp_labels",
+    "displacement_transform",
+    "dice",
+    "hausdorff95",
+    "read_landmarks",
+    "target_registration_error",
+]

@@ -1,0 +1,122 @@
+"""Shared helpers of the metrics package: array conversion, grid checks, masks.
+
+Grids are compared in physical terms (size, origin, spacing, direction) with small tolerances that
+absorb the float32 rounding of NIfTI/NRRD headers.
+"""
+
+import numpy as np
+import SimpleITK as sitk
+
+_SPACING_RTOL = 1e-5
+_DIRECTION_ATOL = 1e-5
+_ORIGIN_ATOL_FRACTION = 1e-3  # of the smallest spacing
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """True when two images share size, spacing, origin and direction (within tolerances)."""
+    if a.GetDimension() != b.GetDimension() or a.GetSize() != b.GetSize():
+        return False
+    spacing_a, spacing_b = np.array(a.GetSpacing()), np.array(b.GetSpacing())
+    if not np.allclose(spacing_a, spacing_b, rtol=_SPACING_RTOL, atol=0.0):
+        return False
+    if not np.allclose(a.GetDirection(), b.GetDirection(), rtol=0.0, atol=_DIRECTION_ATOL):
+        return False
+    atol = _ORIGIN_ATOL_FRACTION * float(min(spacing_a.min(), spacing_b.min()))
+    return bool(np.allclose(a.GetOrigin(), b.GetOrigin(), rtol=0.0, atol=atol))
+
+
+def describe_grid(image: sitk.Image) -> str:
+    """One-line description of an image grid for error messages."""
+    fmt = lambda v: "(" + ", ".join(f"{x:.6g}" for x in v) + ")"  # noqa: E731
+    return (f"size {image.GetSize()}, spacing {fmt(image.GetSpacing())}, "
+            f"origin {fmt(image.GetOrigin())}, direction {fmt(image.GetDirection())}")
+
+
+def check_same_grid(a: sitk.Image, b: sitk.Image, name_a: str, name_b: str) -> None:
+    """Raise ValueError naming both images when their grids differ."""
+    if not same_grid(a, b):
+        raise ValueError(
+            f"grid mismatch: {name_a} and {name_b} must share one grid; "
+            f"{name_a}: {describe_grid(a)}; {name_b}: {describe_grid(b)}")
+
+
+def check_displacement(displacement, name: str = "displacement") -> None:
+    """Raise ValueError unless ``displacement`` is a SimpleITK vector image with dim components."""
+    if not isinstance(displacement, sitk.Image):
+        raise TypeError(f"{name} must be a SimpleITK vector image, got {type(displacement).__name__}")
+    dim = displacement.GetDimension()
+    ncomp = displacement.GetNumberOfComponentsPerPixel()
+    if dim not in (2, 3):
+        raise ValueError(f"dimension mismatch: {name} is {dim}D; only 2D and 3D fields are supported")
+    if ncomp != dim:
+        raise ValueError(
+            f"dimension mismatch: {name} is a {dim}D image with {ncomp} components per pixel; "
+            f"a displacement field needs {dim} (x, y{', z' if dim == 3 else ''} in mm)")
+
+
+def displacement_array(displacement: sitk.Image) -> np.ndarray:
+    """Float64 copy of a displacement field, shape (*numpy_spatial_shape, dim), components x, y, z."""
+    return sitk.GetArrayFromImage(displacement).astype(np.float64, copy=False)
+
+
+def scalar_array(image, name: str) -> np.ndarray:
+    """Float64 array of a scalar SimpleITK image or array-like (never a view of the input)."""
+    if isinstance(image, sitk.Image):
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(f"{name} must be a scalar image, got "
+                             f"{image.GetNumberOfComponentsPerPixel()} components per pixel")
+        return sitk.GetArrayFromImage(image).astype(np.float64)
+    return np.array(image, dtype=np.float64)
+
+
+def label_array(image, name: str) -> np.ndarray:
+    """Integer label array of a scalar SimpleITK image or array-like."""
+    if isinstance(image, sitk.Image):
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(f"{name} must be a scalar label image, got "
+                             f"{image.GetNumberOfComponentsPerPixel()} components per pixel")
+        arr = sitk.GetArrayFromImage(image)
+    else:
+        arr = np.asarray(image)
+    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        rounded = np.rint(arr)
+        if not np.array_equal(rounded, arr):
+            raise ValueError(f"{name} must hold integer labels; found non-integer values")
+        arr = rounded
+    return arr.astype(np.int64)
+
+
+def check_pair(a, b, name_a: str, name_b: str) -> None:
+    """Grid check when both are SimpleITK images; shape check happens on the arrays."""
+    if isinstance(a, sitk.Image) and isinstance(b, sitk.Image):
+        check_same_grid(a, b, name_a, name_b)
+
+
+def check_shapes(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"grid mismatch: {name_a} has shape {a.shape} and {name_b} has shape "
+                         f"{b.shape} (numpy order); they must be on the same grid")
+
+
+def mask_array(mask, shape, reference=None, name: str = "mask") -> np.ndarray:
+    """Boolean mask (nonzero = inside) of numpy shape ``shape``.
+
+    ``mask`` is a SimpleITK label image (checked against ``reference``'s grid when given) or an
+    array. None means every voxel. Raises ValueError for a wrong grid/shape or an empty mask.
+    """
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    if isinstance(mask, sitk.Image):
+        if mask.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(f"{name} must be a scalar label image")
+        if reference is not None:
+            check_same_grid(reference, mask, "image", name)
+        arr = sitk.GetArrayViewFromImage(mask) != 0
+    else:
+        arr = np.asarray(mask) != 0
+    if arr.shape != tuple(shape):
+        raise ValueError(f"grid mismatch: {name} has shape {arr.shape}, expected {tuple(shape)} "
+                         f"(numpy order)")
+    if not arr.any():
+        raise ValueError(f"{name} is empty: it selects no voxel")
+    return np.array(arr, dtype=bool)

@@ -1,0 +1,36 @@
+"""The field-of-experts operator ``FoE(x) = sum_k K_k^T phi_k(K_k * x)``."""
+
+import tensorflow as tf
+
+from DIRVNetLib.model.activations import ACTIVATION_FUNCTIONS
+
+
+def zero_mean(kernels):
+    """Projection of ``[*k, 1, F]`` kernels onto zero mean (constant inputs give no response)."""
+    ndim = kernels.shape.rank - 2
+    return kernels - tf.reduce_mean(kernels, axis=list(range(ndim)), keepdims=True)
+
+
+def field_of_experts(x, kernels, values, vrange, activation):
+    """Gradient of the learned energy ``sum_k rho_k(K_k * x)`` for a ``[B, *S, 1]`` input.
+
+    kernels: ``[*k, 1, F]``; values: ``[F, knots]`` activation parameters (phi_k = rho_k').
+    Convolutions use zero padding ("SAME"); ``K^T`` is the exact transposed convolution.
+    Returns ``[B, *S, 1]``.
+    """
+    responses = tf.nn.convolution(x, kernels, padding="SAME")  # [B, *S, F]
+    activated = ACTIVATION_FUNCTIONS[activation](responses, values, vrange)
+    return tf.nn.conv_transpose(activated, kernels, output_shape=tf.shape(x), strides=1, padding="SAME")
+
+
+def componentwise_field_of_experts(field, kernels, values, vrange, activation):
+    """Apply one single-channel FoE to every component of a ``[B, *S, N]`` field independently."""
+    ndim = field.shape.rank - 2
+    components = field.shape[-1]
+    perm = [0, ndim + 1] + list(range(1, ndim + 1))
+    x = tf.transpose(field, perm)  # [B, N, *S]
+    shape = tf.shape(x)
+    x = tf.reshape(x, tf.concat([[-1], shape[2:], [1]], axis=0))
+    y = field_of_experts(x, kernels, values, vrange, activation)
+    y = tf.reshape(y, tf.concat([[-1, components], shape[2:]], axis=0))
+    return tf.transpose(y, [0] + list(range(2, ndim + 2)) + [1])

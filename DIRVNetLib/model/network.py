@@ -1,0 +1,146 @@
+"""The DIRV-Net pyramid: variational units on a coarse-to-fine image pyramid.
+
+Level 0 is the finest (input resolution), level ``L - 1`` the coarsest; each level starts from the
+previous level's control displacement upsampled x2 (linear, values doubled), the coarsest from zero.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from DIRVNetLib.model.activations import initial_values
+from DIRVNetLib.model.config import NetworkConfig
+from DIRVNetLib.model.unit import UnitParameters, variational_unit
+from DIRVNetLib.ops import binomial_downsample, bspline_interpolate, control_grid_shape, upsample_control_grid
+
+
+@tf.function
+def _compiled_unit(control, fixed, moving, *params, spacing, activation, data_range, reg_range):
+    return variational_unit(
+        control, fixed, moving, UnitParameters(*params), spacing, activation, data_range, reg_range
+    )
+
+
+@dataclasses.dataclass
+class NetworkOutput:
+    """flow: ``[B, *S, N]`` dense displacement in voxels of the input grid (pull convention:
+    ``warped(x) = moving(x + flow(x))``). level_controls: ``{level: [B, *K_l, N]}`` the last unit's
+    control displacement of every level, in voxels of that level, on the padded grid."""
+
+    flow: tf.Tensor
+    level_controls: dict
+
+
+class DIRVNet(tf.Module):
+    """DIRV-Net for 2D or 3D single-channel images ``[B, *S, 1]`` (intensities normalised to ~[0, 1]).
+
+    Parameters are separate per level and unit, named ``level{l}/unit{u}/{part}``.
+    """
+
+    def __init__(self, config: NetworkConfig, seed=0, data_slope=1.0, reg_slope=0.05, alpha=1.0):
+        super().__init__(name="dirvnet")
+
+        self.config = config
+        rng = np.random.default_rng(seed)
+        c = config
+        self.variables_by_name = {}
+        for level in range(c.levels):
+            for unit in range(c.units):
+                parts = {
+                    "data_kernels": self._init_kernels(rng, c.data_kernel, c.data_filters),
+                    "data_values": initial_values(c.activation, c.data_filters, c.knots, c.data_range, data_slope, rng),
+                    "reg_kernels": self._init_kernels(rng, c.reg_kernel, c.reg_filters),
+                    "reg_values": initial_values(c.activation, c.reg_filters, c.knots, c.reg_range, reg_slope, rng),
+                    "alpha": np.float32(alpha),
+                }
+                for part, value in parts.items():
+                    name = f"level{level}/unit{unit}/{part}"
+                    self.variables_by_name[name] = tf.Variable(value, name=name.replace("/", "_"))
+
+    def _init_kernels(self, rng, size, filters):
+        """Normal kernels with std ``(N / F)^(1 / N) / size`` (the method's initialisation)."""
+        ndim = self.config.ndim
+        std = (ndim / filters) ** (1.0 / ndim) / size
+        return rng.normal(0.0, std, size=(size,) * ndim + (1, filters)).astype(np.float32)
+
+    def parameters(self, level, unit):
+        """The :class:`UnitParameters` of one unit."""
+        return UnitParameters(*(self.variables_by_name[f"level{level}/unit{unit}/{p}"] for p in UnitParameters.NAMES))
+
+    def get_weights(self):
+        """``{name: numpy array}`` of every parameter."""
+        return {name: v.numpy() for name, v in self.variables_by_name.items()}
+
+    def set_weights(self, arrays):
+        """Assign ``{name: array}``; raises ValueError naming missing, unexpected or mis-shaped entries."""
+        expected = self.variables_by_name
+        problems = [f"missing {n}" for n in sorted(set(expected) - set(arrays))]
+        problems += [f"unexpected {n}" for n in sorted(set(arrays) - set(expected))]
+        problems += [
+            f"{n} has shape {tuple(np.shape(arrays[n]))}, expected {tuple(v.shape)}"
+            for n, v in expected.items()
+            if n in arrays and tuple(np.shape(arrays[n])) != tuple(v.shape)
+        ]
+        if problems:
+            raise ValueError("weights do not match the network configuration: " + "; ".join(problems[:8]))
+        for name, variable in expected.items():
+            variable.assign(np.asarray(arrays[name], dtype=np.float32))
+
+    def control_shape(self, padded_shape, level):
+        """Control-grid shape of ``level`` for an input padded to ``padded_shape``."""
+        return control_grid_shape([n // 2**level for n in padded_shape], self.config.control_spacing)
+
+    def control_to_flow(self, control, level, padded_shape, crop_shape):
+        """Dense flow ``[B, *crop_shape, N]`` in input-grid voxels from a control displacement of ``level``."""
+        for finer in range(level - 1, -1, -1):
+            control = upsample_control_grid(control, self.control_shape(padded_shape, finer))
+        flow = bspline_interpolate(control, self.config.control_spacing, list(padded_shape))
+        return flow[(slice(None),) + tuple(slice(0, n) for n in crop_shape)]
+
+    def _unit(self, control, fixed, moving, level, unit):
+        """One unit; eager calls go through one compiled graph shared by all units of a shape."""
+        c = self.config
+        params = self.parameters(level, unit)
+        if tf.executing_eagerly():
+            return _compiled_unit(
+                control, fixed, moving, *(getattr(params, n) for n in UnitParameters.NAMES), spacing=c.control_spacing,
+                activation=c.activation, data_range=c.data_range, reg_range=c.reg_range,
+            )
+        return variational_unit(control, fixed, moving, params, c.control_spacing, c.activation, c.data_range, c.reg_range)
+
+    def __call__(self, fixed, moving, on_unit=None):
+        """Register ``moving`` to ``fixed`` (both ``[B, *S, 1]``, same shape).
+
+        on_unit: optional ``callable(level, unit, control)`` called after every unit (eager use only;
+        e.g. progress, cancel, or keeping intermediate displacements). Inputs are padded at the end of
+        each axis (mirror) to the size rule and the flow is cropped back.
+        """
+        c = self.config
+        fixed = tf.convert_to_tensor(fixed, tf.float32)
+        moving = tf.convert_to_tensor(moving, tf.float32)
+        spatial = [int(n) for n in fixed.shape[1 : 1 + c.ndim]]
+        padded = c.padded_shape(spatial)
+        paddings = [[0, 0]] + [[0, p - n] for p, n in zip(padded, spatial)] + [[0, 0]]
+        fixed_pyramid = [tf.pad(fixed, paddings, mode="SYMMETRIC")]
+        moving_pyramid = [tf.pad(moving, paddings, mode="SYMMETRIC")]
+        for _ in range(1, c.levels):
+            fixed_pyramid.append(binomial_downsample(fixed_pyramid[-1]))
+            moving_pyramid.append(binomial_downsample(moving_pyramid[-1]))
+
+        batch = tf.shape(fixed)[0]
+        coarsest = self.control_shape(padded, c.levels - 1)
+        control = tf.zeros(tf.concat([[batch], coarsest, [c.ndim]], axis=0), tf.float32)
+        level_controls = {}
+        for level in range(c.levels - 1, -1, -1):
+            if level < c.levels - 1:
+                control = upsample_control_grid(control, self.control_shape(padded, level))
+            for unit in range(c.units):
+                control = self._unit(control, fixed_pyramid[level], moving_pyramid[level], level, unit)
+                if on_unit is not None:
+                    on_unit(level, unit, control)
+            level_controls[level] = control
+        flow = bspline_interpolate(control, c.control_spacing, padded)
+        flow = flow[(slice(None),) + tuple(slice(0, n) for n in spatial)]
+        return NetworkOutput(flow=flow, level_controls=level_controls)
+

@@ -1,0 +1,51 @@
+"""One variational unit: a learned gradient step on data term + regulariser."""
+
+import dataclasses
+
+import tensorflow as tf
+
+from DIRVNetLib.model.foe import componentwise_field_of_experts, field_of_experts, zero_mean
+from DIRVNetLib.ops import bspline_adjoint, bspline_interpolate, image_gradient, warp
+
+
+@dataclasses.dataclass
+class UnitParameters:
+    """Learned parts of one unit (tensors or variables).
+
+    data_kernels ``[*k_d, 1, F_d]`` and data_values ``[F_d, knots]``: data-term FoE;
+    reg_kernels ``[*k_r, 1, F_r]`` (used zero-mean) and reg_values ``[F_r, knots]``: regulariser FoE;
+    alpha: step size (scalar, used as ``|alpha|``).
+    """
+
+    data_kernels: tf.Tensor
+    data_values: tf.Tensor
+    reg_kernels: tf.Tensor
+    reg_values: tf.Tensor
+    alpha: tf.Tensor
+
+    NAMES = ("data_kernels", "data_values", "reg_kernels", "reg_values", "alpha")
+
+
+def variational_unit(control, fixed, moving, params, spacing, activation, data_range, reg_range):
+    """``d <- d - |alpha| * (B^T[grad W * FoE_data(W - F)] / s^N + FoE_reg(d))`` with ``W = M o (x + B d)``.
+
+    control: ``[B, *K, N]`` control displacement (voxels of this level); fixed, moving: ``[B, *S, 1]``;
+    spacing: control spacing ``s`` (voxels). The division by ``s^N`` (voxels per control cell) keeps
+    the step sizes comparable across spacings and dimensions. Returns the updated control displacement.
+    """
+    ndim = control.shape[-1]
+    spatial = tf.shape(fixed)[1 : 1 + ndim]
+    spatial = [spatial[i] for i in range(ndim)]
+    control_shape = tf.shape(control)[1 : 1 + ndim]
+    control_shape = [control_shape[i] for i in range(ndim)]
+
+    flow = bspline_interpolate(control, spacing, spatial)  # [B, *S, N] voxels
+    warped = warp(moving, flow)  # [B, *S, 1]
+    data_force = image_gradient(warped) * field_of_experts(
+        warped - fixed, params.data_kernels, params.data_values, data_range, activation
+    )  # [B, *S, N]
+    data_gradient = bspline_adjoint(data_force, spacing, control_shape) / float(spacing**ndim)
+    reg_gradient = componentwise_field_of_experts(
+        control, zero_mean(params.reg_kernels), params.reg_values, reg_range, activation
+    )
+    return control - tf.abs(params.alpha) * (data_gradient + reg_gradient)

@@ -1,0 +1,51 @@
+"""Image gradients and the binomial image pyramid."""
+
+import numpy as np
+import tensorflow as tf
+
+_BINOMIAL = np.array([1.0, 4.0, 6.0, 4.0, 1.0], dtype=np.float32) / 16.0
+
+
+def image_gradient(image):
+    """Forward differences ``I[x + e_i] - I[x]`` (zero at the last index) of a ``[B, *S, 1]`` image.
+
+    Returns ``[B, *S, N]``, component ``i`` along array axis ``i``, in intensity per voxel.
+    """
+    ndim = image.shape.rank - 2
+    parts = []
+    for axis in range(1, ndim + 1):
+        paddings = [[0, 0]] * (ndim + 2)
+        paddings[axis] = [0, 1]
+        padded = tf.pad(image, paddings, mode="SYMMETRIC")
+        begin = [0] * (ndim + 2)
+        begin[axis] = 1
+        parts.append(tf.slice(padded, begin, tf.shape(image)) - image)
+    return tf.concat(parts, axis=-1)
+
+
+def binomial_downsample(image):
+    """Smooth with the normalised binomial kernel [1, 4, 6, 4, 1]/16 and keep every second voxel.
+
+    image: ``[B, *S, C]`` (reflect padding; every axis needs at least 3 voxels).
+    Output voxel ``i`` is centred on input voxel ``2i``; shape ``[B, *ceil(S / 2), C]``.
+    """
+    ndim = image.shape.rank - 2
+    channels = image.shape[-1]
+    # Channels into the batch so that one single-channel kernel serves every channel.
+    perm = [0, ndim + 1] + list(range(1, ndim + 1))
+    x = tf.transpose(image, perm)
+    shape = tf.shape(x)
+    x = tf.reshape(x, tf.concat([[-1], shape[2:], [1]], axis=0))
+    for axis in range(ndim):
+        kernel_shape = [1] * ndim + [1, 1]
+        kernel_shape[axis] = 5
+        kernel = tf.constant(_BINOMIAL.reshape(kernel_shape))
+        paddings = [[0, 0]] * (ndim + 2)
+        paddings[axis + 1] = [2, 2]
+        strides = [1] * ndim
+        strides[axis] = 2
+        x = tf.nn.convolution(tf.pad(x, paddings, mode="REFLECT"), kernel, strides=strides, padding="VALID")
+    out_spatial = tf.shape(x)[1 : 1 + ndim]
+    x = tf.reshape(x, tf.concat([[-1, channels], out_spatial], axis=0))
+    inverse = [0] + list(range(2, ndim + 2)) + [1]
+    return tf.transpose(x, inverse)

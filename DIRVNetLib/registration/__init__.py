@@ -1,0 +1,1 @@
+"""Registration: geometry and preprocessing, the inference API, recurrent refinement."""

@@ -1,0 +1,186 @@
+"""``register(fixed, moving, ...)``: the one inference entry point of every front door.
+
+Displacements returned are SimpleITK vector images on the fixed grid in physical LPS mm, pull
+convention ``warped(p) = moving(p + u(p))`` (ITK displacement-field transform, Slicer
+"transform from parent").
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+import SimpleITK as sitk
+import tensorflow as tf
+
+from DIRVNetLib.data.images import normalise_intensity
+from DIRVNetLib.errors import InputImageError, WeightSetError
+from DIRVNetLib.io.images import check_image, read_image
+from DIRVNetLib.io.resample import resample_like
+from DIRVNetLib.io.weights import load_weight_set, resolve
+from DIRVNetLib.metrics import displacement_transform, jacobian_statistics, similarity_report
+from DIRVNetLib.model import DIRVNet
+from DIRVNetLib.ops import warp
+from DIRVNetLib.registration.geometry import WorkingGrid, resample_displacement
+from DIRVNetLib.registration.memory import check_memory
+from DIRVNetLib.registration.progress import UnitMonitor
+
+DEVICES = ("auto", "cpu", "gpu")
+_NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip building and tracing
+
+
+@dataclasses.dataclass
+class RegistrationResult:
+    """displacement: vector image on the fixed grid (LPS mm); transform: its ITK displacement-field
+    transform; warped: moving resampled on the fixed grid; report: timings (s), similarity before/after,
+    Jacobian statistics, settings; fixed: the fixed image (float32) and moving_resampled: the moving
+    image on the fixed grid before registration (for QA); intermediate: ``(round, level, unit, displacement)`` per unit when
+    asked (the displacement reached after that unit of that round, on the fixed grid, LPS mm)."""
+
+    displacement: sitk.Image
+    transform: sitk.DisplacementFieldTransform
+    warped: sitk.Image
+    report: dict
+    fixed: sitk.Image
+    moving_resampled: sitk.Image
+    intermediate: list
+
+
+def _input(image, role):
+    if isinstance(image, sitk.Image):
+        return check_image(image, f"{role} image")
+    return read_image(image, role)
+
+
+def _network(weight_set):
+    key = (str(weight_set.path.resolve()), weight_set.metadata["weights_sha256"])
+    if key not in _NETWORKS:
+        network = DIRVNet(weight_set.config)
+        try:
+            network.set_weights(weight_set.weights)
+        except ValueError as e:
+            raise WeightSetError(f"weight set {weight_set.path}: {e}") from e
+        _NETWORKS[key] = network
+    return _NETWORKS[key]
+
+
+def _device_scope(device):
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got '{device}'")
+    if device == "gpu":
+        if not tf.config.list_physical_devices("GPU"):
+            raise ValueError("device 'gpu' was asked for but TensorFlow sees no GPU")
+        return tf.device("/GPU:0")
+    if device == "cpu":
+        return tf.device("/CPU:0")
+    return tf.device(None)
+
+
+def _run_network(network, fixed, moving, monitor, rounds):
+    """Network flow ``[*S, N]`` (working voxels), refined recurrently up to ``rounds`` times: the
+    warped image is registered again and the fields composed, ``u <- v + u o (x + v)``, while the mean
+    squared residual keeps falling."""
+    fixed_t = tf.constant(fixed[np.newaxis, ..., np.newaxis])
+    moving_t = tf.constant(moving[np.newaxis, ..., np.newaxis])
+    flow = network(fixed_t, moving_t, on_unit=monitor).flow
+    residual = float(tf.reduce_mean(tf.square(warp(moving_t, flow) - fixed_t)))
+    residuals = [residual]
+    for round_index in range(1, rounds + 1):
+        monitor.round = round_index
+        update = network(fixed_t, warp(moving_t, flow), on_unit=monitor).flow
+        candidate = update + warp(flow, update)
+        candidate_residual = float(tf.reduce_mean(tf.square(warp(moving_t, candidate) - fixed_t)))
+        if candidate_residual >= residual:
+            break
+        flow, residual = candidate, candidate_residual
+        residuals.append(residual)
+    return flow[0].numpy(), residuals
+
+
+def register(
+    fixed,
+    moving,
+    weights=None,
+    device="auto",
+    *,
+    progress=None,
+    cancel=None,
+    refinement_rounds=0,
+    working_spacing=None,
+    isotropic=True,
+    keep_intermediate=False,
+):
+    """Register ``moving`` to ``fixed`` with DIRV-Net.
+
+    fixed, moving: SimpleITK scalar images (2D or 3D, any size, spacing, origin, direction) or paths
+    (files SimpleITK reads, or DICOM series folders). weights: None (bundled default for the dimension),
+    a bundled weight-set name, or a weight-set folder. device: "auto", "cpu" or "gpu".
+    progress: ``callable(Progress)`` after every unit; cancel: ``threading.Event`` or callable, checked
+    after every unit (raises :class:`RegistrationCancelled`). refinement_rounds: recurrent refinement
+    rounds (stops early when the residual stops falling). working_spacing: register on an isotropic grid
+    of this spacing (mm); otherwise anisotropic fixed images are registered on an isotropic grid of their
+    finest spacing when ``isotropic``. keep_intermediate: also return every unit's displacement.
+    Inputs are never modified. Returns a :class:`RegistrationResult`.
+    """
+    timings = {}
+    started = time.perf_counter()
+    fixed_image = _input(fixed, "fixed")
+    moving_image = _input(moving, "moving")
+    dimension = fixed_image.GetDimension()
+    if moving_image.GetDimension() != dimension:
+        raise InputImageError(f"fixed image is {dimension}D but moving image is {moving_image.GetDimension()}D")
+    weight_set = load_weight_set(resolve(weights, dimension))
+    if weight_set.dimension != dimension:
+        raise WeightSetError(
+            f"weight set {weight_set.path} is for {weight_set.dimension}D images but the images are {dimension}D"
+        )
+    if refinement_rounds < 0:
+        raise ValueError(f"refinement_rounds must be >= 0, got {refinement_rounds}")
+    timings["load"] = time.perf_counter() - started
+
+    with _device_scope(device):
+        mark = time.perf_counter()
+        grid = WorkingGrid.for_fixed(fixed_image, working_spacing, isotropic)
+        config = weight_set.config
+        estimated = check_memory(config.padded_shape(grid.shape), config)
+        fixed_working = normalise_intensity(sitk.GetArrayFromImage(resample_like(fixed_image, grid.reference)))
+        moving_working = normalise_intensity(sitk.GetArrayFromImage(resample_like(moving_image, grid.reference)))
+        network = _network(weight_set)
+        timings["preprocess"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        total = config.levels * config.units * (1 + refinement_rounds)
+        monitor = UnitMonitor(total, progress, cancel, keep=keep_intermediate)
+        monitor.check_cancel()
+        flow, residuals = _run_network(network, fixed_working, moving_working, monitor, refinement_rounds)
+        timings["network"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        displacement = resample_displacement(grid.flow_to_displacement(flow), fixed_image)
+        transform = displacement_transform(displacement)
+        warped = sitk.Resample(moving_image, fixed_image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        moving_on_fixed = resample_like(moving_image, fixed_image)
+        intermediate = [
+            (r, level, unit, _intermediate_displacement(network, grid, control, level, fixed_image))
+            for r, level, unit, control in monitor.kept
+        ]
+        timings["postprocess"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+
+    report = {
+        "weights": str(weight_set.path),
+        "device": device,
+        "working_grid": {"size": list(grid.reference.GetSize()), "spacing_mm": list(grid.reference.GetSpacing())},
+        "refinement_rounds_used": len(residuals) - 1,
+        "residual_mse_per_round": residuals,
+        "estimated_memory_gib": estimated / 1024**3,
+        "seconds": timings,
+        **similarity_report(fixed_image, moving_on_fixed, warped),
+        **jacobian_statistics(displacement),
+    }
+    return RegistrationResult(displacement, transform, warped, report, fixed_image, moving_on_fixed, intermediate)
+
+
+def _intermediate_displacement(network, grid, control, level, fixed_image):
+    padded = network.config.padded_shape(grid.shape)
+    flow = network.control_to_flow(control, level, padded, grid.shape)[0].numpy()
+    return resample_displacement(grid.flow_to_displacement(flow), fixed_image)

@@ -1,0 +1,70 @@
+"""The working grid and conversions between network voxels and physical LPS displacements.
+
+The working grid shares the fixed image's origin, direction and physical extent; its spacing is the
+fixed spacing, or isotropic (the finest fixed spacing, or ``working_spacing`` mm) when asked.
+"""
+
+import dataclasses
+
+import numpy as np
+import SimpleITK as sitk
+
+from DIRVNetLib.io.resample import isotropic_reference
+
+
+@dataclasses.dataclass
+class WorkingGrid:
+    """reference: an empty SimpleITK image carrying the grid (origin, spacing, direction, size)."""
+
+    reference: sitk.Image
+
+    @classmethod
+    def for_fixed(cls, fixed, working_spacing=None, isotropic=True):
+        """The grid for ``fixed``: ``working_spacing`` (mm) if given; else the finest fixed spacing
+        when ``isotropic`` and the fixed spacing is anisotropic (> 1% apart); else the fixed grid."""
+        spacing = np.array(fixed.GetSpacing())
+        if working_spacing is None and isotropic and spacing.max() > 1.01 * spacing.min():
+            working_spacing = float(spacing.min())
+        if working_spacing is None:
+            reference = sitk.Image(fixed.GetSize(), sitk.sitkFloat32)
+            reference.CopyInformation(fixed)
+            return cls(reference)
+        if working_spacing <= 0:
+            raise ValueError(f"working_spacing must be > 0 mm, got {working_spacing}")
+        return cls(isotropic_reference(fixed, working_spacing))
+
+    @property
+    def shape(self):
+        """Array-order shape ([z, y, x] in 3D)."""
+        return tuple(reversed(self.reference.GetSize()))
+
+    @property
+    def voxel_to_physical(self):
+        """``D @ diag(spacing)``: maps an index-space vector (x, y, z order) to a physical LPS vector (mm)."""
+        ndim = self.reference.GetDimension()
+        direction = np.array(self.reference.GetDirection()).reshape(ndim, ndim)
+        return direction @ np.diag(self.reference.GetSpacing())
+
+    def flow_to_displacement(self, flow):
+        """A voxel flow ``[*shape, N]`` (array component order) as a SimpleITK vector image on this grid
+        in physical LPS mm (x, y, z components), float64; same pull convention."""
+        index_vectors = np.asarray(flow, np.float64)[..., ::-1]  # array order -> (x, y, z)
+        physical = index_vectors @ self.voxel_to_physical.T
+        image = sitk.GetImageFromArray(physical, isVector=True)
+        image.CopyInformation(self.reference)
+        return image
+
+    def displacement_to_flow(self, displacement):
+        """Inverse of :meth:`flow_to_displacement` for a displacement image on this grid."""
+        physical = sitk.GetArrayFromImage(displacement).astype(np.float64)
+        index_vectors = physical @ np.linalg.inv(self.voxel_to_physical).T
+        return index_vectors[..., ::-1].astype(np.float32)
+
+
+def resample_displacement(displacement, reference):
+    """Linear resampling of a displacement field (values unchanged: physical mm) onto ``reference``'s
+    grid; beyond the field's extent the nearest vector is used."""
+    return sitk.Resample(
+        displacement, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True
+    )
+

@@ -1,0 +1,51 @@
+"""Progress reports and cancellation between variational units."""
+
+import dataclasses
+
+from DIRVNetLib.errors import RegistrationCancelled
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """done/total: variational units run / to run (all rounds); level (0 = finest), unit, round
+    (0 = first pass, then refinement rounds); stage: a short description."""
+
+    done: int
+    total: int
+    level: int
+    unit: int
+    round: int
+    stage: str
+
+
+def is_cancelled(cancel):
+    """``cancel`` may be None, a ``threading.Event`` (or anything with ``is_set``) or a callable."""
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+class UnitMonitor:
+    """The network's ``on_unit`` hook: counts units, reports progress, raises when cancelled, and
+    optionally keeps every unit's control displacement."""
+
+    def __init__(self, total, progress=None, cancel=None, keep=False):
+        self.total, self.progress, self.cancel, self.keep = total, progress, cancel, keep
+        self.done = 0
+        self.round = 0
+        self.kept = []
+
+    def check_cancel(self):
+        if is_cancelled(self.cancel):
+            raise RegistrationCancelled("registration cancelled")
+
+    def __call__(self, level, unit, control):
+        self.done += 1
+        if self.keep:
+            self.kept.append((self.round, level, unit, control))
+        if self.progress is not None:
+            stage = f"round {self.round}, level {level}, unit {unit}" if self.round else f"level {level}, unit {unit}"
+            self.progress(Progress(self.done, self.total, level, unit, self.round, stage))
+        self.check_cancel()
