@@ -14,12 +14,12 @@ def _configure_threads():
 
 
 def build_parser():
-    from DIRVNetLib.cli import register_command, train_command
+    from DIRVNetLib.cli import evaluate_command, register_command, train_command
 
     parser = argparse.ArgumentParser(prog="dirvnet", description="DIRV-Net deformable image registration")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (register_command, train_command):
+    for module in (register_command, evaluate_command, train_command):
         module.add_parser(commands)
     return parser
 
@@ -27,7 +27,9 @@ def build_parser():
 def main(argv=None):
     _configure_threads()
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.run(args) or 0

@@ -30,7 +30,6 @@ def run(args):
     from DIRVNetLib.registration.api import register
 
     output = Path(args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     with tqdm(total=None, desc="registering", unit="unit", disable=args.no_progress) as bar:
 
         def progress(info):
@@ -44,6 +43,7 @@ def run(args):
             isotropic=not args.no_isotropic,
         )
     started = time.perf_counter()
+    output.mkdir(parents=True, exist_ok=True)
     write_transform(result.transform, output / "transform.h5")
     write_image(result.displacement, output / "displacement.nrrd")
     write_image(result.warped, output / "warped.nrrd")

@@ -1,7 +1,6 @@
 """``dirvnet train --config RUN.json --output-dir RUN``."""
 
 import shlex
-import sys
 
 
 def add_parser(commands):
@@ -15,6 +14,6 @@ def add_parser(commands):
 def run(args):
     from DIRVNetLib.training.trainer import load_run_config, train
 
-    command = "dirvnet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "dirvnet " + " ".join(shlex.quote(a) for a in args.argv)
     weights = train(load_run_config(args.config), args.output_dir, command=command, progress=not args.no_progress)
     print(f"weight set written to {weights}")

@@ -24,3 +24,22 @@ def smooth_random_field(shape, max_magnitude, rng, control_points=5, affine_scal
         field = field / np.abs(field).max() + linear / max(np.abs(linear).max(), 1e-6)
     norm = np.sqrt((field**2).sum(axis=-1)).max()
     return (field * (max_magnitude / max(norm, 1e-12))).astype(np.float32)
+
+
+def deform_image(image, max_mm, seed, control_points=5):
+    """``(fixed, true displacement)`` with ``fixed = image o (p + u(p))`` for a smooth random ``u``
+    (vector image on ``image``'s grid, LPS mm) whose longest vector is ``max_mm`` mm.
+
+    Registering ``image`` (moving) to ``fixed`` should recover ``u`` (pull convention). Deterministic
+    for a given ``seed``.
+    """
+    from DIRVNetLib.metrics import displacement_transform
+
+    shape = tuple(reversed(image.GetSize()))
+    field = smooth_random_field(shape, 1.0, np.random.default_rng(seed), control_points=control_points)
+    physical = field[..., ::-1].astype(np.float64)  # drawn per physical axis (x, y, z)
+    physical *= max_mm / np.sqrt((physical**2).sum(-1)).max()
+    true = sitk.GetImageFromArray(physical, isVector=True)
+    true.CopyInformation(image)
+    fixed = sitk.Resample(image, image, displacement_transform(true), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return fixed, true

@@ -29,7 +29,7 @@ def piecewise_linear(x, values, vrange):
 def gaussian_rbf(x, values, vrange):
     """``phi_f(x) = sum_j values[f, j] * exp(-(x - mu_j)^2 / (2 sigma^2))``, sigma = knot distance."""
     knots = values.shape[1]
-    mu = tf.constant(knot_positions(knots, vrange))
+    mu = tf.constant(knot_positions(knots, vrange), dtype=x.dtype)
     sigma = 2.0 * vrange / (knots - 1)
     basis = tf.exp(-tf.square(x[..., tf.newaxis] - mu) / (2.0 * sigma**2))  # [..., F, K]
     return tf.reduce_sum(basis * values, axis=-1)

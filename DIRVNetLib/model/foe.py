@@ -3,11 +3,12 @@
 import tensorflow as tf
 
 from DIRVNetLib.model.activations import ACTIVATION_FUNCTIONS
+from DIRVNetLib.ops.filters import convolve
 
 
 def zero_mean(kernels):
     """Projection of ``[*k, 1, F]`` kernels onto zero mean (constant inputs give no response)."""
-    ndim = kernels.shape.rank - 2
+    ndim = len(kernels.shape) - 2
     return kernels - tf.reduce_mean(kernels, axis=list(range(ndim)), keepdims=True)
 
 
@@ -15,12 +16,14 @@ def field_of_experts(x, kernels, values, vrange, activation):
     """Gradient of the learned energy ``sum_k rho_k(K_k * x)`` for a ``[B, *S, 1]`` input.
 
     kernels: ``[*k, 1, F]``; values: ``[F, knots]`` activation parameters (phi_k = rho_k').
-    Convolutions use zero padding ("SAME"); ``K^T`` is the exact transposed convolution.
-    Returns ``[B, *S, 1]``.
+    Convolutions use zero padding ("SAME"); ``K^T``, the exact adjoint of ``K`` for odd kernels, is the
+    correlation with the flipped kernels (channels swapped). Returns ``[B, *S, 1]``.
     """
-    responses = tf.nn.convolution(x, kernels, padding="SAME")  # [B, *S, F]
+    responses = convolve(x, kernels)  # [B, *S, F]
     activated = ACTIVATION_FUNCTIONS[activation](responses, values, vrange)
-    return tf.nn.conv_transpose(activated, kernels, output_shape=tf.shape(x), strides=1, padding="SAME")
+    ndim = len(kernels.shape) - 2
+    adjoint_kernels = tf.transpose(tf.reverse(kernels, axis=list(range(ndim))), list(range(ndim)) + [ndim + 1, ndim])
+    return convolve(activated, adjoint_kernels)
 
 
 def componentwise_field_of_experts(field, kernels, values, vrange, activation):

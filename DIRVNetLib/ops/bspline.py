@@ -16,10 +16,10 @@ def control_grid_shape(spatial_shape, spacing):
     return [(n - 1) // spacing + 2 for n in spatial_shape]
 
 
-def _hat_matrix(n_out, n_in, step):
+def _hat_matrix(n_out, n_in, step, dtype):
     """``[n_out, n_in]`` matrix ``max(0, 1 - |i / step - k|)``: linear interpolation at ``i / step``."""
-    rows = tf.cast(tf.range(n_out), tf.float32)[:, tf.newaxis] / float(step)
-    cols = tf.cast(tf.range(n_in), tf.float32)[tf.newaxis, :]
+    rows = tf.cast(tf.range(n_out), dtype)[:, tf.newaxis] / float(step)
+    cols = tf.cast(tf.range(n_in), dtype)[tf.newaxis, :]
     return tf.nn.relu(1.0 - tf.abs(rows - cols))
 
 
@@ -37,17 +37,19 @@ def _apply_per_axis(x, matrices, transpose):
 
 def bspline_interpolate(control, spacing, spatial_shape):
     """Dense field ``[B, *spatial_shape, C]`` from control values ``[B, *K, C]`` (K = control shape)."""
+    control = tf.convert_to_tensor(control)
     ndim = len(spatial_shape)
     control_shape = tf.shape(control)[1 : 1 + ndim]
-    matrices = [_hat_matrix(spatial_shape[i], control_shape[i], spacing) for i in range(ndim)]
+    matrices = [_hat_matrix(spatial_shape[i], control_shape[i], spacing, control.dtype) for i in range(ndim)]
     return _apply_per_axis(control, matrices, transpose=False)
 
 
 def bspline_adjoint(dense, spacing, control_shape):
     """Exact adjoint of :func:`bspline_interpolate`: ``[B, *S, C]`` -> ``[B, *control_shape, C]``."""
+    dense = tf.convert_to_tensor(dense)
     ndim = len(control_shape)
     spatial = tf.shape(dense)[1 : 1 + ndim]
-    matrices = [_hat_matrix(spatial[i], control_shape[i], spacing) for i in range(ndim)]
+    matrices = [_hat_matrix(spatial[i], control_shape[i], spacing, dense.dtype) for i in range(ndim)]
     return _apply_per_axis(dense, matrices, transpose=True)
 
 
@@ -57,7 +59,8 @@ def upsample_control_grid(control, fine_control_shape):
     Coarse control point ``k`` coincides with fine control point ``2k``; values in between are linear,
     so the coarse dense field is reproduced exactly, and displacements (voxels) are multiplied by 2.
     """
+    control = tf.convert_to_tensor(control)
     ndim = len(fine_control_shape)
     coarse = tf.shape(control)[1 : 1 + ndim]
-    matrices = [_hat_matrix(fine_control_shape[i], coarse[i], 2) for i in range(ndim)]
+    matrices = [_hat_matrix(fine_control_shape[i], coarse[i], 2, control.dtype) for i in range(ndim)]
     return 2.0 * _apply_per_axis(control, matrices, transpose=False)

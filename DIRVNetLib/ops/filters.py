@@ -6,11 +6,26 @@ import tensorflow as tf
 _BINOMIAL = np.array([1.0, 4.0, 6.0, 4.0, 1.0], dtype=np.float32) / 16.0
 
 
+def convolve(x, kernels, strides=1, padding="SAME"):
+    """Channels-last 2D/3D correlation of ``x`` ``[B, *S, C_in]`` with ``kernels`` ``[*k, C_in, C_out]``.
+
+    (Calls conv2d/conv3d with an explicit data format: TensorFlow's eager Conv3D gradient needs it.)
+    """
+    ndim = len(kernels.shape) - 2
+    if isinstance(strides, int):
+        strides = [strides] * ndim
+    strides = [1, *strides, 1]
+    if ndim == 2:
+        return tf.nn.conv2d(x, kernels, strides, padding, data_format="NHWC")
+    return tf.nn.conv3d(x, kernels, strides, padding, data_format="NDHWC")
+
+
 def image_gradient(image):
     """Forward differences ``I[x + e_i] - I[x]`` (zero at the last index) of a ``[B, *S, 1]`` image.
 
     Returns ``[B, *S, N]``, component ``i`` along array axis ``i``, in intensity per voxel.
     """
+    image = tf.convert_to_tensor(image)
     ndim = image.shape.rank - 2
     parts = []
     for axis in range(1, ndim + 1):
@@ -29,6 +44,7 @@ def binomial_downsample(image):
     image: ``[B, *S, C]`` (reflect padding; every axis needs at least 3 voxels).
     Output voxel ``i`` is centred on input voxel ``2i``; shape ``[B, *ceil(S / 2), C]``.
     """
+    image = tf.convert_to_tensor(image)
     ndim = image.shape.rank - 2
     channels = image.shape[-1]
     # Channels into the batch so that one single-channel kernel serves every channel.
@@ -39,12 +55,12 @@ def binomial_downsample(image):
     for axis in range(ndim):
         kernel_shape = [1] * ndim + [1, 1]
         kernel_shape[axis] = 5
-        kernel = tf.constant(_BINOMIAL.reshape(kernel_shape))
+        kernel = tf.constant(_BINOMIAL.reshape(kernel_shape), dtype=x.dtype)
         paddings = [[0, 0]] * (ndim + 2)
         paddings[axis + 1] = [2, 2]
         strides = [1] * ndim
         strides[axis] = 2
-        x = tf.nn.convolution(tf.pad(x, paddings, mode="REFLECT"), kernel, strides=strides, padding="VALID")
+        x = convolve(tf.pad(x, paddings, mode="REFLECT"), kernel, strides, padding="VALID")
     out_spatial = tf.shape(x)[1 : 1 + ndim]
     x = tf.reshape(x, tf.concat([[-1, channels], out_spatial], axis=0))
     inverse = [0] + list(range(2, ndim + 2)) + [1]

@@ -5,9 +5,9 @@ import itertools
 import tensorflow as tf
 
 
-def identity_grid(spatial_shape, ndim):
-    """Voxel coordinates ``[*S, N]`` (float32) of a grid of shape ``spatial_shape`` (array order)."""
-    axes = [tf.range(spatial_shape[i], dtype=tf.float32) for i in range(ndim)]
+def identity_grid(spatial_shape, ndim, dtype=tf.float32):
+    """Voxel coordinates ``[*S, N]`` of a grid of shape ``spatial_shape`` (array order)."""
+    axes = [tf.cast(tf.range(spatial_shape[i]), dtype) for i in range(ndim)]
     return tf.stack(tf.meshgrid(*axes, indexing="ij"), axis=-1)
 
 
@@ -24,7 +24,7 @@ def warp(image, flow):
     ndim = flow.shape[-1]
     shape = tf.shape(image)
     batch, spatial, channels = shape[0], shape[1 : 1 + ndim], shape[-1]
-    coords = identity_grid(spatial, ndim)[tf.newaxis] + flow  # [B, *S, N]
+    coords = identity_grid(spatial, ndim, flow.dtype)[tf.newaxis] + flow  # [B, *S, N]
 
     lower, upper, weight_upper = [], [], []
     for axis in range(ndim):

@@ -1,0 +1,671 @@
+"""DIRVNet: deep-learning deformable registration of MR volumes (DIRV-Net) as a 3D Slicer module.
+
+Module (title, help, sample data), parameter node, Widget (panel, background run, QA views), Logic
+(console entry point; delegates to DIRVNetLib.mrml) and Test (self-test on the sample pair).
+
+Console use (blocks, returns the grid transform node)::
+
+    import DIRVNet
+    transform = DIRVNet.DIRVNetLogic().register(fixedVolumeNode, movingVolumeNode, placeMovingUnderTransform=True)
+
+The result is a grid transform (TransformFromParent, RAS) on the fixed grid: a volume placed under it
+is displayed as moving(p + u(p)), aligned to the fixed volume.
+"""
+
+import enum
+import logging
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLGridTransformNode, vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+def _addLibraryToPath():
+    """Make DIRVNetLib importable: installed it sits next to this file, in the source tree one folder up."""
+    here = Path(__file__).resolve().parent
+    for folder in (here, here.parent):
+        if (folder / "DIRVNetLib").is_dir():
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
+            return
+
+
+_addLibraryToPath()
+
+SAMPLE_FILES = ("KmeansTest_T1UCharRaw.nii.gz", "sample_moving.nrrd")
+"""The demo pair (fixed, moving): a real T1 head MR and a smoothly deformed copy of it."""
+SAMPLE_NODE_NAMES = ("DIRVNet fixed T1", "DIRVNet moving T1")
+SAMPLE_NAME = "DIRVNet T1 pair"
+
+
+def sampleDataPaths():
+    """Paths of the demo pair: installed next to the module (DIRVNetSampleData/), or Testing/Data in a checkout."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "DIRVNetSampleData", here.parent / "Testing" / "Data"):
+        paths = [folder / name for name in SAMPLE_FILES]
+        if all(path.is_file() for path in paths):
+            return paths
+    return None
+
+
+#
+# DIRVNet
+#
+
+
+class DIRVNet(ScriptedLoadableModule):
+    """Module description shown by Slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "DIRVNet"
+        self.parent.categories = ["Registration"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["DIRVNet developers"]
+        self.parent.helpText = """
+Deformable registration of MR volumes with DIRV-Net, a variational network that refines a displacement
+field level by level. Choose a fixed and a moving volume and press Apply: the result is a grid transform
+that shows the moving volume aligned to the fixed one. Optional outputs: the warped volume, the Jacobian
+determinant of the deformation, and the intermediate fields of every level and unit.
+The first Apply offers to install TensorFlow into Slicer's Python.
+"""
+        self.parent.acknowledgementText = """
+DIRV-Net: Jia, Thorley, Chen, Qiu, Shen, Duan, "Learning a model-driven variational network for deformable
+image registration", IEEE TMI 2022. Sample T1 volume from the Insight Toolkit examples (Apache-2.0).
+"""
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Add the demo pair to the Sample Data module (files installed with the extension, no download)."""
+    import SampleData
+
+    paths = sampleDataPaths()
+    if paths is None:
+        logging.info("DIRVNet: sample pair not found next to the module; not registered with Sample Data")
+        return
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="DIRVNet",
+        sampleName=SAMPLE_NAME,
+        thumbnailFileName=str(Path(__file__).resolve().parent / "Resources" / "Icons" / "DIRVNetSample.png"),
+        uris=[path.as_uri() for path in paths],
+        fileNames=[f"DIRVNet_{path.name}" for path in paths],
+        nodeNames=list(SAMPLE_NODE_NAMES),
+        loadFileType="VolumeFile",
+    )
+
+
+#
+# DIRVNetParameterNode
+#
+
+
+class Device(enum.Enum):
+    """Where TensorFlow runs the network."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    GPU = "gpu"
+
+    def label(self):
+        return {"auto": "Automatic", "cpu": "CPU", "gpu": "GPU"}[self.value]
+
+
+@parameterNodeWrapper
+class DIRVNetParameterNode:
+    """Panel state, saved with the scene.
+
+    fixedVolume, movingVolume: the volumes to register (moving is deformed onto fixed).
+    weightSet: bundled weight set name; "" = the bundled default for the volumes' dimension.
+    useWeightFolder, weightFolder: use the weight set in this folder instead.
+    device: where the network runs.
+    refinementRounds: extra passes of the finest level (0 = a single pass).
+    workingSpacing: isotropic voxel size (mm) the network works on; 0 = automatic.
+    outputTransform: grid transform to fill; None = create a new one at every Apply.
+    outputVolume, jacobianVolume: optional warped volume and Jacobian determinant volume.
+    keepIntermediate: keep one field per level and unit (a Sequence) to replay the registration.
+    placeMovingUnderTransform: show the moving volume under the result.
+    """
+
+    fixedVolume: vtkMRMLScalarVolumeNode
+    movingVolume: vtkMRMLScalarVolumeNode
+    weightSet: str = ""
+    useWeightFolder: bool = False
+    weightFolder: Path
+    device: Device = Device.AUTO
+    refinementRounds: Annotated[int, WithinRange(0, 5)] = 0
+    workingSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    outputTransform: vtkMRMLGridTransformNode | None
+    outputVolume: vtkMRMLScalarVolumeNode | None
+    jacobianVolume: vtkMRMLScalarVolumeNode | None
+    keepIntermediate: bool = False
+    placeMovingUnderTransform: bool = True
+
+
+#
+# DIRVNetWidget
+#
+
+
+class _BackgroundRun:
+    """A registration job on a worker thread; the widget polls ``progress`` and the outcome with a QTimer.
+
+    The worker only runs :meth:`DIRVNetLib.mrml.RegistrationJob.run` (no scene access); the widget writes
+    the result into the scene on the main thread.
+    """
+
+    def __init__(self, job):
+        self.job = job
+        self.cancel = threading.Event()
+        self.progress = None
+        self.result = None
+        self.error = None
+        self.errorDetails = ""
+        self.startTime = time.monotonic()
+        self.thread = threading.Thread(target=self._work, name="DIRVNet registration", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def _work(self):
+        try:
+            self.result = self.job.run(progress=self._onProgress, cancel=self.cancel)
+        except Exception as e:  # handed to the main thread, which reports it
+            self.error = e
+            self.errorDetails = traceback.format_exc()
+
+    def _onProgress(self, info):
+        self.progress = info
+
+
+class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: inputs, model, options, outputs, Apply/Cancel with progress, and the registration steps."""
+
+    POLL_INTERVAL_MS = 100
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._run = None
+        self._stepsTransform = None
+        self._pollTimer = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DIRVNet.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = DIRVNetLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.weightSetComboBox.connect("currentIndexChanged(int)", self.onWeightSetSelected)
+        self.ui.stepSlider.connect("valueChanged(double)", self.onStepChanged)
+        self.ui.progressBar.hide()
+        self.ui.stepsCollapsibleButton.enabled = False
+
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(self.POLL_INTERVAL_MS)
+        self._pollTimer.connect("timeout()", self._pollRun)
+
+        self._populateWeightSets()
+        self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        if self._run is not None:
+            self._run.cancel.set()
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event):
+        if self._run is not None:
+            self._run.cancel.set()
+        self._stepsTransform = None
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # Parameter node
+
+    def initializeParameterNode(self):
+        """Use the scene's parameter node; pick the first two volumes when nothing is selected yet."""
+        self.setParameterNode(self.logic.getParameterNode())
+        volumes = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+                   if not node.IsA("vtkMRMLLabelMapVolumeNode")]
+        if not self._parameterNode.fixedVolume and volumes:
+            self._parameterNode.fixedVolume = volumes[0]
+        if not self._parameterNode.movingVolume and len(volumes) > 1:
+            self._parameterNode.movingVolume = volumes[1]
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None):
+        """Update what connectGui does not cover: the weight set list, enabled states, Apply's tooltip."""
+        if self._parameterNode is None:
+            self.ui.applyButton.enabled = False
+            return
+        index = self.ui.weightSetComboBox.findData(self._parameterNode.weightSet)
+        wasBlocked = self.ui.weightSetComboBox.blockSignals(True)
+        self.ui.weightSetComboBox.currentIndex = max(index, 0)
+        self.ui.weightSetComboBox.blockSignals(wasBlocked)
+        useFolder = self._parameterNode.useWeightFolder
+        self.ui.weightFolderPathLineEdit.enabled = useFolder
+        self.ui.weightSetComboBox.enabled = not useFolder
+        self._describeWeightSet()
+        self._checkCanApply()
+
+    def _checkCanApply(self):
+        """Enable Apply when the inputs allow a run, with the reason in the tooltip when they do not."""
+        if self._run is not None:
+            return
+        p = self._parameterNode
+        reason = None
+        if not p.fixedVolume or not p.movingVolume:
+            reason = "Select a fixed and a moving volume."
+        elif p.fixedVolume == p.movingVolume:
+            reason = "The fixed and moving volumes must be different volumes."
+        elif p.useWeightFolder and not self._weightFolder():
+            reason = "Choose the weight folder, or use a bundled weight set."
+        self.ui.applyButton.enabled = reason is None
+        self.ui.applyButton.toolTip = reason or "Register the moving volume to the fixed volume."
+
+    def _weightFolder(self):
+        folder = str(self._parameterNode.weightFolder) if self._parameterNode.weightFolder else ""
+        return "" if folder in ("", ".") else folder
+
+    def _populateWeightSets(self):
+        from DIRVNetLib.mrml import weightsets
+
+        combo = self.ui.weightSetComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("Default for the volumes' dimension", "")
+        for info in weightsets.bundled():
+            combo.addItem(f"{info.name} ({info.dimension}D)", info.name)
+        combo.blockSignals(wasBlocked)
+
+    def _describeWeightSet(self):
+        from DIRVNetLib.mrml import weightsets
+
+        name = self.ui.weightSetComboBox.itemData(self.ui.weightSetComboBox.currentIndex)
+        if self._parameterNode.useWeightFolder:
+            text = "Weights from the folder below."
+        elif not name:
+            text = "; ".join(f"{info.dimension}D: {info.description}" for info in weightsets.bundled()) \
+                or "No bundled weight set found: use a weight folder."
+        else:
+            info = next((i for i in weightsets.bundled() if i.name == name), None)
+            text = f"{info.dimension}D. {info.description}" if info else ""
+        self.ui.weightSetDescriptionLabel.text = text
+
+    def onWeightSetSelected(self, index):
+        if self._parameterNode is not None:
+            self._parameterNode.weightSet = self.ui.weightSetComboBox.itemData(index) or ""
+
+    # Running
+
+    def onApplyButton(self):
+        """Apply starts a background registration; while it runs the same button cancels it."""
+        if self._run is not None:
+            self._run.cancel.set()
+            self.ui.applyButton.text = "Cancelling..."
+            self.ui.applyButton.enabled = False
+            self.ui.statusLabel.text = "Cancelling: the registration stops after the current unit."
+            return
+        try:
+            if not self._ensureDependencies():
+                return
+            with slicer.util.WaitCursor():
+                job = self.logic.prepare(**self.logic.registrationArguments(self._parameterNode))
+        except Exception as e:  # any failure to start is shown as one message; details go to the log
+            self._showError("DIRVNet could not start the registration.", e, traceback.format_exc())
+            return
+        self._startRun(job)
+
+    def _ensureDependencies(self):
+        """Ask once (exact packages, approximate size) and install what is missing; False if not installed."""
+        plan = self.logic.installationPlan()
+        if not plan.needed:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(plan.summary() + "\n\nInstall now?",
+                                                  "DIRVNet - install Python packages"):
+            self.ui.statusLabel.text = "DIRVNet needs TensorFlow: press Apply again to install it."
+            return False
+        self.ui.statusLabel.text = "Installing Python packages (see the progress window)..."
+        slicer.app.processEvents()
+        restartNeeded = self.logic.installDependencies(plan)
+        if restartNeeded:
+            if slicer.util.confirmYesNoDisplay(
+                    "The packages were installed, but Slicer must restart before DIRVNet can use them. Restart now?",
+                    "DIRVNet - restart needed"):
+                slicer.util.restart()
+            self.ui.statusLabel.text = "Restart Slicer to finish installing DIRVNet's packages."
+            return False
+        self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
+        return True
+
+    def _startRun(self, job):
+        self._run = _BackgroundRun(job)
+        self._setRunningState(True)
+        self._run.start()
+        self._pollTimer.start()
+
+    def _setRunningState(self, running):
+        for section in ("inputsCollapsibleButton", "modelCollapsibleButton", "optionsCollapsibleButton",
+                        "outputsCollapsibleButton", "stepsCollapsibleButton"):
+            getattr(self.ui, section).enabled = not running
+        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.applyButton.enabled = True
+        self.ui.applyButton.toolTip = "Stop the registration; the scene stays as it was." if running else ""
+        self.ui.progressBar.setVisible(running)
+        if running:
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.format = "Starting... %p%"
+            self.ui.statusLabel.text = "Registering (TensorFlow loads on the first run)..."
+
+    def _pollRun(self):
+        """Show progress; when the worker has finished, write the result on the main thread or report why not."""
+        run = self._run
+        info = run.progress
+        if info is not None and info.total:
+            self.ui.progressBar.value = int(100 * info.done / info.total)
+            self.ui.progressBar.format = f"Level {info.level}, unit {info.unit}: %p%"
+            if not run.cancel.is_set():
+                self.ui.statusLabel.text = f"{info.stage} ({time.monotonic() - run.startTime:.0f} s)"
+        if run.thread.is_alive():
+            return
+        self._pollTimer.stop()
+        self._run = None
+        self._setRunningState(False)
+        self._checkCanApply()
+        from DIRVNetLib.errors import RegistrationCancelled
+
+        if isinstance(run.error, RegistrationCancelled) or (run.error is None and run.cancel.is_set()):
+            self.ui.statusLabel.text = "Cancelled: the scene is unchanged."
+            return
+        if run.error is not None:
+            self._showError("The registration failed.", run.error, run.errorDetails)
+            return
+        try:
+            transformNode = run.job.apply(run.result)
+        except Exception as e:  # a failure while writing the outputs; apply() already removed its nodes
+            self._showError("The result could not be added to the scene.", e, traceback.format_exc())
+            return
+        self._showResult(run.job, transformNode, run.result.report, time.monotonic() - run.startTime)
+
+    def _showError(self, message, error, details):
+        logging.error("%s\n%s", message, details)
+        self.ui.statusLabel.text = f"{message} {error}"
+        slicer.util.errorDisplay(f"{message}\n\n{error}", detailedText=details)
+
+    def _showResult(self, job, transformNode, report, seconds):
+        """Status line (time, similarity before/after) and views: fixed behind, aligned moving in front."""
+        before, after = report.get("ncc_before"), report.get("ncc_after")
+        similarity = f" NCC {before:.3f} -> {after:.3f}." if before is not None and after is not None else ""
+        self.ui.statusLabel.text = f"Done in {seconds:.1f} s: '{transformNode.GetName()}'.{similarity}"
+        foreground = job.outputVolumeNode or (job.movingVolumeNode if job.placeMovingUnderTransform else None)
+        slicer.util.setSliceViewerLayers(background=job.fixedVolumeNode, foreground=foreground,
+                                         foregroundOpacity=0.5, fit=True)
+        self._showSteps(transformNode)
+
+    # Registration steps
+
+    def _showSteps(self, transformNode):
+        """Let the slider replay the intermediate fields of ``transformNode`` (last position: final result)."""
+        from DIRVNetLib.mrml import INTERMEDIATE_BROWSER_ROLE, INTERMEDIATE_SEQUENCE_ROLE
+
+        sequence = transformNode.GetNodeReference(INTERMEDIATE_SEQUENCE_ROLE)
+        self._stepsTransform = transformNode if sequence is not None else None
+        self.ui.stepsCollapsibleButton.enabled = sequence is not None
+        if sequence is None:
+            return
+        steps = sequence.GetNumberOfDataNodes()
+        wasBlocked = self.ui.stepSlider.blockSignals(True)
+        self.ui.stepSlider.minimum = 1
+        self.ui.stepSlider.maximum = steps + 1
+        self.ui.stepSlider.value = steps + 1
+        self.ui.stepSlider.blockSignals(wasBlocked)
+        self.ui.stepLabel.text = "Final result (move the slider to replay the levels and units)."
+        slicer.modules.sequences.showSequenceBrowser(transformNode.GetNodeReference(INTERMEDIATE_BROWSER_ROLE))
+
+    def onStepChanged(self, value):
+        """Put the moving volume under the field of step ``value`` (1-based), or the final result after the last."""
+        from DIRVNetLib.mrml import INTERMEDIATE_BROWSER_ROLE, INTERMEDIATE_SEQUENCE_ROLE, MOVING_VOLUME_ROLE
+
+        transformNode = self._stepsTransform
+        if transformNode is None or transformNode.GetScene() is None:
+            return
+        moving = transformNode.GetNodeReference(MOVING_VOLUME_ROLE)
+        sequence = transformNode.GetNodeReference(INTERMEDIATE_SEQUENCE_ROLE)
+        browser = transformNode.GetNodeReference(INTERMEDIATE_BROWSER_ROLE)
+        if moving is None or sequence is None or browser is None:
+            return
+        step = int(round(value))
+        if step > sequence.GetNumberOfDataNodes():
+            moving.SetAndObserveTransformNodeID(transformNode.GetID())
+            self.ui.stepLabel.text = "Final result."
+            return
+        browser.SetSelectedItemNumber(step - 1)
+        moving.SetAndObserveTransformNodeID(browser.GetProxyNode(sequence).GetID())
+        self.ui.stepLabel.text = (f"Step {step} of {sequence.GetNumberOfDataNodes()}: "
+                                  f"{sequence.GetNthDataNode(step - 1).GetName()}.")
+
+
+#
+# DIRVNetLogic
+#
+
+
+class DIRVNetLogic(ScriptedLoadableModuleLogic):
+    """Registration without the panel: the Python-console entry point. Delegates to DIRVNetLib.mrml."""
+
+    def getParameterNode(self):
+        return DIRVNetParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def requirementsPath():
+        return Path(__file__).resolve().parent / "Resources" / "requirements.txt"
+
+    def installationPlan(self):
+        """What must still be installed (see DIRVNetLib.mrml.dependencies); ``.needed`` is False when nothing."""
+        from DIRVNetLib.mrml import dependencies
+
+        return dependencies.plan(dependencies.read_requirements(self.requirementsPath()))
+
+    def installDependencies(self, plan=None):
+        """Install the missing packages with Slicer's pip (progress shown by Slicer); True if a restart is needed.
+
+        Slicer's numpy and SimpleITK are pinned by a constraints file, so pip never changes them.
+        """
+        import importlib
+        import inspect
+
+        plan = plan or self.installationPlan()
+        if not plan.needed:
+            return False
+        constraints = plan.write_constraints(Path(slicer.app.temporaryPath) / "DIRVNet-constraints.txt")
+        pipEnsure = getattr(getattr(slicer, "packaging", None), "pip_ensure", None)
+        if pipEnsure is not None and "constraints" in inspect.signature(pipEnsure).parameters:
+            from packaging.requirements import Requirement
+
+            # We asked already, with sizes; pip_ensure shows progress and offers a restart when one is needed.
+            options = {"constraints": str(constraints), "prompt_install": False, "requester": "DIRVNet"}
+            accepted = inspect.signature(pipEnsure).parameters
+            pipEnsure([Requirement(r) for r in plan.requirements],
+                      **{key: value for key, value in options.items() if key in accepted})
+        else:
+            slicer.util.pip_install(plan.requirements + ["-c", str(constraints)])
+        importlib.invalidate_caches()
+        try:
+            importlib.import_module("tensorflow")
+        except ImportError as e:
+            logging.warning("DIRVNet: TensorFlow was installed but cannot be imported in this session: %s", e)
+            return True
+        return False
+
+    def deviceDescription(self):
+        """One line for the panel: the GPUs TensorFlow sees, or before TensorFlow is loaded, the NVIDIA GPUs."""
+        if "tensorflow" in sys.modules:
+            gpus = sys.modules["tensorflow"].config.list_physical_devices("GPU")
+            return f"TensorFlow sees {len(gpus)} GPU(s)." if gpus else "TensorFlow sees no GPU: the CPU is used."
+        from DIRVNetLib.mrml.dependencies import nvidia_gpus
+
+        gpus = nvidia_gpus()
+        return (f"NVIDIA GPU detected: {', '.join(gpus)}." if gpus else "No NVIDIA GPU detected: the CPU is used.")
+
+    def registrationArguments(self, parameterNode):
+        """Keyword arguments of :meth:`register` / :meth:`prepare` from the panel's parameter node."""
+        p = parameterNode
+        if p.useWeightFolder:
+            weights = str(p.weightFolder)
+        else:
+            weights = p.weightSet or None
+        options = {"refinement_rounds": p.refinementRounds}
+        if p.workingSpacing > 0:
+            options["working_spacing"] = p.workingSpacing
+        return dict(fixedVolumeNode=p.fixedVolume, movingVolumeNode=p.movingVolume,
+                    outputTransformNode=p.outputTransform, weights=weights, device=p.device.value,
+                    outputVolumeNode=p.outputVolume, jacobianVolumeNode=p.jacobianVolume,
+                    keepIntermediate=p.keepIntermediate, placeMovingUnderTransform=p.placeMovingUnderTransform,
+                    **options)
+
+    def _checkInstalled(self):
+        plan = self.installationPlan()
+        if plan.needed:
+            raise RuntimeError(
+                f"DIRVNet needs {', '.join(plan.requirements)}, which is not installed. Press Apply in the DIRVNet "
+                f"module, or run DIRVNet.DIRVNetLogic().installDependencies() in the Python console.")
+
+    def prepare(self, fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
+                outputVolumeNode=None, **options):
+        """Check the inputs and read the volumes (DIRVNetLib.mrml.prepare), then that TensorFlow is installed.
+
+        The returned job runs on any thread (``job.run``) and writes its result on the main one (``job.apply``).
+        """
+        from DIRVNetLib import mrml
+
+        job = mrml.prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=outputTransformNode,
+                           weights=weights, device=device, outputVolumeNode=outputVolumeNode, **options)
+        self._checkInstalled()
+        return job
+
+    def register(self, fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
+                 outputVolumeNode=None, progress=None, cancel=None, **options):
+        """Register ``movingVolumeNode`` to ``fixedVolumeNode`` (blocks); returns the grid transform node.
+
+        The steps of ``DIRVNetLib.mrml.register``, with the same arguments (``jacobianVolumeNode``,
+        ``keepIntermediate``, ``placeMovingUnderTransform``, ``progress``, ``cancel``, ``refinement_rounds``,
+        ``working_spacing``...), plus a clear error when TensorFlow is not installed yet.
+        """
+        job = self.prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=outputTransformNode,
+                           weights=weights, device=device, outputVolumeNode=outputVolumeNode, **options)
+        return job.apply(job.run(progress=progress, cancel=cancel))
+
+
+#
+# DIRVNetTest
+#
+
+
+class DIRVNetTest(ScriptedLoadableModuleTest):
+    """Self-test (Reload and Test, ctest): registers the sample pair and checks the result numerically."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_BadInputsLeaveSceneUnchanged()
+        self.setUp()
+        self.test_RegisterSamplePair()
+
+    def _loadSamplePair(self):
+        paths = sampleDataPaths()
+        self.assertIsNotNone(paths, "the DIRVNet sample pair is not installed next to the module")
+        return [slicer.util.loadVolume(str(path), {"name": name}) for path, name in zip(paths, SAMPLE_NODE_NAMES)]
+
+    def test_BadInputsLeaveSceneUnchanged(self):
+        from DIRVNetLib.errors import InputImageError
+
+        fixed, _ = self._loadSamplePair()
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        with self.assertRaisesRegex(InputImageError, "same node"):
+            DIRVNetLogic().prepare(fixed, fixed)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+
+    def test_RegisterSamplePair(self):
+        import numpy as np
+        import SimpleITK as sitk
+
+        from DIRVNetLib import mrml
+        from DIRVNetLib.metrics import ncc
+        from DIRVNetLib.mrml.convert import volume_to_image
+
+        logic = DIRVNetLogic()
+        if logic.installationPlan().needed:
+            self.skipTest("TensorFlow is not installed in this Slicer (press Apply in DIRVNet to install it)")
+        fixed, moving = self._loadSamplePair()
+        fixedImage, _ = volume_to_image(fixed)
+        movingOnFixedGrid = sitk.Resample(volume_to_image(moving)[0], fixedImage, sitk.Transform(), sitk.sitkLinear)
+        nccBefore = ncc(movingOnFixedGrid, fixedImage)
+        fixedBefore = slicer.util.arrayFromVolume(fixed).copy()
+        warped = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "warped")
+        jacobian = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "jacobian")
+        self.delayDisplay("Registering the sample pair")
+
+        transform = logic.register(fixed, moving, outputVolumeNode=warped, jacobianVolumeNode=jacobian,
+                                   keepIntermediate=True, placeMovingUnderTransform=True)
+
+        self.assertTrue(transform.IsA("vtkMRMLGridTransformNode"))
+        self.assertIs(transform.GetNodeReference(mrml.FIXED_VOLUME_ROLE), fixed)
+        self.assertIs(transform.GetNodeReference(mrml.MOVING_VOLUME_ROLE), moving)
+        self.assertEqual(moving.GetTransformNodeID(), transform.GetID())
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(fixed), fixedBefore)
+        nccAfter = ncc(slicer.util.arrayFromVolume(warped).astype(float), sitk.GetArrayFromImage(fixedImage))
+        self.assertGreater(nccAfter, nccBefore)
+        self.assertGreater(float(np.min(slicer.util.arrayFromVolume(jacobian))), 0.0)
+        self.assertGreater(transform.GetNodeReference(mrml.INTERMEDIATE_SEQUENCE_ROLE).GetNumberOfDataNodes(), 1)
+        self.delayDisplay(f"Sample pair registered: NCC {nccBefore:.3f} -> {nccAfter:.3f}")

@@ -1,0 +1,210 @@
+"""Slicer volume and transform nodes <-> SimpleITK images and numpy arrays.
+
+Coordinate frames: Slicer keeps geometry in RAS (a volume node's IJK-to-RAS matrix, transforms
+between RAS points); SimpleITK, ITK files and DIRVNetLib use LPS. A point or a vector (x, y, z) in
+RAS is (-x, -y, z) in LPS and back: both conversions multiply by ``RAS_TO_LPS = diag(-1, -1, 1)``.
+
+Array order: numpy arrays are [k, j, i] (= SimpleITK [z, y, x]) with i varying fastest, which is
+also the memory order of a vtkImageData; vector arrays carry the components last.
+
+Single-slice volumes whose slice lies in an axial plane (i and j axes in the x-y plane, k along z)
+are handed to DIRVNetLib as 2D images, as a 2D weight set expects.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import vtk
+from vtk.util import numpy_support
+
+import slicer
+
+from DIRVNetLib.errors import InputImageError
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+"""Multiplies a RAS point or vector into LPS, and an LPS one into RAS (the matrix is its own inverse)."""
+
+_AXIAL_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid in world RAS: ``ijk_to_ras`` (4x4, mm) and ``size`` (i, j, k) in voxels."""
+
+    ijk_to_ras: np.ndarray
+    size: tuple
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size (i, j, k) in mm."""
+        return np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
+
+    def lps_geometry(self):
+        """(origin, spacing, direction) in LPS: origin (3,) mm, spacing (3,) mm, direction 3x3 (columns = axes)."""
+        spacing = self.spacing
+        direction = RAS_TO_LPS @ self.ijk_to_ras[:3, :3] / spacing
+        origin = RAS_TO_LPS @ self.ijk_to_ras[:3, 3]
+        return origin, spacing, direction
+
+    @property
+    def is_axial_slice(self) -> bool:
+        """True for a single slice whose i and j axes lie in the x-y plane (k along z): a 2D image."""
+        _, _, direction = self.lps_geometry()
+        return (self.size[2] == 1
+                and np.allclose(direction[2, :2], 0.0, atol=_AXIAL_TOLERANCE)
+                and np.allclose(direction[:2, 2], 0.0, atol=_AXIAL_TOLERANCE))
+
+    @property
+    def dimension(self) -> int:
+        """2 for an axial single slice, else 3."""
+        return 2 if self.is_axial_slice else 3
+
+    @property
+    def array_shape(self) -> tuple:
+        """numpy shape of one scalar volume on this grid: (k, j, i)."""
+        return tuple(int(n) for n in self.size[::-1])
+
+
+def matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    """A vtkMatrix4x4 as a 4x4 float64 array."""
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def numpy_to_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    """A 4x4 (or 3x3, embedded in identity) array as a vtkMatrix4x4."""
+    matrix = vtk.vtkMatrix4x4()
+    n = array.shape[0]
+    for r in range(n):
+        for c in range(n):
+            matrix.SetElement(r, c, float(array[r, c]))
+    return matrix
+
+
+def volume_grid(volumeNode) -> Grid:
+    """The node's own grid (its IJK-to-RAS matrix and dimensions), ignoring parent transforms."""
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    return Grid(matrix_to_numpy(matrix), tuple(volumeNode.GetImageData().GetDimensions()))
+
+
+def world_volume_copy(volumeNode):
+    """A new scalar volume node, outside any scene, with the node's voxels in world coordinates.
+
+    The voxels are deep-copied and the node's parent transforms are hardened into the copy: a linear
+    transform only changes the copy's IJK-to-RAS matrix; a non-linear one resamples the copy's voxels
+    on the node's own grid. The input node is not modified.
+    """
+    copy = slicer.vtkMRMLScalarVolumeNode()
+    copy.SetName(volumeNode.GetName())
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(matrix)
+    copy.SetIJKToRASMatrix(matrix)
+    voxels = vtk.vtkImageData()
+    voxels.DeepCopy(volumeNode.GetImageData())
+    copy.SetAndObserveImageData(voxels)
+    parent = volumeNode.GetParentTransformNode()
+    if parent is None:
+        return copy
+    if parent.IsTransformToWorldLinear():
+        toWorld = vtk.vtkMatrix4x4()
+        parent.GetMatrixTransformToWorld(toWorld)
+        copy.SetIJKToRASMatrix(numpy_to_matrix(matrix_to_numpy(toWorld) @ matrix_to_numpy(matrix)))
+    else:
+        toWorld = vtk.vtkGeneralTransform()
+        parent.GetTransformToWorld(toWorld)
+        copy.ApplyTransform(toWorld)
+    return copy
+
+
+def volume_array(volumeNode) -> np.ndarray:
+    """The node's voxels as a numpy array [k, j, i] (a copy; scalar volumes only)."""
+    imageData = volumeNode.GetImageData()
+    scalars = imageData.GetPointData().GetScalars()
+    if scalars.GetNumberOfComponents() != 1:
+        raise InputImageError(
+            f"volume '{volumeNode.GetName()}' has {scalars.GetNumberOfComponents()} components per "
+            f"voxel; DIRVNet registers scalar volumes only")
+    dims = imageData.GetDimensions()
+    return numpy_support.vtk_to_numpy(scalars).reshape(dims[::-1]).copy()
+
+
+def array_to_image(array: np.ndarray, grid: Grid) -> sitk.Image:
+    """A scalar array [k, j, i] on ``grid`` as a SimpleITK image in LPS (2D for an axial slice)."""
+    origin, spacing, direction = grid.lps_geometry()
+    if grid.is_axial_slice:
+        image = sitk.GetImageFromArray(array[0])
+        image.SetOrigin(origin[:2].tolist())
+        image.SetSpacing(spacing[:2].tolist())
+        image.SetDirection(direction[:2, :2].ravel().tolist())
+    else:
+        image = sitk.GetImageFromArray(array)
+        image.SetOrigin(origin.tolist())
+        image.SetSpacing(spacing.tolist())
+        image.SetDirection(direction.ravel().tolist())
+    return image
+
+
+def volume_to_image(volumeNode):
+    """(image, grid): the node's voxels in world space as a SimpleITK image in LPS mm, and its grid.
+
+    Parent transforms are applied as in :func:`world_volume_copy`; the node is not modified.
+    """
+    world = world_volume_copy(volumeNode)
+    grid = volume_grid(world)
+    return array_to_image(volume_array(world), grid), grid
+
+
+def image_array_on_grid(image: sitk.Image, grid: Grid, what: str) -> np.ndarray:
+    """The voxels of a SimpleITK image on ``grid`` as an array [k, j, i, ...] (2D images get k = 1).
+
+    Raises ValueError when the image does not have the grid's size.
+    """
+    expected = grid.size[:2] if grid.is_axial_slice else grid.size
+    if tuple(image.GetSize()) != tuple(expected):
+        raise ValueError(f"{what} has size {image.GetSize()}, expected the fixed grid's {tuple(expected)}")
+    array = sitk.GetArrayFromImage(image)
+    if grid.is_axial_slice:
+        array = array[np.newaxis]
+    return array
+
+
+def set_volume_voxels(volumeNode, array: np.ndarray, grid: Grid) -> None:
+    """Replace the node's voxels by ``array`` [k, j, i] and its geometry by ``grid``."""
+    voxels = vtk.vtkImageData()
+    voxels.SetDimensions(*grid.size)
+    data = numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True)
+    data.SetName("ImageScalars")
+    voxels.GetPointData().SetScalars(data)
+    volumeNode.SetIJKToRASMatrix(numpy_to_matrix(grid.ijk_to_ras))
+    volumeNode.SetAndObserveImageData(voxels)
+
+
+def displacement_to_grid_transform(displacement: np.ndarray, grid: Grid,
+                                   dtype=np.float64) -> "slicer.vtkOrientedGridTransform":
+    """A vtkOrientedGridTransform (RAS) of a displacement given in LPS mm on ``grid``.
+
+    ``displacement``: [k, j, i, c] with c = 3 components (x, y, z) or 2 (x, y: a 2D field on an axial
+    slice, z displacement 0), LPS mm, u defined on the fixed grid with warped(p) = moving(p + u(p)).
+    The returned transform maps a RAS point p to p + u(p) (in RAS), which is what a Slicer transform
+    node holds as its TransformFromParent. Linear interpolation, like ITK's displacement field.
+    """
+    components = displacement.shape[-1]
+    if components == 2:
+        displacement = np.concatenate([displacement, np.zeros_like(displacement[..., :1])], axis=-1)
+    if displacement.shape[:3] != grid.array_shape:
+        raise ValueError(f"displacement of shape {displacement.shape[:3]} is not on the grid {grid.array_shape}")
+    ras = (displacement.reshape(-1, 3) @ RAS_TO_LPS).astype(dtype)
+    vectors = numpy_support.numpy_to_vtk(ras, deep=True)
+    vectors.SetName("Displacement")
+    spacing = grid.spacing
+    field = vtk.vtkImageData()
+    field.SetDimensions(*grid.size)
+    field.SetOrigin(*grid.ijk_to_ras[:3, 3])
+    field.SetSpacing(*spacing)
+    field.GetPointData().SetScalars(vectors)
+    transform = slicer.vtkOrientedGridTransform()
+    transform.SetDisplacementGridData(field)
+    transform.SetGridDirectionMatrix(numpy_to_matrix(grid.ijk_to_ras[:3, :3] / spacing))
+    transform.SetInterpolationModeToLinear()
+    return transform

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real MR test data in Testing/Data and deformed copies with known fields."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1] / "Data"
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def t1_volume():
+    """Real 3D T1 head MR, 128x128x62 voxels of 2x2x3 mm."""
+    return sitk.ReadImage(str(DATA / "KmeansTest_T1UCharRaw.nii.gz"), sitk.sitkFloat32)
+
+
+@pytest.fixture(scope="session")
+def brain_mask():
+    return sitk.ReadImage(str(DATA / "KmeansTest_T1RawSkullStrip.nii.gz"))
+
+
+@pytest.fixture(scope="session")
+def t1_slice():
+    """Real 2D T1 brain slice, 181x217 at 1 mm."""
+    return sitk.ReadImage(str(DATA / "BrainT1Slice.png"), sitk.sitkFloat32)
+
+
+def shifted(image, mm):
+    """``image`` translated by ``mm`` along every physical axis (same grid)."""
+    translation = sitk.TranslationTransform(image.GetDimension(), [mm] * image.GetDimension())
+    return sitk.Resample(image, image, translation, sitk.sitkLinear, 0.0, sitk.sitkFloat32)

@@ -1,0 +1,74 @@
+"""Geometry: working-grid voxels -> LPS displacement on the fixed grid, through transform.h5."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from DIRVNetLib.io.resample import resample_like
+from DIRVNetLib.io.transforms import read_displacement, write_transform
+from DIRVNetLib.metrics import displacement_transform
+from DIRVNetLib.registration.geometry import WorkingGrid, resample_displacement
+
+
+def _oblique(image, spacing, origin, angles):
+    out = sitk.Image(image)
+    out.SetSpacing(spacing)
+    out.SetOrigin(origin)
+    rotation = sitk.Euler3DTransform((0, 0, 0), *angles)
+    out.SetDirection(rotation.GetMatrix())
+    return out
+
+
+@pytest.fixture(scope="module")
+def oblique_pair(t1_volume):
+    fixed = _oblique(t1_volume[20:100, 24:104, 10:50], (1.3, 0.9, 2.6), (-40.0, 12.5, 30.0), (0.2, -0.1, 0.3))
+    moving = _oblique(t1_volume[16:110, 20:108, 8:52], (1.2, 1.0, 2.2), (-45.0, 8.0, 26.0), (0.1, 0.05, 0.2))
+    return fixed, moving
+
+
+def test_working_grid_is_isotropic_and_covers_the_fixed_image(oblique_pair):
+    fixed, _ = oblique_pair
+    grid = WorkingGrid.for_fixed(fixed)
+    assert grid.reference.GetSpacing() == (0.9, 0.9, 0.9)
+    assert grid.reference.GetDirection() == fixed.GetDirection()
+    corner = [n - 1 for n in fixed.GetSize()]
+    far = grid.reference.TransformPhysicalPointToContinuousIndex(fixed.TransformIndexToPhysicalPoint(corner))
+    assert all(-1e-6 <= c <= n - 1 + 1e-6 for c, n in zip(far, grid.reference.GetSize()))
+    assert WorkingGrid.for_fixed(fixed, isotropic=False).shape == tuple(reversed(fixed.GetSize()))
+
+
+def test_voxel_flow_to_lps_field_is_exact_through_transform_file(oblique_pair, tmp_path):
+    """An affine map p -> A p + t expressed as a working-grid voxel flow, converted, resampled onto
+    the fixed grid and written as transform.h5, warps moving exactly as the affine transform does."""
+    fixed, moving = oblique_pair
+    grid = WorkingGrid.for_fixed(fixed)
+    matrix = np.eye(3) + np.array([[0.03, -0.02, 0.01], [0.02, 0.01, -0.03], [-0.01, 0.02, 0.02]])
+    translation = np.array([2.5, -1.5, 3.0])
+    # Physical displacement u(p) = (A - I) p + t at every working-grid point, then as voxel flow.
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in reversed(grid.shape)], indexing="ij"), -1)
+    index = index.reshape(-1, 3).astype(np.float64)  # (i, j, k) in x-fastest order after transpose below
+    origin = np.array(grid.reference.GetOrigin())
+    points = origin + index @ grid.voxel_to_physical.T
+    u = points @ (matrix - np.eye(3)).T + translation
+    u_index = u @ np.linalg.inv(grid.voxel_to_physical).T  # (x, y, z) index components
+    flow = u_index.reshape(tuple(reversed(grid.shape)) + (3,)).transpose(2, 1, 0, 3)[..., ::-1]
+    displacement = resample_displacement(grid.flow_to_displacement(flow), fixed)
+
+    write_transform(displacement_transform(displacement), tmp_path / "transform.h5")
+    transform = sitk.ReadTransform(str(tmp_path / "transform.h5"))
+    warped = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    expected = sitk.Resample(moving, fixed, sitk.AffineTransform(matrix.ravel(), translation), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    scale = float(sitk.GetArrayViewFromImage(moving).max())
+    np.testing.assert_allclose(sitk.GetArrayFromImage(warped), sitk.GetArrayFromImage(expected), atol=1e-4 * scale)
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(read_displacement(tmp_path / "transform.h5")), sitk.GetArrayFromImage(displacement), atol=1e-9
+    )
+    np.testing.assert_allclose(grid.displacement_to_flow(grid.flow_to_displacement(flow)), flow, atol=1e-4)
+
+
+def test_moving_is_resampled_in_physical_space(oblique_pair):
+    fixed, moving = oblique_pair
+    on_fixed = resample_like(moving, fixed)
+    point = fixed.TransformIndexToPhysicalPoint((40, 40, 20))
+    expected = sitk.Resample(moving, [1, 1, 1], sitk.Transform(), sitk.sitkLinear, point, (1, 1, 1), moving.GetDirection())
+    assert on_fixed[40, 40, 20] == pytest.approx(expected[0, 0, 0], rel=1e-5)

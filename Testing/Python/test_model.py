@@ -1,0 +1,129 @@
+"""Network parts: configuration, activations, field of experts, variational unit, pyramid network."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from DIRVNetLib.model import DIRVNet, NetworkConfig
+from DIRVNetLib.model.activations import gaussian_rbf, knot_positions, piecewise_linear
+from DIRVNetLib.model.foe import field_of_experts
+from DIRVNetLib.model.unit import UnitParameters, variational_unit
+
+
+def test_config_json_round_trip_and_validation():
+    config = NetworkConfig(ndim=2, levels=2, data_filters=8, activation="rbf")
+    assert NetworkConfig.from_json(config.to_json()) == config
+    assert json.loads(config.to_json())["data_filters"] == 8
+    with pytest.raises(ValueError, match="unknown network configuration keys: colour"):
+        NetworkConfig.from_dict({"ndim": 2, "colour": "red"})
+    with pytest.raises(ValueError, match="ndim must be 2 or 3"):
+        NetworkConfig(ndim=4)
+    with pytest.raises(ValueError, match="odd"):
+        NetworkConfig(data_kernel=4)
+
+
+def test_size_rule():
+    config = NetworkConfig(levels=3, control_spacing=4)
+    assert config.size_multiple == 16 and config.min_size == 32
+    assert config.padded_shape([181, 217, 20]) == [192, 224, 32]
+
+
+def test_piecewise_linear_interpolates_knots_and_is_constant_outside():
+    values = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
+    knots = knot_positions(7, 2.0)
+    x = np.linspace(-3, 3, 41, dtype=np.float32)
+    out = piecewise_linear(np.repeat(x[:, None], 3, 1), values, 2.0).numpy()
+    for f in range(3):
+        np.testing.assert_allclose(out[:, f], np.interp(x, knots, values[f]), atol=1e-5)
+
+
+def test_gaussian_rbf_uses_each_filters_own_weights():
+    values = np.random.default_rng(1).normal(size=(2, 5)).astype(np.float32)
+    mu, sigma = knot_positions(5, 1.0), 0.5
+    x = np.array([[-0.3, 0.7]], np.float32)
+    expected = [np.sum(values[f] * np.exp(-((x[0, f] - mu) ** 2) / (2 * sigma**2))) for f in range(2)]
+    np.testing.assert_allclose(gaussian_rbf(x, values, 1.0).numpy()[0], expected, rtol=1e-5)
+
+
+def test_field_of_experts_with_identity_activation_is_sum_of_kt_k():
+    rng = np.random.default_rng(2)
+    kernels = rng.normal(size=(3, 3, 1, 2)).astype(np.float32)
+    x = rng.normal(size=(1, 9, 8, 1)).astype(np.float32)
+    identity = np.tile(knot_positions(5, 100.0), (2, 1))  # phi(z) = z on the whole response range
+    out = field_of_experts(x, kernels, identity, 100.0, "linear").numpy()
+    # <K x, K y> = <x, K^T K y>: K^T is the exact adjoint of K.
+    y = rng.normal(size=x.shape).astype(np.float32)
+    kx = tf.nn.convolution(x, kernels, padding="SAME").numpy()
+    ky = tf.nn.convolution(y, kernels, padding="SAME").numpy()
+    assert np.vdot(kx, ky) == pytest.approx(np.vdot(out, y), rel=1e-4)
+
+
+def _unit_inputs(dimension, rng):
+    shape = [8, 8, 8][:dimension]
+    control = tf.constant(rng.normal(0, 0.3, size=[1] + [4] * dimension + [dimension]), tf.float64)
+    fixed = tf.constant(rng.uniform(size=[1, *shape, 1]), tf.float64)
+    moving = tf.constant(rng.uniform(size=[1, *shape, 1]), tf.float64)
+    params = UnitParameters(
+        data_kernels=tf.constant(rng.normal(0, 0.3, size=(3,) * dimension + (1, 2)), tf.float64),
+        data_values=tf.constant(rng.normal(size=(2, 6)), tf.float64),
+        reg_kernels=tf.constant(rng.normal(0, 0.3, size=(3,) * dimension + (1, 2)), tf.float64),
+        reg_values=tf.constant(rng.normal(size=(2, 6)), tf.float64),
+        alpha=tf.constant(0.7, tf.float64),
+    )
+    return control, fixed, moving, params
+
+
+@pytest.mark.parametrize("dimension", [2, 3])
+def test_variational_unit_gradients_match_finite_differences(dimension):
+    control, fixed, moving, params = _unit_inputs(dimension, np.random.default_rng(dimension))
+
+    def unit(alpha, data_kernels, reg_values):
+        p = UnitParameters(data_kernels, params.data_values, params.reg_kernels, reg_values, alpha)
+        # A scalar of the output keeps the finite-difference check cheap.
+        return tf.reduce_sum(tf.sin(variational_unit(control, fixed, moving, p, 4, "rbf", 1.0, 1.0)))
+
+    theoretical, numerical = tf.test.compute_gradient(
+        unit, [params.alpha, params.data_kernels, params.reg_values], delta=1e-5
+    )
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, rtol=1e-4, atol=1e-6)
+
+
+def test_variational_unit_reads_as_the_formula():
+    """With a zero regulariser and phi(z) = z, the unit is a gradient step on 1/2 sum (K * (W - F))^2."""
+    control, fixed, moving, params = _unit_inputs(2, np.random.default_rng(5))
+    identity = tf.constant(np.tile(knot_positions(6, 1e3), (2, 1)), tf.float64)
+    p = UnitParameters(params.data_kernels, identity, params.reg_kernels, tf.zeros_like(params.reg_values), params.alpha)
+    out = variational_unit(control, fixed, moving, p, 4, "linear", 1e3, 1.0)
+    assert out.shape == control.shape
+    assert not np.allclose(out.numpy(), control.numpy())
+
+
+def test_network_pads_crops_and_reports_every_unit():
+    config = NetworkConfig(ndim=2, levels=2, units=2, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3)
+    network = DIRVNet(config, seed=0)
+    rng = np.random.default_rng(0)
+    fixed = rng.uniform(size=(1, 21, 19, 1)).astype(np.float32)
+    seen = []
+    output = network(fixed, fixed[:, ::-1], on_unit=lambda level, unit, control: seen.append((level, unit, control)))
+    assert output.flow.shape == (1, 21, 19, 2)
+    assert [(l, u) for l, u, _ in seen] == [(1, 0), (1, 1), (0, 0), (0, 1)]
+    padded = config.padded_shape([21, 19])
+    last = network.control_to_flow(seen[-1][2], 0, padded, [21, 19])
+    np.testing.assert_allclose(last.numpy(), output.flow.numpy(), atol=1e-5)
+    # The compiled (eager) path and the plain graph path agree.
+    graph_flow = tf.function(lambda f, m: network(f, m).flow)(fixed, fixed[:, ::-1])
+    np.testing.assert_allclose(graph_flow.numpy(), output.flow.numpy(), atol=1e-4)
+
+
+def test_set_weights_names_the_mismatch():
+    network = DIRVNet(NetworkConfig(ndim=2, levels=1, units=1, data_filters=2, reg_filters=2))
+    weights = network.get_weights()
+    weights["level0/unit0/data_kernels"] = np.zeros((5, 5, 1, 2), np.float32)
+    with pytest.raises(ValueError, match=r"level0/unit0/data_kernels has shape \(5, 5, 1, 2\), expected \(7, 7, 1, 2\)"):
+        network.set_weights(weights)
+    del weights["level0/unit0/alpha"]
+    with pytest.raises(ValueError, match="missing level0/unit0/alpha"):
+        network.set_weights(weights)
