@@ -48,8 +48,9 @@ def _addLibraryToPath():
 
 _addLibraryToPath()
 
-SAMPLE_FILES = ("KmeansTest_T1UCharRaw.nii.gz", "sample_moving.nrrd")
-"""The demo pair (fixed, moving): a real T1 head MR and a smoothly deformed copy of it."""
+SAMPLE_FILES = ("sample_fixed.nii.gz", "KmeansTest_T1UCharRaw.nii.gz")
+"""The demo pair (fixed, moving): a smoothly deformed copy of a real T1 head MR (at most 8 mm, see
+Testing/Data/make_sample_pair.py), and that T1."""
 SAMPLE_NODE_NAMES = ("DIRVNet fixed T1", "DIRVNet moving T1")
 SAMPLE_NAME = "DIRVNet T1 pair"
 

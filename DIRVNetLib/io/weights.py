@@ -54,13 +54,33 @@ def bundled_directories():
     return [c for c in candidates if c.is_dir()]
 
 
-def list_bundled():
-    """All bundled weight sets (loaded, checksums verified), sorted by name."""
+@dataclasses.dataclass(frozen=True)
+class WeightSetInfo:
+    """A weight set described from its metadata.json alone (no checksum, no TensorFlow)."""
+
+    name: str
+    dimension: int
+    description: str
+    path: Path
+
+
+def read_info(folder):
+    """Describe the weight set in ``folder`` (raises :class:`WeightSetError`)."""
+    folder = Path(folder)
+    metadata = _read_json(folder / "metadata.json", "metadata")
+    try:
+        return WeightSetInfo(folder.name, int(metadata["dimension"]), str(metadata.get("description", "")), folder)
+    except (KeyError, TypeError, ValueError) as e:
+        raise WeightSetError(f"weight set metadata {folder / 'metadata.json'} has no valid 'dimension'") from e
+
+
+def bundled_infos():
+    """The bundled weight sets (the first folder holding a name wins), sorted by name."""
     found = {}
     for directory in bundled_directories():
         for child in sorted(directory.iterdir()):
-            if (child / "config.json").is_file() and child.name not in found:
-                found[child.name] = load_weight_set(child)
+            if child.name not in found and (child / "metadata.json").is_file():
+                found[child.name] = read_info(child)
     return [found[name] for name in sorted(found)]
 
 
@@ -71,10 +91,16 @@ def resolve(weights, dimension):
     path = Path(weights)
     if path.is_dir():
         return path
-    for directory in bundled_directories():
-        if (directory / str(weights)).is_dir():
-            return directory / str(weights)
-    raise WeightSetError(f"weight set '{weights}' not found: neither a folder nor a bundled name")
+    for info in bundled_infos():
+        if info.name == str(weights):
+            return info.path
+    names = ", ".join(info.name for info in bundled_infos()) or "none"
+    raise WeightSetError(f"weight set '{weights}' not found: neither a folder nor a bundled name (bundled: {names})")
+
+
+def describe(weights):
+    """:class:`WeightSetInfo` of a weight-set folder or a bundled name."""
+    return read_info(resolve(weights, dimension=None))
 
 
 def sha256_of(path):

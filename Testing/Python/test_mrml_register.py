@@ -41,7 +41,7 @@ def tiny_weight_set(folder, ndim):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """(fixed path, moving path, weights folder): oblique anisotropic T1 crop and a deformed copy (NRRD)."""
-    from conftest import deform
+    from DIRVNetLib.data.deformations import deform_image as deform
 
     folder = tmp_path_factory.mktemp("pair")
     image = sitk.ReadImage(str(DATA / "KmeansTest_T1UCharRaw.nii.gz"), sitk.sitkFloat32)[24:104, 20:100, 14:46]
