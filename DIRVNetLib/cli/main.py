@@ -14,12 +14,12 @@ def _configure_threads():
 
 
 def build_parser():
-    from DIRVNetLib.cli import evaluate_command, register_command, train_command
+    from DIRVNetLib.cli import benchmark_command, evaluate_command, inspect_command, register_command, train_command
 
     parser = argparse.ArgumentParser(prog="dirvnet", description="DIRV-Net deformable image registration")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (register_command, evaluate_command, train_command):
+    for module in (register_command, evaluate_command, benchmark_command, train_command, inspect_command):
         module.add_parser(commands)
     return parser
 

@@ -41,8 +41,24 @@ def normalise_intensity(image, low=1.0, high=99.0):
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def augment_intensity(image, rng, noise=0.02, gamma=0.3):
-    """Random gamma in ``[1 - gamma, 1 + gamma]``, additive Gaussian noise of std ``noise``, clipped."""
+def bias_field(shape, rng, strength=0.3, control_points=4):
+    """A smooth multiplicative field ``exp(b)`` with ``b`` a cubic B-spline of random values on a
+    ``control_points^N`` grid, scaled so ``|b| <= strength`` (MR receive-coil inhomogeneity)."""
+    ndim = len(shape)
+    coarse = sitk.GetImageFromArray(rng.uniform(-1.0, 1.0, size=(control_points,) * ndim).astype(np.float64))
+    coarse.SetSpacing([(n - 1) / (control_points - 1) for n in reversed(shape)])
+    reference = sitk.Image([int(n) for n in reversed(shape)], sitk.sitkFloat64)
+    smooth = sitk.GetArrayFromImage(sitk.Resample(coarse, reference, sitk.Transform(), sitk.sitkBSpline))
+    smooth *= strength / max(float(np.abs(smooth).max()), 1e-12)
+    return np.exp(smooth).astype(np.float32)
+
+
+def augment_intensity(image, rng, noise=0.02, gamma=0.3, bias=0.0):
+    """Random gamma in ``[1 - gamma, 1 + gamma]``, additive Gaussian noise of std ``noise``, clipped;
+    with ``bias > 0`` also a random smooth multiplicative bias field of log-amplitude up to ``bias``
+    (drawn after the rest, so ``bias=0`` leaves the random stream as it was)."""
     g = rng.uniform(1.0 - gamma, 1.0 + gamma)
     out = np.clip(image, 0.0, 1.0) ** g + rng.normal(0.0, noise, size=image.shape)
+    if bias > 0:
+        out = out * bias_field(image.shape, rng, rng.uniform(0.0, bias))
     return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -31,10 +31,14 @@ class PairSampler:
 
     sources: names from :data:`SOURCES` drawn uniformly; volumes: real images (numpy, any intensity
     range) used for "volumes"; max_magnitude: the largest displacement is drawn in
-    ``[0.1 * max_magnitude, max_magnitude]`` voxels.
+    ``[0.1 * max_magnitude, max_magnitude]`` voxels. noise, gamma, bias: intensity augmentation of
+    each image (see :func:`augment_intensity`; the bias field is off by default).
     """
 
-    def __init__(self, shape, max_magnitude, sources=SOURCES, volumes=(), seed=0, affine_scale=0.1):
+    supervised = True  # batches carry the true field
+
+    def __init__(self, shape, max_magnitude, sources=SOURCES, volumes=(), seed=0, affine_scale=0.1,
+                 noise=0.02, gamma=0.3, bias=0.0):
         unknown = set(sources) - set(SOURCES)
         if unknown:
             raise ValueError(f"unknown training sources {sorted(unknown)}; choose from {SOURCES}")
@@ -45,6 +49,7 @@ class PairSampler:
         self.sources = tuple(sources)
         self.volumes = [normalise_intensity(np.asarray(v, np.float32)) for v in volumes]
         self.affine_scale = affine_scale
+        self.augmentation = {"noise": float(noise), "gamma": float(gamma), "bias": float(bias)}
         self.rng = np.random.default_rng(seed)
 
     def image(self):
@@ -61,7 +66,8 @@ class PairSampler:
         magnitude = self.rng.uniform(0.1, 1.0) * self.max_magnitude
         field = smooth_random_field(self.shape, magnitude, self.rng, affine_scale=self.affine_scale)
         fixed = warp(image[np.newaxis, ..., np.newaxis], field[np.newaxis]).numpy()[0, ..., 0]
-        return augment_intensity(fixed, self.rng), augment_intensity(image, self.rng), field
+        return (augment_intensity(fixed, self.rng, **self.augmentation),
+                augment_intensity(image, self.rng, **self.augmentation), field)
 
     def batch(self, size):
         """Stacked ``[B, *S, 1]`` fixed and moving and ``[B, *S, N]`` fields."""
@@ -69,17 +75,52 @@ class PairSampler:
         fixed, moving, field = (np.stack(parts) for parts in zip(*triples))
         return fixed[..., np.newaxis], moving[..., np.newaxis], field
 
-    def dataset(self, batch_size):
-        """An endless ``tf.data.Dataset`` of :meth:`batch` outputs."""
-        ndim = len(self.shape)
-        signature = (
-            tf.TensorSpec([batch_size, *self.shape, 1], tf.float32),
-            tf.TensorSpec([batch_size, *self.shape, 1], tf.float32),
-            tf.TensorSpec([batch_size, *self.shape, ndim], tf.float32),
-        )
+    def batch_for_step(self, seed, step, size):
+        """The batch of training ``step``: drawn from ``default_rng([seed, step])`` only, so a resumed
+        run sees exactly what an uninterrupted one would."""
+        self.rng = np.random.default_rng([int(seed), int(step)])
+        return self.batch(size)
+
+    def summary(self):
+        """JSON-able description of what this sampler draws (for weight-set metadata)."""
+        return {"kind": "synthetic deformations (swap trick)", "shape": list(self.shape),
+                "max_magnitude_voxels": self.max_magnitude, "sources": list(self.sources),
+                "volumes": [list(v.shape) for v in self.volumes], "affine_scale": self.affine_scale,
+                "augmentation": self.augmentation}
+
+    def dataset(self, batch_size, seed=None, start=0, stop=None):
+        """A ``tf.data.Dataset`` of :meth:`batch` outputs: endless draws from the current random state,
+        or, with ``seed``, the batches of steps ``start .. stop - 1`` (see :func:`step_dataset`)."""
+        if seed is not None:
+            return step_dataset(self, batch_size, seed, start, stop)
 
         def generate():
             while True:
                 yield self.batch(batch_size)
 
-        return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+        return tf.data.Dataset.from_generator(generate, output_signature=batch_signature(self, batch_size)).prefetch(2)
+
+
+def batch_signature(sampler, batch_size):
+    """TensorSpecs of ``(fixed, moving, field)`` batches of ``sampler`` (its ``shape``, ``[B, *S, 1|N]``)."""
+    ndim = len(sampler.shape)
+    return (
+        tf.TensorSpec([batch_size, *sampler.shape, 1], tf.float32),
+        tf.TensorSpec([batch_size, *sampler.shape, 1], tf.float32),
+        tf.TensorSpec([batch_size, *sampler.shape, ndim], tf.float32),
+    )
+
+
+def step_dataset(sampler, batch_size, seed, start=0, stop=None, prefetch=2):
+    """``tf.data.Dataset`` of the batches of steps ``start, start + 1, ... stop - 1`` (endless if
+    ``stop`` is None) of any sampler with ``batch_for_step(seed, step, size)`` (:class:`PairSampler`,
+    :class:`DIRVNetLib.data.folders.PairFolderSampler`). Batches are drawn in a background thread."""
+
+    def generate():
+        step = int(start)
+        while stop is None or step < stop:
+            yield sampler.batch_for_step(seed, step, batch_size)
+            step += 1
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=batch_signature(sampler, batch_size))
+    return dataset.prefetch(prefetch)

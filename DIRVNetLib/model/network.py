@@ -15,7 +15,7 @@ from DIRVNetLib.model.unit import UnitParameters, variational_unit
 from DIRVNetLib.ops import binomial_downsample, bspline_interpolate, control_grid_shape, upsample_control_grid
 
 
-@tf.function
+@tf.function(autograph=False)  # plain Python control flow only: no autograph conversion, faster tracing
 def _compiled_unit(control, fixed, moving, *params, spacing, activation, data_range, reg_range):
     return variational_unit(
         control, fixed, moving, UnitParameters(*params), spacing, activation, data_range, reg_range

@@ -37,3 +37,19 @@ def shifted(image, mm):
     """``image`` translated by ``mm`` along every physical axis (same grid)."""
     translation = sitk.TranslationTransform(image.GetDimension(), [mm] * image.GetDimension())
     return sitk.Resample(image, image, translation, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def write_pairs(folder, image, names=("a", "b"), layout="suffix"):
+    """A pair folder (for training/fine-tuning) of ``image`` and a copy shifted 1.5 mm per axis:
+    ``NAME_fixed.nrrd``/``NAME_moving.nii.gz`` files, or ``fixed/`` and ``moving/`` subfolders."""
+    folder.mkdir(parents=True, exist_ok=True)
+    moving = shifted(image, 1.5)
+    for name in names:
+        if layout == "suffix":
+            sitk.WriteImage(image, str(folder / f"{name}_fixed.nrrd"))
+            sitk.WriteImage(moving, str(folder / f"{name}_moving.nii.gz"))
+        else:
+            for role, img in (("fixed", image), ("moving", moving)):
+                (folder / role).mkdir(exist_ok=True)
+                sitk.WriteImage(img, str(folder / role / f"{name}.nrrd"))
+    return folder

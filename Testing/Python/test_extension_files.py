@@ -52,7 +52,7 @@ def files_under(folder, suffixes=None):
 
 def missing_message(missing, variable):
     lines = "\n".join(f"  {path}" for path in missing)
-    return f"not listed in {variable} of {MODULE_CMAKE.relative_to(ROOT)}; add:\n{lines}"
+    return f"not listed in {variable} of {MODULE_CMAKE.relative_to(ROOT)} (python tools/update_cmake_lists.py):\n{lines}"
 
 
 # --- What the extension package installs ----------------------------------------------------------

@@ -484,4 +484,4 @@ def test_public_names():
     assert set(metrics.__all__) == {
         "jacobian_determinant", "jacobian_statistics", "endpoint_error", "ncc", "mse",
         "mutual_information", "similarity_report", "warp_labels", "dice", "hausdorff95",
-        "read_landmarks", "target_registration_error"}
+        "read_landmarks", "target_registration_error", "displacement_transform"}

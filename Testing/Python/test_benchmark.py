@@ -1,0 +1,167 @@
+"""``dirvnet benchmark``: case lists, every installed baseline's conversion to our convention on a known
+translation, the runner's skipped/failed rows, the report, and the command end to end on the tiny list.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from DIRVNetLib.benchmark import baselines, report
+from DIRVNetLib.benchmark.cases import load_prepared, prepare, read_case_list
+from DIRVNetLib.benchmark.runner import measure
+from DIRVNetLib.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_CASES = ROOT / "benchmarks" / "cases" / "tiny.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """An untrained tiny 2D weight set (the plumbing is under test here, not accuracy)."""
+    from DIRVNetLib.io.weights import save_weight_set
+    from DIRVNetLib.model import DIRVNet, NetworkConfig
+
+    config = NetworkConfig(ndim=2, levels=2, units=2, control_spacing=4, data_filters=4, data_kernel=5,
+                           reg_filters=4, reg_kernel=3)
+    path = tmp_path_factory.mktemp("weights") / "tiny2d"
+    save_weight_set(path, config, DIRVNet(config, seed=0).get_weights(), "untrained tiny test network", {"steps": 0})
+    return path
+
+
+# ----------------------------------------------------------------------------- conventions
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "elastix" else n
+                                  for n in baselines.BASELINES])
+def test_each_baseline_recovers_a_known_translation_in_our_convention(name, data_dir, tmp_path, monkeypatch):
+    """fixed(p) = moving(p + t) on a rotated, anisotropic grid: the returned field must be t (LPS mm,
+    pull) on the fixed grid; a sign error or swapped axes would be off by 4 mm or more. No tool leaves
+    files in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    method = baselines.make(name)
+    ok, reason = method.available(2)
+    if not ok:
+        pytest.skip(reason)
+    raw = sitk.ReadImage(str(data_dir / "BrainT1Slice.png"), sitk.sitkFloat32)[::2, ::2]
+    moving = sitk.GetImageFromArray(sitk.GetArrayFromImage(raw))
+    moving.SetSpacing((2.0, 2.5))
+    moving.SetDirection((0.0, -1.0, 1.0, 0.0))
+    moving.SetOrigin((40.0, -10.0))
+    t = (3.0, -2.0)
+    fixed = sitk.Resample(moving, moving, sitk.TranslationTransform(2, t), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    field = method.register(fixed, moving)
+    assert field.GetSize() == fixed.GetSize() and field.GetNumberOfComponentsPerPixel() == 2
+    assert np.allclose(field.GetOrigin(), fixed.GetOrigin()) and np.allclose(field.GetDirection(), fixed.GetDirection())
+    inside = sitk.GetArrayFromImage(sitk.BinaryErode(sitk.OtsuThreshold(fixed, 0, 1), [3, 3])) > 0
+    median = np.median(sitk.GetArrayFromImage(field)[inside], axis=0)
+    assert np.allclose(median, t, atol=0.8), (name, median)
+    assert set(method.stages) and all(v >= 0 for v in method.stages.values())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_voxelmorph_displacement_layout_matches_our_flow():
+    """vxm_to_flow: warping with VoxelMorph's own transformer equals our pull warp of the converted flow."""
+    torch = pytest.importorskip("torch")
+    vxm = pytest.importorskip("voxelmorph")
+    from DIRVNetLib.benchmark.voxelmorph_training import vxm_to_flow
+    from DIRVNetLib.ops import warp
+
+    rng = np.random.default_rng(0)
+    image = rng.random((20, 24)).astype(np.float32)
+    disp = np.zeros((2, 20, 24), np.float32)
+    disp[0], disp[1] = 1.0, -2.0  # +1 voxel along axis 0 (y), -2 along axis 1 (x)
+    theirs = vxm.nn.functional.spatial_transform(torch.from_numpy(image)[None, None], torch.from_numpy(disp))[0, 0].numpy()
+    ours = warp(image[None, ..., None], vxm_to_flow(disp)[None]).numpy()[0, ..., 0]
+    assert np.allclose(theirs[3:-3, 3:-3], ours[3:-3, 3:-3], atol=1e-5)
+    assert np.allclose(ours[3:-3, 3:-3], image[4:-2, 1:-5], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- cases
+
+def test_synthetic_cases_are_deterministic_and_their_true_field_explains_the_fixed_image():
+    _, specs = read_case_list(TINY_CASES)
+    first, again = prepare(specs[0]), prepare(specs[0])
+    assert np.array_equal(sitk.GetArrayFromImage(first.true_field), sitk.GetArrayFromImage(again.true_field))
+    magnitude = np.sqrt((sitk.GetArrayFromImage(first.true_field) ** 2).sum(-1)).max()
+    assert magnitude == pytest.approx(specs[0]["max_mm"])
+    from DIRVNetLib.metrics import displacement_transform
+
+    warped = sitk.Resample(first.moving, first.fixed, displacement_transform(first.true_field), sitk.sitkLinear, 0.0,
+                           sitk.sitkFloat32)
+    assert np.allclose(sitk.GetArrayFromImage(warped), sitk.GetArrayFromImage(first.fixed))
+    assert first.mask is not None and 0.2 < sitk.GetArrayViewFromImage(first.mask).mean() < 0.9
+    assert first.fixed.GetSpacing() == (2.0, 2.0)
+
+
+def test_case_lists_label_specs_and_saving(tmp_path, data_dir):
+    labels = data_dir / "KmeansTest_T1KmeansPrelimSegmentation.nii.gz"
+    spec = {"cases": [{"name": "crop", "type": "synthetic", "image": str(data_dir / "KmeansTest_T1UCharRaw.nii.gz"),
+                       "spacing": 8.0, "max_mm": 6.0, "seed": 3, "labels": {"file": str(labels), "map": {"5": 1, "6": 2}},
+                       "mask": {"file": str(data_dir / "KmeansTest_T1RawSkullStrip.nii.gz")}, "seen_in_training": False}]}
+    (tmp_path / "list.json").write_text(json.dumps(spec))
+    _, specs = read_case_list(tmp_path / "list.json")
+    case = prepare(specs[0])
+    assert set(np.unique(sitk.GetArrayFromImage(case.moving_labels))) == {0, 1, 2}
+    assert case.fixed_labels.GetSize() == case.fixed.GetSize() == case.mask.GetSize()
+    case.save(tmp_path / "saved")
+    loaded = load_prepared(tmp_path / "saved")
+    assert loaded.name == "crop" and loaded.dimension == 3
+    assert np.array_equal(sitk.GetArrayFromImage(loaded.fixed_labels), sitk.GetArrayFromImage(case.fixed_labels))
+
+    for broken, message in (({"cases": []}, "non-empty"), ({"cases": [{"name": "a", "type": "pair", "fixed": "x"}]}, "missing moving"),
+                            ({"cases": [{"name": "a", "type": "other"}]}, "'type' must be")):
+        (tmp_path / "broken.json").write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=message):
+            read_case_list(tmp_path / "broken.json")
+
+
+# ----------------------------------------------------------------------------- runner and report
+
+class _Failing(baselines.Method):
+    name, label = "failing", "always fails"
+
+    def register(self, fixed, moving):
+        raise RuntimeError("tool crashed")
+
+
+def test_unavailable_and_failing_methods_give_rows_with_reasons(tmp_path):
+    _, specs = read_case_list(TINY_CASES)
+    case = prepare(specs[0])
+    skipped = measure(baselines.VoxelMorphMethod(model_dir=tmp_path), case)
+    assert skipped["status"] == "skipped" and skipped["reason"]
+    failed = measure(_Failing(), case)
+    assert failed["status"] == "failed" and "tool crashed" in failed["reason"]
+    table = report.accuracy_table([skipped, failed], {case.name: {"describe": case.describe()}})
+    assert "| skipped [1] |" in table and "| failed [2] |" in table
+    assert f"[1] {skipped['reason']}" in table and "[2] RuntimeError: tool crashed" in table
+
+
+@pytest.mark.slow
+def test_benchmark_command_end_to_end_on_the_tiny_list(tmp_path, tiny_weights, capsys):
+    out = tmp_path / "bench"
+    code = main(["benchmark", "--cases", str(TINY_CASES), "--output-dir", str(out), "--weights", str(tiny_weights),
+                 "--repeats", "1", "--no-progress"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    _, specs = read_case_list(TINY_CASES)
+    assert len(results["rows"]) == len(specs) * len(baselines.METHODS)
+    by_method = {row["method"]: row for row in results["rows"]}
+    for name, row in by_method.items():
+        available, reason = baselines.make(name, weights={2: str(tiny_weights)}).available(2)
+        assert row["status"] == ("ok" if available else "skipped"), row
+        if row["status"] == "ok":
+            assert 0 < row["seconds"] and row["runs"] == 1 and row["epe_mean_mm"] >= 0
+            assert row["epe_before_mean_mm"] > 0 and row["jacobian_nonpositive_percent"] >= 0
+        else:
+            assert row["reason"] == reason
+    dirvnet = by_method["dirvnet"]
+    assert set(dirvnet["stages"]) == {"load", "preprocess", "network", "postprocess"}
+    assert dirvnet["warmup_seconds"] > 0 and dirvnet["weights"].endswith("tiny2d")
+    assert results["machine"]["cpu cores"] >= 1 and "dirvnet benchmark --cases" in results["command"]
+    markdown = (out / "results.md").read_text()
+    assert "| case | method | time s (median)" in markdown and "## Speed" in markdown
+    assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "cases" / specs[0]["name"] / "true_field.nrrd").is_file()
+    assert "| DIRV-Net |" in capsys.readouterr().out

@@ -1,0 +1,159 @@
+"""Training data (bias field, folders of volumes and pairs, tf.data pipelines in 2D and 3D), the loss
+terms and the learning-rate schedules."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tensorflow as tf
+
+from conftest import write_pairs
+from DIRVNetLib.data.folders import PairFolderSampler, expand_volume_sources, find_pairs
+from DIRVNetLib.data.images import augment_intensity, bias_field
+from DIRVNetLib.data.pairs import PairSampler, step_dataset
+from DIRVNetLib.errors import InputImageError
+from DIRVNetLib.io.images import load_training_volume
+from DIRVNetLib.training.losses import LossConfig, diffusion, folding, jacobian_determinant, local_ncc
+from DIRVNetLib.training.schedule import learning_rate, schedule_config
+
+
+def test_bias_field_is_smooth_multiplicative_and_keeps_the_old_random_stream():
+    rng = np.random.default_rng(0)
+    field = bias_field((40, 48), rng, strength=0.3)
+    assert field.shape == (40, 48) and np.all(np.abs(np.log(field)) <= 0.3 + 1e-5)
+    assert np.abs(np.diff(np.log(field), axis=0)).max() < 0.05  # smooth
+    image = np.full((16, 16), 0.5, np.float32)
+    # bias=0 draws nothing extra: the stream of older runs is unchanged.
+    a = augment_intensity(image, np.random.default_rng(1))
+    b = augment_intensity(image, np.random.default_rng(1), bias=0.0)
+    np.testing.assert_array_equal(a, b)
+    biased = augment_intensity(image, np.random.default_rng(1), noise=0.0, gamma=0.0, bias=0.5)
+    assert biased.std() > 0.01 and np.all((biased >= 0) & (biased <= 1))
+
+
+@pytest.mark.parametrize("shape", [[32, 32], [16, 16, 16]])
+def test_synthetic_pairs_as_a_deterministic_tf_data_pipeline(shape):
+    sampler = PairSampler(shape, 3.0, ["chessboard", "shapes"], bias=0.3)
+    batches = list(step_dataset(sampler, 2, seed=5, start=3, stop=5))
+    assert len(batches) == 2
+    fixed, moving, field = batches[0]
+    assert fixed.shape == (2, *shape, 1) and field.shape == (2, *shape, len(shape))
+    again = PairSampler(shape, 3.0, ["chessboard", "shapes"], bias=0.3).batch_for_step(5, 3, 2)
+    np.testing.assert_array_equal(fixed.numpy(), again[0])
+    assert float(tf.reduce_max(tf.norm(field, axis=-1))) <= 3.0 + 1e-4
+
+
+def test_volume_folders_expand_to_their_images(tmp_path, t1_slice):
+    sitk.WriteImage(t1_slice, str(tmp_path / "one.nrrd"))
+    sitk.WriteImage(t1_slice, str(tmp_path / "two.nii.gz"))
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert [p.split("/")[-1] for p in expand_volume_sources([str(tmp_path)])] == ["one.nrrd", "two.nii.gz"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputImageError, match="holds no images"):
+        expand_volume_sources([str(tmp_path / "empty")])
+
+
+def write_dicom_series(image, folder):
+    """``image`` (3D) as a DICOM series of int16 slices in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetDepth()):
+        slice_k = image[:, :, k]
+        position = "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k)))
+        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.1.4242"), ("0020|0013", str(k + 1)),
+                           ("0008|0060", "MR"), ("0020|0032", position), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0028|0030", "%g\\%g" % image.GetSpacing()[:2]), ("0018|0050", str(image.GetSpacing()[2]))):
+            slice_k.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(slice_k)
+    return folder
+
+
+def test_dicom_series_folders_serve_as_volumes_and_pair_members(tmp_path, t1_volume):
+    small = t1_volume[::4, ::4, ::4]
+    write_dicom_series(small, tmp_path / "volumes" / "series")
+    sitk.WriteImage(small, str(tmp_path / "volumes" / "file.nii.gz"))
+    sources = expand_volume_sources([str(tmp_path / "volumes")])
+    assert [s.split("/")[-1] for s in sources] == ["file.nii.gz", "series"]
+    np.testing.assert_array_equal(load_training_volume(sources[1]), sitk.GetArrayFromImage(small))
+    pairs = tmp_path / "pairs"
+    write_dicom_series(small, pairs / "p_fixed")
+    sitk.WriteImage(small, str(pairs / "p_moving.nrrd"))
+    assert [(n, f.name, m.name) for n, f, m in find_pairs(pairs)] == [("p", "p_fixed", "p_moving.nrrd")]
+    assert PairFolderSampler(pairs, [16, 16, 16]).batch(1)[0].shape == (1, 16, 16, 16, 1)
+
+
+@pytest.mark.parametrize("layout", ["suffix", "subfolders"])
+def test_pair_folders_give_unsupervised_2d_patches(tmp_path, t1_slice, layout):
+    folder = write_pairs(tmp_path / "pairs", t1_slice, layout=layout)
+    assert [p[0] for p in find_pairs(folder)] == ["a", "b"]
+    sampler = PairFolderSampler(folder, [32, 32], seed=0)
+    fixed, moving, field = next(iter(step_dataset(sampler, 3, seed=0)))
+    assert fixed.shape == (3, 32, 32, 1) and not sampler.supervised
+    assert float(tf.reduce_max(tf.abs(field))) == 0.0
+    assert float(tf.reduce_mean(tf.abs(fixed - moving))) > 0.0
+
+
+def test_pair_folders_of_3d_volumes_give_3d_or_axial_2d_patches(tmp_path, t1_volume):
+    small = t1_volume[::4, ::4, ::2]
+    folder = write_pairs(tmp_path / "pairs", small, names=("v",))
+    assert PairFolderSampler(folder, [16, 16, 16]).batch(1)[0].shape == (1, 16, 16, 16, 1)
+    assert PairFolderSampler(folder, [32, 32]).batch(2)[1].shape == (2, 32, 32, 1)
+
+
+def test_bad_pair_folders_are_named(tmp_path, t1_slice):
+    with pytest.raises(InputImageError, match="does not exist"):
+        find_pairs(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputImageError, match="holds no image pairs"):
+        find_pairs(tmp_path / "empty")
+    folder = write_pairs(tmp_path / "pairs", t1_slice)
+    (folder / "b_moving.nii.gz").unlink()
+    with pytest.raises(InputImageError, match="unpaired.*b has no NAME_moving"):
+        find_pairs(folder)
+    sitk.WriteImage(t1_slice, str(folder / "c.nrrd"))
+    with pytest.raises(InputImageError, match="c.nrrd named neither"):
+        find_pairs(folder)
+
+
+def test_loss_terms():
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.uniform(size=(2, 24, 24, 1)).astype(np.float32))
+    assert float(local_ncc(a, a)) == pytest.approx(1.0, abs=1e-3)
+    assert float(local_ncc(a, 2.0 * a + 0.3)) == pytest.approx(1.0, abs=1e-3)  # contrast-invariant
+    assert float(local_ncc(a, tf.constant(rng.uniform(size=(2, 24, 24, 1)).astype(np.float32)))) < 0.1
+    still = tf.zeros((1, 16, 16, 2))
+    shift = tf.ones((1, 16, 16, 2)) * 2.5
+    assert float(diffusion(shift)) == 0.0 and float(folding(still)) == 0.0
+    np.testing.assert_allclose(jacobian_determinant(still).numpy(), 1.0)
+    # u(x) = -2x along axis 0 maps x to -x: the map folds everywhere (det = -1).
+    ramp = tf.reshape(tf.range(16, dtype=tf.float32), (1, 16, 1, 1)) * tf.ones((1, 16, 16, 1))
+    flipping = tf.concat([-2.0 * ramp, tf.zeros_like(ramp)], axis=-1)
+    assert float(folding(flipping)) == pytest.approx(1.0)
+    assert float(diffusion(flipping)) > 0
+
+
+def test_loss_configuration_presets_and_errors():
+    assert LossConfig.from_value("supervised").terms(2) == ["epe_level0", "epe_level1"]
+    ncc = LossConfig.from_value({"preset": "ncc", "smoothness": 0.5})
+    assert ncc.smoothness == 0.5 and not ncc.supervised and ncc.similarity == "ncc"
+    assert LossConfig.from_value("hybrid").supervised and LossConfig.from_value("hybrid").unsupervised
+    with pytest.raises(ValueError, match="unknown loss keys: smoothnes"):
+        LossConfig.from_value({"smoothnes": 1.0})
+    with pytest.raises(ValueError, match="unknown loss preset 'nccc'"):
+        LossConfig.from_value("nccc")
+    with pytest.raises(ValueError, match="similarity must be one of"):
+        LossConfig.from_value({"similarity": "mi", "similarity_weight": 1.0})
+
+
+def test_learning_rate_schedules():
+    cosine = schedule_config({"kind": "cosine", "warmup_steps": 10, "final_fraction": 0.1})
+    assert learning_rate(0, 1.0, 110, cosine) == pytest.approx(1 / 11)
+    assert learning_rate(10, 1.0, 110, cosine) == pytest.approx(1.0)
+    assert learning_rate(109, 1.0, 110, cosine) == pytest.approx(0.1)
+    step = schedule_config({"kind": "step", "milestones": [5, 8], "factor": 0.5})
+    assert [learning_rate(s, 1.0, 10, step) for s in (4, 5, 8)] == [1.0, 0.5, 0.25]
+    assert learning_rate(7, 2e-4, 10, schedule_config(None)) == 2e-4
+    with pytest.raises(ValueError, match="unknown schedule keys: warmup"):
+        schedule_config({"warmup": 3})

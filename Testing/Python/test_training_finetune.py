@@ -1,0 +1,94 @@
+"""Fine-tuning a weight set on a folder of pairs (``dirvnet train --init W --pairs F``), ``dirvnet
+inspect``, and the training command's errors on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import write_pairs
+from DIRVNetLib.cli.main import main
+from DIRVNetLib.io.weights import load_weight_set, save_weight_set
+from DIRVNetLib.model import DIRVNet, NetworkConfig
+
+TINY = {"ndim": 2, "levels": 2, "units": 2, "control_spacing": 4, "data_filters": 4, "data_kernel": 5,
+        "reg_filters": 4, "reg_kernel": 3}
+TINY3D = {**TINY, "ndim": 3, "units": 1, "data_filters": 2, "data_kernel": 3, "reg_filters": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """An (untrained) tiny 2D and 3D weight set."""
+    root = tmp_path_factory.mktemp("weights")
+    for name, values in (("tiny2d", TINY), ("tiny3d", TINY3D)):
+        config = NetworkConfig.from_dict(values)
+        save_weight_set(root / name, config, DIRVNet(config, seed=7).get_weights(), f"{name} test weights",
+                        {"steps": 0, "command": "test"})
+    return root
+
+
+def test_finetuning_on_a_folder_of_pairs_changes_the_weights(tmp_path, tiny_weights, t1_slice):
+    pairs = write_pairs(tmp_path / "pairs", t1_slice)
+    out = tmp_path / "run"
+    assert main(["train", "--init", str(tiny_weights / "tiny2d"), "--pairs", str(pairs), "--output-dir", str(out),
+                 "--steps", "3", "--batch-size", "2", "--patch-shape", "32", "32", "--no-progress"]) == 0
+    tuned = load_weight_set(out / "weights")
+    initial = load_weight_set(tiny_weights / "tiny2d")
+    assert tuned.config == initial.config
+    changed = [n for n in initial.weights if not np.allclose(initial.weights[n], tuned.weights[n])]
+    assert len(changed) > len(initial.weights) // 2
+    training = tuned.metadata["training"]
+    assert training["init"]["path"] == str(tiny_weights / "tiny2d")
+    assert training["loss"]["similarity"] == "ncc" and training["loss"]["epe"] == 0.0
+    assert training["data"]["pairs"] == ["a", "b"] and training["steps"] == 3
+    assert "--pairs" in training["command"] and tuned.description == "tiny2d test weights"
+    assert "lncc_after" in training["validation"]
+
+
+def test_inspect_writes_the_activation_figure_and_a_summary(tmp_path, tiny_weights, capsys):
+    figure = tmp_path / "figures" / "activations.png"
+    assert main(["inspect", str(tiny_weights / "tiny2d"), "--figure", str(figure)]) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+    text = capsys.readouterr().out
+    assert "2 levels x 2 units" in text and "parameters" in text and "step sizes   level 1" in text
+
+
+def _error(argv, capsys):
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_training_errors_name_the_problem(tmp_path, tiny_weights, t1_slice, t1_volume, capsys):
+    run = {"network": TINY, "data": {"patch_shape": [32, 32], "max_magnitude": 3.0}, "steps": 1}
+    out = ["--output-dir", str(tmp_path / "run")]
+
+    def config(**changes):
+        path = tmp_path / "run.json"
+        path.write_text(json.dumps({k: v for k, v in {**run, **changes}.items() if v is not None}))
+        return ["train", "--config", str(path)] + out
+
+    assert "unknown keys in the run configuration: stepz" in _error(config(stepz=3), capsys)
+    bad_data = {"patch_shape": [32, 32], "max_magnitud": 3.0}
+    assert "unknown keys in 'data': max_magnitud" in _error(config(data=bad_data), capsys)
+    assert "unknown loss preset 'ncc2'" in _error(config(loss="ncc2"), capsys)
+    assert "unknown schedule kind 'linear'" in _error(config(schedule="linear"), capsys)
+    assert "give --config" in _error(["train"] + out, capsys)
+
+    init2d, init3d = str(tiny_weights / "tiny2d"), str(tiny_weights / "tiny3d")
+    (tmp_path / "empty").mkdir()
+    assert "holds no image pairs" in _error(["train", "--init", init2d, "--pairs", str(tmp_path / "empty")] + out, capsys)
+    pairs = write_pairs(tmp_path / "pairs", t1_slice)
+    (pairs / "b_fixed.nrrd").unlink()
+    assert "unpaired images: NAME_moving b has no NAME_fixed" in _error(
+        ["train", "--init", init2d, "--pairs", str(pairs)] + out, capsys)
+    (pairs / "b_moving.nii.gz").unlink()
+    message = _error(["train", "--init", init3d, "--pairs", str(pairs)] + out, capsys)
+    assert "is for 3D images but pairs folder" in message and "holds 2D images" in message
+    message = _error(config(network=None, data={"patch_shape": [16, 16, 16], "max_magnitude": 2.0})[:3]
+                     + ["--init", init2d] + out, capsys)
+    assert "is for 2D images but patch_shape [16, 16, 16] has 3 axes" in message
+    message = _error(config()[:3] + ["--init", init3d] + out, capsys)
+    assert "is for 3D images but the run's network is 2D" in message
+    message = _error(["train", "--init", init2d, "--pairs", str(pairs), "--loss", "supervised"] + out, capsys)
+    assert "the loss needs true fields" in message
+    assert not (tmp_path / "run" / "weights").exists()
