@@ -57,10 +57,10 @@ def main():
         "B (control -> flow)": tf.function(lambda: bspline_interpolate(control, s, shape)),
         "warp": tf.function(lambda: warp(moving, flow)),
         "image gradient": tf.function(lambda: image_gradient(moving)),
-        "FoE data term": tf.function(lambda: field_of_experts(moving - fixed, p.data_kernels, p.data_values, c.data_range, c.activation)),
+        "FoE data term": tf.function(lambda: field_of_experts(moving - fixed, p.data_kernels, p.data_values, c.data_range, c.activation, c.centred_activations)),
         "B^T (adjoint)": tf.function(lambda: bspline_adjoint(force, s, control.shape[1:-1])),
-        "FoE regulariser": tf.function(lambda: componentwise_field_of_experts(control, zero_mean(p.reg_kernels), p.reg_values, c.reg_range, c.activation)),
-        "whole unit": tf.function(lambda: variational_unit(control, fixed, moving, p, s, c.activation, c.data_range, c.reg_range)),
+        "FoE regulariser": tf.function(lambda: componentwise_field_of_experts(control, zero_mean(p.reg_kernels), p.reg_values, c.reg_range, c.activation, c.centred_activations)),
+        "whole unit": tf.function(lambda: variational_unit(control, fixed, moving, p, s, c.activation, c.data_range, c.reg_range, c.centred_activations)),
     }
     print(f"| operator | median s ({'x'.join(map(str, shape))}, {weight_set.name}, {os.cpu_count()} CPUs) |")
     print("|---|---|")

@@ -1,4 +1,4 @@
-"""``dirvnet``: register, train (more subcommands are added by their modules)."""
+"""``dirvnet``: register, evaluate, benchmark, train, inspect (one module per subcommand)."""
 
 import argparse
 import logging
@@ -8,7 +8,7 @@ import sys
 from DIRVNetLib.errors import DIRVNetError
 
 
-def _configure_threads():
+def _quiet_tensorflow_logging():
     """Quiet TensorFlow's C++ logging before it is imported (the CLI's own messages matter)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,7 +25,7 @@ def build_parser():
 
 
 def main(argv=None):
-    _configure_threads()
+    _quiet_tensorflow_logging()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)

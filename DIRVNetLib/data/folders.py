@@ -142,7 +142,7 @@ class PairFolderSampler:
 
     supervised = False
 
-    def __init__(self, pairs, shape, spacing=None, seed=0, noise=0.01, gamma=0.1, bias=0.0):
+    def __init__(self, pairs, shape, spacing=None, seed=0, noise=0.01, gamma=0.1, bias=0.0, saturation=0.0):
         self.folder = str(pairs) if not isinstance(pairs, (list, tuple)) else None
         self.pairs = find_pairs(pairs) if self.folder else list(pairs)
         if not self.pairs:
@@ -157,7 +157,8 @@ class PairFolderSampler:
                     f"pair '{name}' ({fixed_path}) is {fixed.ndim}D but the patches are {len(self.shape)}D"
                 )
             self.images.append((fixed, moving))
-        self.augmentation = {"noise": float(noise), "gamma": float(gamma), "bias": float(bias)}
+        self.augmentation = {"noise": float(noise), "gamma": float(gamma), "bias": float(bias),
+                             "saturation": float(saturation)}
         self.rng = np.random.default_rng(seed)
 
     @property

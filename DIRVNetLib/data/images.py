@@ -21,16 +21,17 @@ def gradient_chessboard(shape, rng, cell_range=(6, 10)):
     return image.astype(np.float32)
 
 
-def random_shapes(shape, rng, classes=6, smoothness=4.0):
+def random_shapes(shape, rng, classes=6, smoothness=4.0, blur=0.7):
     """Label-map-like image: smoothed random fields partitioned into ``classes`` regions of random
-    intensity, with random contrast, a smooth bias and a little blur (unseen-contrast robustness)."""
+    intensity (unseen-contrast robustness), edges blurred with a Gaussian of ``blur`` voxels (0: sharp)."""
     noise = sitk.GetImageFromArray(rng.normal(size=shape + (classes,)).astype(np.float32), isVector=True)
     smooth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(noise, smoothness))
     labels = np.argmax(smooth, axis=-1)
     intensities = rng.uniform(0.0, 1.0, size=classes)
     image = intensities[labels]
-    blurred = sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(image.astype(np.float32)), 0.7)
-    return np.clip(sitk.GetArrayFromImage(blurred), 0.0, 1.0).astype(np.float32)
+    if blur > 0:
+        image = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(image.astype(np.float32)), blur))
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
 def normalise_intensity(image, low=1.0, high=99.0):
@@ -53,12 +54,16 @@ def bias_field(shape, rng, strength=0.3, control_points=4):
     return np.exp(smooth).astype(np.float32)
 
 
-def augment_intensity(image, rng, noise=0.02, gamma=0.3, bias=0.0):
+def augment_intensity(image, rng, noise=0.02, gamma=0.3, bias=0.0, saturation=0.0):
     """Random gamma in ``[1 - gamma, 1 + gamma]``, additive Gaussian noise of std ``noise``, clipped;
-    with ``bias > 0`` also a random smooth multiplicative bias field of log-amplitude up to ``bias``
-    (drawn after the rest, so ``bias=0`` leaves the random stream as it was)."""
+    with ``bias > 0`` also a random smooth multiplicative bias field of log-amplitude up to ``bias``;
+    with ``saturation > 0`` intensities are scaled by up to ``1 + saturation`` before clipping, so the
+    brightest parts become plateaus at 1 (like bright fat in a robustly normalised MR). Both are drawn
+    after the rest, so at 0 they leave the random stream as it was."""
     g = rng.uniform(1.0 - gamma, 1.0 + gamma)
     out = np.clip(image, 0.0, 1.0) ** g + rng.normal(0.0, noise, size=image.shape)
     if bias > 0:
         out = out * bias_field(image.shape, rng, rng.uniform(0.0, bias))
+    if saturation > 0:
+        out = out * rng.uniform(1.0, 1.0 + saturation)
     return np.clip(out, 0.0, 1.0).astype(np.float32)

@@ -31,14 +31,15 @@ class PairSampler:
 
     sources: names from :data:`SOURCES` drawn uniformly; volumes: real images (numpy, any intensity
     range) used for "volumes"; max_magnitude: the largest displacement is drawn in
-    ``[0.1 * max_magnitude, max_magnitude]`` voxels. noise, gamma, bias: intensity augmentation of
-    each image (see :func:`augment_intensity`; the bias field is off by default).
+    ``[0.1 * max_magnitude, max_magnitude]`` voxels. noise, gamma, bias, saturation: intensity
+    augmentation of each image (see :func:`augment_intensity`; bias and saturation are off by default).
+    shape_blur: ``(low, high)`` range of the edge blur (voxels) of "shapes" images (fixed 0.7 by default).
     """
 
     supervised = True  # batches carry the true field
 
     def __init__(self, shape, max_magnitude, sources=SOURCES, volumes=(), seed=0, affine_scale=0.1,
-                 noise=0.02, gamma=0.3, bias=0.0):
+                 noise=0.02, gamma=0.3, bias=0.0, saturation=0.0, shape_blur=(0.7, 0.7)):
         unknown = set(sources) - set(SOURCES)
         if unknown:
             raise ValueError(f"unknown training sources {sorted(unknown)}; choose from {SOURCES}")
@@ -49,7 +50,9 @@ class PairSampler:
         self.sources = tuple(sources)
         self.volumes = [normalise_intensity(np.asarray(v, np.float32)) for v in volumes]
         self.affine_scale = affine_scale
-        self.augmentation = {"noise": float(noise), "gamma": float(gamma), "bias": float(bias)}
+        self.augmentation = {"noise": float(noise), "gamma": float(gamma), "bias": float(bias),
+                             "saturation": float(saturation)}
+        self.shape_blur = tuple(float(b) for b in shape_blur)
         self.rng = np.random.default_rng(seed)
 
     def image(self):
@@ -57,7 +60,8 @@ class PairSampler:
         if source == "chessboard":
             return gradient_chessboard(self.shape, self.rng)
         if source == "shapes":
-            return random_shapes(self.shape, self.rng)
+            low, high = self.shape_blur
+            return random_shapes(self.shape, self.rng, blur=low if low == high else self.rng.uniform(low, high))
         volume = self.volumes[int(self.rng.integers(len(self.volumes)))]
         return normalise_intensity(random_patch(volume, self.shape, self.rng))
 
@@ -86,7 +90,7 @@ class PairSampler:
         return {"kind": "synthetic deformations (swap trick)", "shape": list(self.shape),
                 "max_magnitude_voxels": self.max_magnitude, "sources": list(self.sources),
                 "volumes": [list(v.shape) for v in self.volumes], "affine_scale": self.affine_scale,
-                "augmentation": self.augmentation}
+                "augmentation": self.augmentation, "shape_blur": list(self.shape_blur)}
 
     def dataset(self, batch_size, seed=None, start=0, stop=None):
         """A ``tf.data.Dataset`` of :meth:`batch` outputs: endless draws from the current random state,

@@ -16,6 +16,9 @@ class NetworkConfig:
     activation: "linear" (piecewise-linear with ``knots`` values) or "rbf" (Gaussian radial basis).
     data_range, reg_range: activations are defined on [-range, range] of the filter responses and
     constant outside (data responses are in normalised intensity, regulariser responses in voxels).
+    centred_activations: use ``phi(x) - phi(0)``, so that the learned penalties are stationary at 0: a
+    zero residual gives no data force and a zero displacement no regulariser force (an image registered
+    to itself stays put). Off for weight sets trained before it existed.
     """
 
     ndim: int = 3
@@ -30,6 +33,7 @@ class NetworkConfig:
     knots: int = 24
     data_range: float = 1.0
     reg_range: float = 1.0
+    centred_activations: bool = False
 
     def __post_init__(self):
         checks = {

@@ -12,21 +12,25 @@ def zero_mean(kernels):
     return kernels - tf.reduce_mean(kernels, axis=list(range(ndim)), keepdims=True)
 
 
-def field_of_experts(x, kernels, values, vrange, activation):
+def field_of_experts(x, kernels, values, vrange, activation, centred=False):
     """Gradient of the learned energy ``sum_k rho_k(K_k * x)`` for a ``[B, *S, 1]`` input.
 
-    kernels: ``[*k, 1, F]``; values: ``[F, knots]`` activation parameters (phi_k = rho_k').
+    kernels: ``[*k, 1, F]``; values: ``[F, knots]`` activation parameters (phi_k = rho_k'); centred:
+    use ``phi_k(z) - phi_k(0)``.
     Convolutions use zero padding ("SAME"); ``K^T``, the exact adjoint of ``K`` for odd kernels, is the
     correlation with the flipped kernels (channels swapped). Returns ``[B, *S, 1]``.
     """
     responses = convolve(x, kernels)  # [B, *S, F]
-    activated = ACTIVATION_FUNCTIONS[activation](responses, values, vrange)
+    phi = ACTIVATION_FUNCTIONS[activation]
+    activated = phi(responses, values, vrange)
+    if centred:
+        activated = activated - phi(tf.zeros([1, values.shape[0]], responses.dtype), values, vrange)
     ndim = len(kernels.shape) - 2
     adjoint_kernels = tf.transpose(tf.reverse(kernels, axis=list(range(ndim))), list(range(ndim)) + [ndim + 1, ndim])
     return convolve(activated, adjoint_kernels)
 
 
-def componentwise_field_of_experts(field, kernels, values, vrange, activation):
+def componentwise_field_of_experts(field, kernels, values, vrange, activation, centred=False):
     """Apply one single-channel FoE to every component of a ``[B, *S, N]`` field independently."""
     ndim = field.shape.rank - 2
     components = field.shape[-1]
@@ -34,6 +38,6 @@ def componentwise_field_of_experts(field, kernels, values, vrange, activation):
     x = tf.transpose(field, perm)  # [B, N, *S]
     shape = tf.shape(x)
     x = tf.reshape(x, tf.concat([[-1], shape[2:], [1]], axis=0))
-    y = field_of_experts(x, kernels, values, vrange, activation)
+    y = field_of_experts(x, kernels, values, vrange, activation, centred)
     y = tf.reshape(y, tf.concat([[-1, components], shape[2:]], axis=0))
     return tf.transpose(y, [0] + list(range(2, ndim + 2)) + [1])

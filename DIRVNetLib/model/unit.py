@@ -26,11 +26,12 @@ class UnitParameters:
     NAMES = ("data_kernels", "data_values", "reg_kernels", "reg_values", "alpha")
 
 
-def variational_unit(control, fixed, moving, params, spacing, activation, data_range, reg_range):
+def variational_unit(control, fixed, moving, params, spacing, activation, data_range, reg_range, centred=False):
     """``d <- d - |alpha| * (B^T[grad W * FoE_data(W - F)] / s^N + FoE_reg(d))`` with ``W = M o (x + B d)``.
 
     control: ``[B, *K, N]`` control displacement (voxels of this level); fixed, moving: ``[B, *S, 1]``;
-    spacing: control spacing ``s`` (voxels). The division by ``s^N`` (voxels per control cell) keeps
+    spacing: control spacing ``s`` (voxels); activation, data_range, reg_range, centred: as in
+    :class:`NetworkConfig`. The division by ``s^N`` (voxels per control cell) keeps
     the step sizes comparable across spacings and dimensions. Returns the updated control displacement.
     """
     ndim = control.shape[-1]
@@ -42,10 +43,10 @@ def variational_unit(control, fixed, moving, params, spacing, activation, data_r
     flow = bspline_interpolate(control, spacing, spatial)  # [B, *S, N] voxels
     warped = warp(moving, flow)  # [B, *S, 1]
     data_force = image_gradient(warped) * field_of_experts(
-        warped - fixed, params.data_kernels, params.data_values, data_range, activation
+        warped - fixed, params.data_kernels, params.data_values, data_range, activation, centred
     )  # [B, *S, N]
     data_gradient = bspline_adjoint(data_force, spacing, control_shape) / float(spacing**ndim)
     reg_gradient = componentwise_field_of_experts(
-        control, zero_mean(params.reg_kernels), params.reg_values, reg_range, activation
+        control, zero_mean(params.reg_kernels), params.reg_values, reg_range, activation, centred
     )
     return control - tf.abs(params.alpha) * (data_gradient + reg_gradient)

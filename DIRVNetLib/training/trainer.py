@@ -53,8 +53,8 @@ DEFAULTS = {"steps": 1000, "batch_size": 1, "learning_rate": 1e-3, "seed": 0, "c
             "strategy": "default", "init": None, "description": ""}
 RUN_KEYS = set(DEFAULTS) | {"network", "data"}
 DATA_KEYS = {"patch_shape", "max_magnitude", "sources", "volumes", "volume_spacing", "affine_scale",
-             "augmentation", "pairs"}
-AUGMENTATION_KEYS = {"noise", "gamma", "bias"}
+             "augmentation", "pairs", "shape_blur"}
+AUGMENTATION_KEYS = {"noise", "gamma", "bias", "saturation"}
 VALIDATION_DEFAULTS = {"pairs": 8, "every": None, "seed": 1, "folder": None}
 TENSORBOARD_DEFAULTS = {"enabled": True, "scalars_every": 1, "images_every": None}
 FINETUNE_DEFAULTS = {"steps": 500, "learning_rate": 1e-4}
@@ -140,12 +140,16 @@ def network_config(run):
             raise ValueError(
                 f"weight set {init_set.path} is for {init_set.config.ndim}D images but the run's network is {wanted.ndim}D"
             )
-        if wanted != init_set.config:
+        # Only switches that keep every weight's meaning and shape may change when fine-tuning.
+        switchable = {"centred_activations"}
+        differing = {k for k, v in wanted.to_dict().items() if init_set.config.to_dict()[k] != v}
+        if differing - switchable:
             raise ValueError(
-                f"the run's network section differs from the --init weight set {init_set.path}'s config; "
+                f"the run's network section differs from the --init weight set {init_set.path}'s config in "
+                f"{', '.join(sorted(differing - switchable))}; only {', '.join(sorted(switchable))} may change: "
                 "leave the network section out to fine-tune"
             )
-        config = init_set.config
+        config = wanted
     elif run.get("network") is not None:
         config = NetworkConfig.from_dict(run["network"])
     else:
@@ -188,7 +192,8 @@ def build_sampler(run, config, init_set=None):
     volumes = [load_training_volume(v, data.get("volume_spacing")) for v in expand_volume_sources(data.get("volumes", []))]
     max_magnitude = data.get("max_magnitude", 2.0 * config.control_spacing)
     return PairSampler(shape, max_magnitude, data.get("sources", ["chessboard", "shapes"]), volumes,
-                       seed=run["seed"], affine_scale=data.get("affine_scale", 0.1), **augmentation)
+                       seed=run["seed"], affine_scale=data.get("affine_scale", 0.1),
+                       shape_blur=data.get("shape_blur", (0.7, 0.7)), **augmentation)
 
 
 def _check_pair_dimension(folder, config, init_set):

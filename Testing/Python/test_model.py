@@ -127,3 +127,21 @@ def test_set_weights_names_the_mismatch():
     del weights["level0/unit0/alpha"]
     with pytest.raises(ValueError, match="missing level0/unit0/alpha"):
         network.set_weights(weights)
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_centred_activations_leave_an_image_registered_to_itself_in_place(centred):
+    config = NetworkConfig(ndim=2, levels=2, units=2, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3,
+                           centred_activations=centred)
+    network = DIRVNet(config, seed=1)
+    weights = network.get_weights()
+    for name in weights:
+        if name.endswith("_values"):  # activations that are not zero at 0, as trained ones can be
+            weights[name] = weights[name] + 0.5
+    network.set_weights(weights)
+    image = np.random.default_rng(0).uniform(size=(1, 32, 32, 1)).astype(np.float32)
+    largest = float(np.abs(network(image, image).flow.numpy()).max())
+    if centred:
+        assert largest == 0.0
+    else:
+        assert largest > 1e-3
