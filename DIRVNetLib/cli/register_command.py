@@ -18,6 +18,7 @@ def add_parser(commands):
     parser.add_argument("--refinement-rounds", type=int, default=0, help="recurrent refinement rounds (default 0)")
     parser.add_argument("--working-spacing", type=float, default=None, help="isotropic working spacing in mm")
     parser.add_argument("--no-isotropic", action="store_true", help="register anisotropic images on their own grid")
+    parser.add_argument("--no-unfold", action="store_true", help="keep the network's field even where it folds")
     parser.add_argument("--no-figure", action="store_true", help="skip the QA figure")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -40,7 +41,7 @@ def run(args):
         result = register(
             args.fixed, args.moving, weights=args.weights, device=args.device, progress=progress,
             refinement_rounds=args.refinement_rounds, working_spacing=args.working_spacing,
-            isotropic=not args.no_isotropic,
+            isotropic=not args.no_isotropic, unfold=not args.no_unfold,
         )
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,38 @@
+"""Residual folding is removed locally; the rest of the field and the input stay as they were."""
+
+import numpy as np
+import SimpleITK as sitk
+
+from DIRVNetLib.metrics import jacobian_determinant
+from DIRVNetLib.registration.folding import remove_folding
+
+
+def test_a_local_fold_is_removed_and_nothing_else_changes():
+    size = (40, 36, 30)
+    x = np.arange(size[0]) * 1.5
+    bump = 6.0 * np.exp(-((x - 30.0) ** 2) / (2 * 2.0**2))  # du/dx down to about -1.8: folds near x = 32 mm
+    values = np.zeros(tuple(reversed(size)) + (3,))
+    values[..., 0] = bump[np.newaxis, np.newaxis, :]
+    values[..., 1] = 0.3  # a constant shift elsewhere
+    field = sitk.GetImageFromArray(values, isVector=True)
+    field.SetSpacing((1.5, 1.2, 2.0))
+    field.SetOrigin((10.0, -5.0, 3.0))
+    before = sitk.GetArrayFromImage(field).copy()
+    assert (jacobian_determinant(field) <= 0).any()
+
+    unfolded, changed, left = remove_folding(field)
+    after = sitk.GetArrayFromImage(unfolded)
+    assert left == 0 and changed > 0
+    assert (jacobian_determinant(unfolded) > 0).all()
+    far = np.abs(x - 30.0) > 15.0
+    np.testing.assert_array_equal(after[..., far, :], before[..., far, :])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(field), before)  # input untouched
+    assert unfolded.GetSpacing() == field.GetSpacing() and unfolded.GetOrigin() == field.GetOrigin()
+
+
+def test_a_field_without_folding_is_returned_unchanged():
+    values = np.random.default_rng(0).normal(0, 0.05, size=(20, 24, 2))
+    field = sitk.GetImageFromArray(values, isVector=True)
+    unfolded, changed, left = remove_folding(field)
+    assert (changed, left) == (0, 0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(unfolded), values)
