@@ -159,10 +159,11 @@ def register(
 
         mark = time.perf_counter()
         displacement = resample_displacement(grid.flow_to_displacement(flow), fixed_image)
-        network_folding = jacobian_statistics(displacement)["jacobian_nonpositive_percent"]
+        jacobian = network_jacobian = jacobian_statistics(displacement)
         unfolded_voxels = 0
-        if unfold and network_folding > 0:
+        if unfold and network_jacobian["jacobian_nonpositive_percent"] > 0:
             displacement, unfolded_voxels, _ = remove_folding(displacement)
+            jacobian = jacobian_statistics(displacement)
         transform = displacement_transform(displacement)
         warped = sitk.Resample(moving_image, fixed_image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         moving_on_fixed = resample_like(moving_image, fixed_image)
@@ -180,11 +181,11 @@ def register(
         "refinement_rounds_used": len(residuals) - 1,
         "residual_mse_per_round": residuals,
         "estimated_memory_gib": estimated / 1024**3,
-        "network_jacobian_nonpositive_percent": network_folding,
+        "network_jacobian_nonpositive_percent": network_jacobian["jacobian_nonpositive_percent"],
         "unfolded_voxels": unfolded_voxels,
         "seconds": timings,
         **similarity_report(fixed_image, moving_on_fixed, warped),
-        **jacobian_statistics(displacement),
+        **jacobian,
     }
     return RegistrationResult(displacement, transform, warped, report, fixed_image, moving_on_fixed, intermediate)
 
