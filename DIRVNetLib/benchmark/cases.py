@@ -31,7 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from DIRVNetLib.data.deformations import deform_image
-from DIRVNetLib.io.images import NILEARN_FILES, _nilearn_file, read_image
+from DIRVNetLib.io.images import NILEARN_FILES, nilearn_file, read_image
 from DIRVNetLib.io.resample import resample_isotropic, resample_like
 from DIRVNetLib.metrics import read_landmarks, warp_labels
 
@@ -136,7 +136,7 @@ def _path(value, base):
         name = value.split(":", 1)[1]
         if name not in NILEARN_FILES:
             raise ValueError(f"unknown image '{value}'; known: {', '.join('nilearn:' + n for n in NILEARN_FILES)}")
-        return _nilearn_file(name)
+        return nilearn_file(name)
     path = Path(value)
     return path if path.is_absolute() else Path(base) / path
 

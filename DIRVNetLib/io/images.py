@@ -68,7 +68,7 @@ def load_training_volume(source, spacing=None):
     template shipped inside the installed nilearn package; nothing is downloaded). Resampled to an
     isotropic ``spacing`` (mm) when given."""
     if str(source).startswith("nilearn:"):
-        source = _nilearn_file(str(source).split(":", 1)[1])
+        source = nilearn_file(str(source).split(":", 1)[1])
     image = read_image(source, "training")
     if spacing:
         from DIRVNetLib.io.resample import resample_isotropic
@@ -84,7 +84,9 @@ NILEARN_FILES = {
 }
 
 
-def _nilearn_file(name):
+def nilearn_file(name):
+    """Path of an image shipped inside the installed nilearn package, by its short name in
+    :data:`NILEARN_FILES` (nothing is downloaded)."""
     try:
         import nilearn
     except ImportError as e:
