@@ -18,19 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_CASES = ROOT / "benchmarks" / "cases" / "tiny.json"
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    """An untrained tiny 2D weight set (the plumbing is under test here, not accuracy)."""
-    from DIRVNetLib.io.weights import save_weight_set
-    from DIRVNetLib.model import DIRVNet, NetworkConfig
-
-    config = NetworkConfig(ndim=2, levels=2, units=2, control_spacing=4, data_filters=4, data_kernel=5,
-                           reg_filters=4, reg_kernel=3)
-    path = tmp_path_factory.mktemp("weights") / "tiny2d"
-    save_weight_set(path, config, DIRVNet(config, seed=0).get_weights(), "untrained tiny test network", {"steps": 0})
-    return path
-
-
 # ----------------------------------------------------------------------------- conventions
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "elastix" else n
