@@ -41,7 +41,7 @@ def train_variant(base, name, steps, output_dir):
     folder = output_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps(run, indent=2))
-    subprocess.run(["dirvnet", "train", "--config", str(folder / "run.json"), "--output-dir", str(folder),
+    subprocess.run([sys.executable, "-m", "DIRVNetLib.cli.main", "train", "--config", str(folder / "run.json"), "--output-dir", str(folder),
                     "--no-progress"], check=True)
     with open(folder / "validation.csv") as handle:
         last = list(csv.DictReader(handle))[-1]
