@@ -34,12 +34,14 @@ class PairSampler:
     ``[0.1 * max_magnitude, max_magnitude]`` voxels. noise, gamma, bias, saturation: intensity
     augmentation of each image (see :func:`augment_intensity`; bias and saturation are off by default).
     shape_blur: ``(low, high)`` range of the edge blur (voxels) of "shapes" images (fixed 0.7 by default).
+    control_points: ``(low, high)`` range (inclusive) of the random field's control points per axis
+    across the patch; fewer points give smoother fields (5 by default).
     """
 
     supervised = True  # batches carry the true field
 
     def __init__(self, shape, max_magnitude, sources=SOURCES, volumes=(), seed=0, affine_scale=0.1,
-                 noise=0.02, gamma=0.3, bias=0.0, saturation=0.0, shape_blur=(0.7, 0.7)):
+                 noise=0.02, gamma=0.3, bias=0.0, saturation=0.0, shape_blur=(0.7, 0.7), control_points=(5, 5)):
         unknown = set(sources) - set(SOURCES)
         if unknown:
             raise ValueError(f"unknown training sources {sorted(unknown)}; choose from {SOURCES}")
@@ -53,6 +55,9 @@ class PairSampler:
         self.augmentation = {"noise": float(noise), "gamma": float(gamma), "bias": float(bias),
                              "saturation": float(saturation)}
         self.shape_blur = tuple(float(b) for b in shape_blur)
+        self.control_points = tuple(int(n) for n in control_points)
+        if len(self.control_points) != 2 or not 2 <= self.control_points[0] <= self.control_points[1]:
+            raise ValueError(f"control_points must be a range (low, high) with 2 <= low <= high, got {control_points}")
         self.rng = np.random.default_rng(seed)
 
     def image(self):
@@ -68,7 +73,9 @@ class PairSampler:
     def sample(self):
         image = self.image()
         magnitude = self.rng.uniform(0.1, 1.0) * self.max_magnitude
-        field = smooth_random_field(self.shape, magnitude, self.rng, affine_scale=self.affine_scale)
+        low, high = self.control_points
+        points = low if low == high else int(self.rng.integers(low, high + 1))
+        field = smooth_random_field(self.shape, magnitude, self.rng, control_points=points, affine_scale=self.affine_scale)
         fixed = warp(image[np.newaxis, ..., np.newaxis], field[np.newaxis]).numpy()[0, ..., 0]
         return (augment_intensity(fixed, self.rng, **self.augmentation),
                 augment_intensity(image, self.rng, **self.augmentation), field)
@@ -90,7 +97,8 @@ class PairSampler:
         return {"kind": "synthetic deformations (swap trick)", "shape": list(self.shape),
                 "max_magnitude_voxels": self.max_magnitude, "sources": list(self.sources),
                 "volumes": [list(v.shape) for v in self.volumes], "affine_scale": self.affine_scale,
-                "augmentation": self.augmentation, "shape_blur": list(self.shape_blur)}
+                "augmentation": self.augmentation, "shape_blur": list(self.shape_blur),
+                "control_points": list(self.control_points)}
 
     def dataset(self, batch_size, seed=None, start=0, stop=None):
         """A ``tf.data.Dataset`` of :meth:`batch` outputs: endless draws from the current random state,

@@ -34,19 +34,35 @@ def variational_unit(control, fixed, moving, params, spacing, activation, data_r
     :class:`NetworkConfig`. The division by ``s^N`` (voxels per control cell) keeps
     the step sizes comparable across spacings and dimensions. Returns the updated control displacement.
     """
-    ndim = control.shape[-1]
-    spatial = tf.shape(fixed)[1 : 1 + ndim]
-    spatial = [spatial[i] for i in range(ndim)]
-    control_shape = tf.shape(control)[1 : 1 + ndim]
-    control_shape = [control_shape[i] for i in range(ndim)]
-
-    flow = bspline_interpolate(control, spacing, spatial)  # [B, *S, N] voxels
-    warped = warp(moving, flow)  # [B, *S, 1]
-    data_force = image_gradient(warped) * field_of_experts(
-        warped - fixed, params.data_kernels, params.data_values, data_range, activation, centred
-    )  # [B, *S, N]
-    data_gradient = bspline_adjoint(data_force, spacing, control_shape) / float(spacing**ndim)
+    residual, gradient = _warp_residual(control, fixed, moving, spacing)
+    data_foe = field_of_experts(residual, params.data_kernels, params.data_values, data_range, activation, centred)
+    data_gradient = _data_gradient(gradient, data_foe, control, spacing)
     reg_gradient = componentwise_field_of_experts(
         control, zero_mean(params.reg_kernels), params.reg_values, reg_range, activation, centred
     )
     return control - tf.abs(params.alpha) * (data_gradient + reg_gradient)
+
+
+# The pointwise and gather-based operators run under XLA (several times faster on CPU, see
+# docs/benchmarks.md); the convolutions stay outside, where the CPU libraries beat XLA's.
+
+
+def _spatial_shape(tensor):
+    ndim = tensor.shape.rank - 2
+    shape = tf.shape(tensor)
+    return [shape[1 + i] for i in range(ndim)]
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _warp_residual(control, fixed, moving, spacing):
+    """``W - F`` ``[B, *S, 1]`` and ``grad W`` ``[B, *S, N]`` with ``W = M o (x + B d)``."""
+    flow = bspline_interpolate(control, spacing, _spatial_shape(fixed))  # [B, *S, N] voxels
+    warped = warp(moving, flow)  # [B, *S, 1]
+    return warped - fixed, image_gradient(warped)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _data_gradient(gradient, data_foe, control, spacing):
+    """``B^T[grad W * FoE_data(W - F)] / s^N`` on the control grid of ``control``."""
+    ndim = control.shape[-1]
+    return bspline_adjoint(gradient * data_foe, spacing, _spatial_shape(control)) / float(spacing**ndim)

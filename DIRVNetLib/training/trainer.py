@@ -53,7 +53,7 @@ DEFAULTS = {"steps": 1000, "batch_size": 1, "learning_rate": 1e-3, "seed": 0, "c
             "strategy": "default", "init": None, "description": ""}
 RUN_KEYS = set(DEFAULTS) | {"network", "data"}
 DATA_KEYS = {"patch_shape", "max_magnitude", "sources", "volumes", "volume_spacing", "affine_scale",
-             "augmentation", "pairs", "shape_blur"}
+             "augmentation", "pairs", "shape_blur", "control_points"}
 AUGMENTATION_KEYS = {"noise", "gamma", "bias", "saturation"}
 VALIDATION_DEFAULTS = {"pairs": 8, "every": None, "seed": 1, "folder": None}
 TENSORBOARD_DEFAULTS = {"enabled": True, "scalars_every": 1, "images_every": None}
@@ -193,7 +193,8 @@ def build_sampler(run, config, init_set=None):
     max_magnitude = data.get("max_magnitude", 2.0 * config.control_spacing)
     return PairSampler(shape, max_magnitude, data.get("sources", ["chessboard", "shapes"]), volumes,
                        seed=run["seed"], affine_scale=data.get("affine_scale", 0.1),
-                       shape_blur=data.get("shape_blur", (0.7, 0.7)), **augmentation)
+                       shape_blur=data.get("shape_blur", (0.7, 0.7)), control_points=data.get("control_points", (5, 5)),
+                       **augmentation)
 
 
 def _check_pair_dimension(folder, config, init_set):

@@ -47,10 +47,12 @@ def test_gaussian_rbf_uses_each_filters_own_weights():
     np.testing.assert_allclose(gaussian_rbf(x, values, 1.0).numpy()[0], expected, rtol=1e-5)
 
 
-def test_field_of_experts_with_identity_activation_is_sum_of_kt_k():
+@pytest.mark.parametrize("kernel_shape, image_shape", [((3, 3), (9, 8)), ((5, 5), (10, 8)), ((5, 5, 5), (8, 6, 10))])
+def test_field_of_experts_with_identity_activation_is_sum_of_kt_k(kernel_shape, image_shape):
+    """Odd shapes use the direct adjoint convolution, even ones with 5 taps the polyphase form."""
     rng = np.random.default_rng(2)
-    kernels = rng.normal(size=(3, 3, 1, 2)).astype(np.float32)
-    x = rng.normal(size=(1, 9, 8, 1)).astype(np.float32)
+    kernels = rng.normal(size=kernel_shape + (1, 2)).astype(np.float32)
+    x = rng.normal(size=(1,) + image_shape + (1,)).astype(np.float32)
     identity = np.tile(knot_positions(5, 100.0), (2, 1))  # phi(z) = z on the whole response range
     out = field_of_experts(x, kernels, identity, 100.0, "linear").numpy()
     # <K x, K y> = <x, K^T K y>: K^T is the exact adjoint of K.

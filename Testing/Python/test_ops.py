@@ -15,6 +15,8 @@ from DIRVNetLib.ops import (
     upsample_control_grid,
     warp,
 )
+from DIRVNetLib.ops.filters import convolve
+from DIRVNetLib.ops.polyphase import depth_to_space, polyphase_kernels, space_to_depth
 
 
 def _sitk_warp(array, flow):
@@ -116,3 +118,24 @@ def test_warp_gradients_match_finite_differences(dimension):
     )
     for t, n in zip(theoretical, numerical):
         np.testing.assert_allclose(t, n, atol=1e-6)
+
+
+@pytest.mark.parametrize("dimension, size, channels_in, channels_out", [(2, 7, 16, 1), (2, 5, 1, 3), (3, 5, 8, 1), (3, 3, 2, 2)])
+def test_polyphase_convolution_equals_direct_convolution(dimension, size, channels_in, channels_out):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=[2] + [12, 10, 8][:dimension] + [channels_in]).astype(np.float32)
+    kernels = rng.normal(size=[size] * dimension + [channels_in, channels_out]).astype(np.float32)
+    components = space_to_depth(x)
+    assert components.shape[-1] == channels_in * 2**dimension
+    np.testing.assert_array_equal(depth_to_space(components).numpy(), x)
+    poly = depth_to_space(convolve(components, polyphase_kernels(tf.constant(kernels)))).numpy()
+    direct = convolve(x, kernels).numpy()
+    np.testing.assert_allclose(poly, direct, atol=1e-4 * np.abs(direct).max())
+
+
+def test_space_to_depth_puts_each_phase_in_its_own_channel():
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    components = space_to_depth(x).numpy()
+    np.testing.assert_array_equal(components[0, :, :, 0], x[0, 0::2, 0::2, 0])
+    np.testing.assert_array_equal(components[0, :, :, 1], x[0, 0::2, 1::2, 0])
+    np.testing.assert_array_equal(components[0, :, :, 2], x[0, 1::2, 0::2, 0])

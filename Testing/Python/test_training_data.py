@@ -42,6 +42,19 @@ def test_synthetic_pairs_as_a_deterministic_tf_data_pipeline(shape):
     assert float(tf.reduce_max(tf.norm(field, axis=-1))) <= 3.0 + 1e-4
 
 
+def test_fewer_control_points_draw_smoother_fields():
+    def roughness(points):
+        sampler = PairSampler([48, 48], 4.0, ["chessboard"], affine_scale=0.0, control_points=points)
+        fields = sampler.batch_for_step(0, 0, 6)[2]
+        return np.mean(np.abs(np.diff(fields, 2, axis=1))) / np.mean(np.linalg.norm(fields, axis=-1))
+
+    assert roughness((3, 3)) < 0.5 * roughness((8, 8))
+    mixed = PairSampler([48, 48], 4.0, ["chessboard"], control_points=(3, 5))
+    assert mixed.summary()["control_points"] == [3, 5]
+    with pytest.raises(ValueError, match="control_points"):
+        PairSampler([48, 48], 4.0, ["chessboard"], control_points=(5, 3))
+
+
 def test_volume_folders_expand_to_their_images(tmp_path, t1_slice):
     sitk.WriteImage(t1_slice, str(tmp_path / "one.nrrd"))
     sitk.WriteImage(t1_slice, str(tmp_path / "two.nii.gz"))
