@@ -33,15 +33,22 @@ def jacobian_determinant(displacement: sitk.Image) -> np.ndarray:
         raise ValueError(f"displacement grid {displacement.GetSize()} is too small for finite "
                          f"differences: every axis needs at least 2 voxels")
     u = displacement_array(displacement)  # (*spatial, dim), components x, y, z
-    # d u_c / d index_i, with index i in (x, y, z) order = numpy axis dim - 1 - i.
-    grad_index = np.empty(u.shape[:-1] + (dim, dim), dtype=np.float64)
+    to_index = _index_to_physical_inverse(displacement)
+    # J[c][j] = delta_cj + sum_i d u_c / d index_i * to_index[i, j], index i in (x, y, z) order =
+    # numpy axis dim - 1 - i; entries kept as separate arrays (no per-voxel matrices: fast, small), zero
+    # terms of to_index (axis-aligned grids) skipped.
+    jac = []
     for c in range(dim):
-        derivs = np.gradient(u[..., c])  # one per numpy axis
-        for i in range(dim):
-            grad_index[..., c, i] = derivs[dim - 1 - i]
-    grad_physical = grad_index @ _index_to_physical_inverse(displacement)
-    grad_physical += np.eye(dim)
-    return np.linalg.det(grad_physical)
+        derivs = np.gradient(u[..., c])[::-1]  # by index axis x, y, z
+        jac.append([sum(derivs[i] * to_index[i, j] for i in range(dim) if to_index[i, j] != 0) + (c == j)
+                    for j in range(dim)])
+    if dim == 2:
+        return jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
+    return (
+        jac[0][0] * (jac[1][1] * jac[2][2] - jac[1][2] * jac[2][1])
+        - jac[0][1] * (jac[1][0] * jac[2][2] - jac[1][2] * jac[2][0])
+        + jac[0][2] * (jac[1][0] * jac[2][1] - jac[1][1] * jac[2][0])
+    )
 
 
 def jacobian_statistics(displacement: sitk.Image, mask=None) -> dict:

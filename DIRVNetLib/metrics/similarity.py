@@ -47,9 +47,10 @@ def mutual_information(a, b, bins: int = 32, mask=None) -> float:
     """
     if int(bins) < 2:
         raise ValueError(f"bins must be at least 2, got {bins}")
+    bins = int(bins)
     xa, xb = _pair(a, b, mask)
-    joint, _, _ = np.histogram2d(xa, xb, bins=int(bins))
-    p_ab = joint / joint.sum()
+    joint = np.bincount(_bin_index(xa, bins) * bins + _bin_index(xb, bins), minlength=bins * bins)
+    p_ab = joint.reshape(bins, bins) / joint.sum()
     p_a = p_ab.sum(axis=1, keepdims=True)
     p_b = p_ab.sum(axis=0, keepdims=True)
     nz = p_ab > 0
@@ -71,3 +72,12 @@ def similarity_report(fixed, moving_resampled, warped, mask=None, bins: int = 32
         "mi_before": mutual_information(fixed, moving_resampled, bins, mask),
         "mi_after": mutual_information(fixed, warped, bins, mask),
     }
+
+
+def _bin_index(x, bins):
+    """Equal-width bin (0 .. bins - 1) of every value over ``x``'s range, the maximum in the last bin
+    (as ``np.histogram``)."""
+    low, high = float(x.min()), float(x.max())
+    if high == low:
+        return np.zeros(x.shape, np.int64)
+    return np.minimum(((x - low) * (bins / (high - low))).astype(np.int64), bins - 1)

@@ -79,10 +79,13 @@ def _device_scope(device):
 def _run_network(network, fixed, moving, monitor, rounds):
     """Network flow ``[*S, N]`` (working voxels), refined recurrently up to ``rounds`` times: the
     warped image is registered again and the fields composed, ``u <- v + u o (x + v)``, while the mean
-    squared residual keeps falling."""
+    squared residual keeps falling. Also returns the mean squared residual after each round (none
+    computed without refinement)."""
     fixed_t = tf.constant(fixed[np.newaxis, ..., np.newaxis])
     moving_t = tf.constant(moving[np.newaxis, ..., np.newaxis])
     flow = network(fixed_t, moving_t, on_unit=monitor).flow
+    if rounds == 0:
+        return flow[0].numpy(), []
     residual = float(tf.reduce_mean(tf.square(warp(moving_t, flow) - fixed_t)))
     residuals = [residual]
     for round_index in range(1, rounds + 1):
@@ -180,7 +183,7 @@ def register(
         "weights": str(weight_set.path),
         "device": device,
         "working_grid": {"size": list(grid.reference.GetSize()), "spacing_mm": list(grid.reference.GetSpacing())},
-        "refinement_rounds_used": len(residuals) - 1,
+        "refinement_rounds_used": max(len(residuals) - 1, 0),
         "residual_mse_per_round": residuals,
         "estimated_memory_gib": estimated / 1024**3,
         "network_jacobian_nonpositive_percent": network_jacobian["jacobian_nonpositive_percent"],

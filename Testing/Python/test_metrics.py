@@ -236,6 +236,14 @@ def test_mutual_information():
     mi_same = mutual_information(image, image)
     mi_noise = mutual_information(noise_a, noise_b)
     assert mi_same > 1.0 > 0.05 > mi_noise >= 0.0
+    # The joint histogram is numpy's equal-width one over each image's range.
+    moving = sitk.GetArrayFromImage(image).astype(np.float64)
+    other = moving + 40.0 * rng.random(shape)
+    joint, _, _ = np.histogram2d(moving.ravel(), other.ravel(), bins=16)
+    p = joint / joint.sum()
+    outer = p.sum(1, keepdims=True) @ p.sum(0, keepdims=True)
+    expected = np.sum(p[p > 0] * np.log(p[p > 0] / outer[p > 0]))
+    assert mutual_information(moving, other, bins=16) == pytest.approx(expected, rel=1e-9)
 
 
 def test_similarity_grid_checks():
