@@ -2,8 +2,9 @@
 
     python benchmarks/profile_unit.py [--weights mr3d] [--shape 192 224 192] [--repeats 5]
 
-Prints a markdown table of median seconds per operator (compiled with tf.function, after warm-up) for
-the weight set's architecture on a padded working grid of ``--shape`` (array order).
+Prints a markdown table of median seconds per part of the unit as the network runs it (XLA-compiled
+pointwise parts, convolutions outside XLA, after warm-up) for the weight set's architecture on a padded
+working grid of ``--shape`` (array order; every axis even).
 """
 
 import argparse
@@ -18,9 +19,11 @@ import tensorflow as tf  # noqa: E402
 
 from DIRVNetLib.io.weights import load_weight_set, resolve  # noqa: E402
 from DIRVNetLib.model import DIRVNet  # noqa: E402
-from DIRVNetLib.model.foe import componentwise_field_of_experts, field_of_experts, zero_mean  # noqa: E402
-from DIRVNetLib.model.unit import variational_unit  # noqa: E402
-from DIRVNetLib.ops import bspline_adjoint, bspline_interpolate, control_grid_shape, image_gradient, warp  # noqa: E402
+from DIRVNetLib.model.foe import _activate, componentwise_field_of_experts, zero_mean  # noqa: E402
+from DIRVNetLib.model.unit import _data_gradient, _warp_residual, variational_unit  # noqa: E402
+from DIRVNetLib.ops import control_grid_shape  # noqa: E402
+from DIRVNetLib.ops.filters import convolve  # noqa: E402
+from DIRVNetLib.ops.polyphase import depth_to_space, polyphase_kernels, space_to_depth  # noqa: E402
 
 
 def median_seconds(fn, repeats):
@@ -50,15 +53,20 @@ def main():
     fixed = tf.constant(rng.uniform(size=[1, *shape, 1]), tf.float32)
     moving = tf.constant(rng.uniform(size=[1, *shape, 1]), tf.float32)
     control = tf.constant(rng.normal(size=[1, *control_grid_shape(shape, c.control_spacing), n]), tf.float32)
-    flow = bspline_interpolate(control, c.control_spacing, shape)
-    force = tf.concat([fixed] * n, axis=-1)
     s = c.control_spacing
+    residual, gradient = _warp_residual(control, fixed, moving, s)
+    responses = convolve(residual, p.data_kernels)
+    values = tf.convert_to_tensor(p.data_values)
+    activated = _activate(responses, values, c.data_range, c.activation, c.centred_activations)
+    adjoint = tf.transpose(tf.reverse(p.data_kernels, axis=list(range(n))), list(range(n)) + [n + 1, n])
+    data_foe = depth_to_space(convolve(space_to_depth(activated), polyphase_kernels(adjoint)))
     ops = {
-        "B (control -> flow)": tf.function(lambda: bspline_interpolate(control, s, shape)),
-        "warp": tf.function(lambda: warp(moving, flow)),
-        "image gradient": tf.function(lambda: image_gradient(moving)),
-        "FoE data term": tf.function(lambda: field_of_experts(moving - fixed, p.data_kernels, p.data_values, c.data_range, c.activation, c.centred_activations)),
-        "B^T (adjoint)": tf.function(lambda: bspline_adjoint(force, s, control.shape[1:-1])),
+        "B, warp, residual, image gradient (XLA)": lambda: _warp_residual(control, fixed, moving, s),
+        "FoE data: convolution": tf.function(lambda: convolve(residual, p.data_kernels)),
+        "FoE data: activations (XLA)": lambda: _activate(responses, values, c.data_range, c.activation, c.centred_activations),
+        "FoE data: adjoint convolution (polyphase)": tf.function(
+            lambda: depth_to_space(convolve(space_to_depth(activated), polyphase_kernels(adjoint)))),
+        "B^T of the force (XLA)": lambda: _data_gradient(gradient, data_foe, control, s),
         "FoE regulariser": tf.function(lambda: componentwise_field_of_experts(control, zero_mean(p.reg_kernels), p.reg_values, c.reg_range, c.activation, c.centred_activations)),
         "whole unit": tf.function(lambda: variational_unit(control, fixed, moving, p, s, c.activation, c.data_range, c.reg_range, c.centred_activations)),
     }

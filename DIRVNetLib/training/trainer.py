@@ -376,6 +376,7 @@ class Trainer:
                 bar.update(1)
                 if done % run["checkpoint_every"] == 0:
                     train_log.flush()
+                    val_log.flush()
                     self.manager.save()
         finally:
             bar.close()
