@@ -65,19 +65,18 @@ def train(run, output, steps=None, progress=True, command=None):
     import torch
     from tqdm import tqdm
 
-    from DIRVNetLib.data.pairs import PairSampler
-    from DIRVNetLib.io.images import load_training_volume
+    from DIRVNetLib.training.trainer import build_sampler, complete_run, network_config
 
+    run = complete_run(run)
     data = run["data"]
     ndim = int(run["network"]["ndim"])
-    steps = int(steps or run.get("steps", 1000))
-    batch = int(run.get("batch_size", 1))
-    torch.manual_seed(int(run.get("seed", 0)))
-    volumes = [load_training_volume(v, data.get("volume_spacing")) for v in data.get("volumes", [])]
-    sampler = PairSampler(data["patch_shape"], data["max_magnitude"], data.get("sources", ["chessboard", "shapes"]),
-                          volumes, seed=int(run.get("seed", 0)))
+    steps = int(steps or run["steps"])
+    batch = int(run["batch_size"])
+    torch.manual_seed(int(run["seed"]))
+    config, _ = network_config(run)
+    sampler = build_sampler(run, config)  # the DIRV-Net run's own data: sources, fields, augmentation
     model = build_model(ndim)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(run.get("learning_rate", 1e-3)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(run["learning_rate"]))
     losses = []
     started = time.perf_counter()
     for _ in tqdm(range(steps), desc="training VoxelMorph", disable=not progress):
@@ -89,7 +88,7 @@ def train(run, output, steps=None, progress=True, command=None):
         loss.backward()
         optimizer.step()
         losses.append(float(loss))
-    record = {"steps": steps, "batch_size": batch, "learning_rate": run.get("learning_rate"), "data": data,
+    record = {"steps": steps, "batch_size": batch, "learning_rate": run["learning_rate"], "data": data,
               "loss": "supervised mean end-point error (voxels)", "final_loss_mean_last_50": float(np.mean(losses[-50:])),
               "seconds": time.perf_counter() - started, "command": command}
     Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -152,3 +152,21 @@ def test_benchmark_command_end_to_end_on_the_tiny_list(tmp_path, tiny_weights, c
     assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "cases" / specs[0]["name"] / "true_field.nrrd").is_file()
     assert "| DIRV-Net |" in capsys.readouterr().out
+
+
+def test_voxelmorph_trains_on_the_dirvnet_runs_own_data(tmp_path):
+    """The comparison model sees the same sampler as DIRV-Net: augmentation and field settings included."""
+    pytest.importorskip("torch")
+    pytest.importorskip("voxelmorph")
+    from DIRVNetLib.benchmark.voxelmorph_training import load_model, train
+
+    run = {"network": {"ndim": 2, "levels": 2, "units": 1, "control_spacing": 4},
+           "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard"],
+                    "control_points": [3, 4], "augmentation": {"bias": 0.2}},
+           "steps": 2, "batch_size": 2, "seed": 3}
+    record = train(run, tmp_path / "vxm.pt", progress=False)
+    assert record["steps"] == 2 and record["data"]["control_points"] == [3, 4]
+    model, multiple = load_model(tmp_path / "vxm.pt")
+    assert multiple >= 1
+    with pytest.raises(ValueError, match="control_points"):
+        train({**run, "data": {**run["data"], "control_points": [4, 3]}}, tmp_path / "bad.pt", progress=False)
