@@ -338,7 +338,7 @@ class VoxelMorphMethod(Method):
         if missing:
             return False, (f"no VoxelMorph model trained for {', '.join(f'{d}D' for d in missing)} ({self.model_path(missing[0])}): "
                            "training it on the same synthetic data with the same budget as the bundled weights "
-                           "was not done on this machine (about 35 min for 2D, hours for 3D, on a 2-core CPU; see benchmarks/README.md)")
+                           "was not done on this machine (2D: 10 min; 3D: hours on a 2-core CPU; see benchmarks/README.md)")
         return True, ""
 
     def _model(self, dimension):
