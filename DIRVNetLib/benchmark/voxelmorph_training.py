@@ -24,8 +24,9 @@ ARCHITECTURE = {"nb_features": [16, 16, 16, 16, 16], "integration_steps": 5}
 
 
 def multiple_of(nb_features):
-    """Every padded axis is a multiple of this (the U-Net's downsampling)."""
-    return 2 ** (len(nb_features) - 1)
+    """Every padded axis is a multiple of this: the U-Net halves the grid once per ``nb_features`` entry
+    (measured: with 5 entries 64 and 96 run, 48 and 80 fail)."""
+    return 2 ** len(nb_features)
 
 
 def pad_to(array, multiple):

@@ -24,8 +24,11 @@ TINY_CASES = ROOT / "benchmarks" / "cases" / "tiny.json"
                                   for n in baselines.BASELINES])
 def test_each_baseline_recovers_a_known_translation_in_our_convention(name, data_dir, tmp_path, monkeypatch):
     """fixed(p) = moving(p + t) on a rotated, anisotropic grid: the returned field must be t (LPS mm,
-    pull) on the fixed grid; a sign error or swapped axes would be off by 4 mm or more. No tool leaves
-    files in the working directory."""
+    pull) on the fixed grid; a sign error would be off by 4 mm or more, a plain axis swap by 5 mm. Within
+    0.8 mm for the classical tools, 1.5 mm for the trained VoxelMorph (measured 1.2 mm: a learned model
+    trained on local smooth fields recovers this global translation of a half-resolution slice less
+    precisely; its layout is checked exactly by the next test). No tool leaves files in the working
+    directory."""
     monkeypatch.chdir(tmp_path)
     method = baselines.make(name)
     ok, reason = method.available(2)
@@ -43,7 +46,7 @@ def test_each_baseline_recovers_a_known_translation_in_our_convention(name, data
     assert np.allclose(field.GetOrigin(), fixed.GetOrigin()) and np.allclose(field.GetDirection(), fixed.GetDirection())
     inside = sitk.GetArrayFromImage(sitk.BinaryErode(sitk.OtsuThreshold(fixed, 0, 1), [3, 3])) > 0
     median = np.median(sitk.GetArrayFromImage(field)[inside], axis=0)
-    assert np.allclose(median, t, atol=0.8), (name, median)
+    assert np.allclose(median, t, atol=1.5 if name == "voxelmorph" else 0.8), (name, median)
     assert set(method.stages) and all(v >= 0 for v in method.stages.values())
     assert list(tmp_path.iterdir()) == []
 
@@ -167,6 +170,10 @@ def test_voxelmorph_trains_on_the_dirvnet_runs_own_data(tmp_path):
     record = train(run, tmp_path / "vxm.pt", progress=False)
     assert record["steps"] == 2 and record["data"]["control_points"] == [3, 4]
     model, multiple = load_model(tmp_path / "vxm.pt")
-    assert multiple >= 1
+    import torch
+
+    for size in (multiple, 3 * multiple):  # any multiple of the padding rule runs through the U-Net
+        image = torch.zeros(1, 1, size, 2 * size)
+        assert tuple(model(image, image).shape) == (1, 2, size, 2 * size)
     with pytest.raises(ValueError, match="control_points"):
         train({**run, "data": {**run["data"], "control_points": [4, 3]}}, tmp_path / "bad.pt", progress=False)
