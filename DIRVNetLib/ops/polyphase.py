@@ -6,7 +6,8 @@ correlation of its polyphase components (``space_to_depth``: ``[B, *S/2, 2^N C]`
 channels, followed by ``depth_to_space``. It does ~1.7x the multiply-adds of the direct form in 3D
 with 5-tap kernels, but CPU convolution libraries run the wide-channel form several times faster
 than the direct one with one input or one output channel (see docs/benchmarks.md). Zero padding
-("SAME") carries over exactly because every axis is even.
+("SAME") carries over exactly because every axis is even. Used for the data-term adjoint
+convolution of the field of experts (:mod:`DIRVNetLib.model.foe`).
 """
 
 import functools
