@@ -19,11 +19,10 @@ import tensorflow as tf  # noqa: E402
 
 from DIRVNetLib.io.weights import load_weight_set, resolve  # noqa: E402
 from DIRVNetLib.model import DIRVNet  # noqa: E402
-from DIRVNetLib.model.foe import _activate, componentwise_field_of_experts, zero_mean  # noqa: E402
+from DIRVNetLib.model.foe import _activate, adjoint_convolution, componentwise_field_of_experts, zero_mean  # noqa: E402
 from DIRVNetLib.model.unit import _data_gradient, _warp_residual, variational_unit  # noqa: E402
 from DIRVNetLib.ops import control_grid_shape  # noqa: E402
 from DIRVNetLib.ops.filters import convolve  # noqa: E402
-from DIRVNetLib.ops.polyphase import depth_to_space, polyphase_kernels, space_to_depth  # noqa: E402
 
 
 def median_seconds(fn, repeats):
@@ -58,14 +57,12 @@ def main():
     responses = convolve(residual, p.data_kernels)
     values = tf.convert_to_tensor(p.data_values)
     activated = _activate(responses, values, c.data_range, c.activation, c.centred_activations)
-    adjoint = tf.transpose(tf.reverse(p.data_kernels, axis=list(range(n))), list(range(n)) + [n + 1, n])
-    data_foe = depth_to_space(convolve(space_to_depth(activated), polyphase_kernels(adjoint)))
+    data_foe = adjoint_convolution(activated, p.data_kernels)
     ops = {
         "B, warp, residual, image gradient (XLA)": lambda: _warp_residual(control, fixed, moving, s),
         "FoE data: convolution": tf.function(lambda: convolve(residual, p.data_kernels)),
         "FoE data: activations (XLA)": lambda: _activate(responses, values, c.data_range, c.activation, c.centred_activations),
-        "FoE data: adjoint convolution (polyphase)": tf.function(
-            lambda: depth_to_space(convolve(space_to_depth(activated), polyphase_kernels(adjoint)))),
+        "FoE data: adjoint convolution (polyphase)": tf.function(lambda: adjoint_convolution(activated, p.data_kernels)),
         "B^T of the force (XLA)": lambda: _data_gradient(gradient, data_foe, control, s),
         "FoE regulariser": tf.function(lambda: componentwise_field_of_experts(control, zero_mean(p.reg_kernels), p.reg_values, c.reg_range, c.activation, c.centred_activations)),
         "whole unit": tf.function(lambda: variational_unit(control, fixed, moving, p, s, c.activation, c.data_range, c.reg_range, c.centred_activations)),

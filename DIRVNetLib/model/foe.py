@@ -18,19 +18,24 @@ def field_of_experts(x, kernels, values, vrange, activation, centred=False):
 
     kernels: ``[*k, 1, F]``; values: ``[F, knots]`` activation parameters (phi_k = rho_k'); centred:
     use ``phi_k(z) - phi_k(0)``.
-    Convolutions use zero padding ("SAME"); ``K^T``, the exact adjoint of ``K`` for odd kernels, is the
-    correlation with the flipped kernels (channels swapped), computed on polyphase components where
-    that is faster (:mod:`DIRVNetLib.ops.polyphase`). Returns ``[B, *S, 1]``.
+    Convolutions use zero padding ("SAME"); ``K^T`` is :func:`adjoint_convolution`. Returns ``[B, *S, 1]``.
     """
     responses = convolve(x, kernels)  # [B, *S, F]
     # A tensor, not a variable: a variable passed into the XLA function got wrong gradients under
     # MirroredStrategy (Testing/Python/test_training_strategy.py).
     activated = _activate(responses, tf.convert_to_tensor(values), vrange, activation, centred)
+    return adjoint_convolution(activated, kernels)
+
+
+def adjoint_convolution(y, kernels):
+    """``K^T y`` for ``[B, *S, F]`` responses ``y``: the exact adjoint of the "SAME" correlation with
+    odd ``[*k, 1, F]`` kernels (correlation with the flipped kernels, channels swapped), on polyphase
+    components where that is faster. Returns ``[B, *S, 1]``."""
     ndim = len(kernels.shape) - 2
     adjoint_kernels = tf.transpose(tf.reverse(kernels, axis=list(range(ndim))), list(range(ndim)) + [ndim + 1, ndim])
-    if polyphase_applicable(x.shape[1 : 1 + ndim], kernels.shape[0]):
-        return depth_to_space(convolve(space_to_depth(activated), polyphase_kernels(adjoint_kernels)))
-    return convolve(activated, adjoint_kernels)
+    if polyphase_applicable(y.shape[1 : 1 + ndim], kernels.shape[0]):
+        return depth_to_space(convolve(space_to_depth(y), polyphase_kernels(adjoint_kernels)))
+    return convolve(y, adjoint_kernels)
 
 
 @tf.function(jit_compile=True, autograph=False)  # XLA fuses the gathers and arithmetic: ~6x faster on CPU

@@ -30,6 +30,12 @@ def remove_folding(displacement, max_iterations=100):
         image.CopyInformation(displacement)
         return image
 
+    def box_image(box):  # the values in ``box`` with the field's spacing and direction
+        image = sitk.GetImageFromArray(values[box], isVector=True)
+        image.SetSpacing(displacement.GetSpacing())
+        image.SetDirection(displacement.GetDirection())
+        return image
+
     folding = jacobian_determinant(as_image(values)) <= 0
     for _ in range(max_iterations):
         if not folding.any():
@@ -37,17 +43,11 @@ def remove_folding(displacement, max_iterations=100):
         region = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(folding.astype(np.uint8)), [1] * ndim)) > 0
         where = np.argwhere(region)
         box = tuple(slice(max(0, lo - _MARGIN), hi + 1 + _MARGIN) for lo, hi in zip(where.min(0), where.max(0)))
-        crop = sitk.GetImageFromArray(values[box], isVector=True)
-        crop.SetSpacing(displacement.GetSpacing())
-        crop.SetDirection(displacement.GetDirection())
         inside = region[box]
-        values[box][inside] = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(crop, sigma))[inside]
+        values[box][inside] = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(box_image(box), sigma))[inside]
         changed |= region
         # Only the box changed: recompute the determinant there (its outer layer is one-sided, so the
         # margin keeps it away from the voxels that were edited).
-        crop = sitk.GetImageFromArray(values[box], isVector=True)
-        crop.SetSpacing(displacement.GetSpacing())
-        crop.SetDirection(displacement.GetDirection())
-        folding[box] = jacobian_determinant(crop) <= 0
+        folding[box] = jacobian_determinant(box_image(box)) <= 0
     left = int((jacobian_determinant(as_image(values)) <= 0).sum())
     return as_image(values), int(changed.sum()), left
