@@ -26,10 +26,12 @@ def _compiled_unit(control, fixed, moving, *params, spacing, activation, data_ra
 class NetworkOutput:
     """flow: ``[B, *S, N]`` dense displacement in voxels of the input grid (pull convention:
     ``warped(x) = moving(x + flow(x))``). level_controls: ``{level: [B, *K_l, N]}`` the last unit's
-    control displacement of every level, in voxels of that level, on the padded grid."""
+    control displacement of every level, in voxels of that level, on the padded grid. unit_controls:
+    ``{level: [after unit 0, unit 1, ...]}`` every unit's control displacement (the last is the level's)."""
 
     flow: tf.Tensor
     level_controls: dict
+    unit_controls: dict
 
 
 class DIRVNet(tf.Module):
@@ -134,16 +136,18 @@ class DIRVNet(tf.Module):
         batch = tf.shape(fixed)[0]
         coarsest = self.control_shape(padded, c.levels - 1)
         control = tf.zeros(tf.concat([[batch], coarsest, [c.ndim]], axis=0), tf.float32)
-        level_controls = {}
+        level_controls, unit_controls = {}, {}
         for level in range(c.levels - 1, -1, -1):
             if level < c.levels - 1:
                 control = upsample_control_grid(control, self.control_shape(padded, level))
+            unit_controls[level] = []
             for unit in range(c.units):
                 control = self._unit(control, fixed_pyramid[level], moving_pyramid[level], level, unit)
+                unit_controls[level].append(control)
                 if on_unit is not None:
                     on_unit(level, unit, control)
             level_controls[level] = control
         flow = bspline_interpolate(control, c.control_spacing, padded)
         flow = flow[(slice(None),) + tuple(slice(0, n) for n in spatial)]
-        return NetworkOutput(flow=flow, level_controls=level_controls)
+        return NetworkOutput(flow=flow, level_controls=level_controls, unit_controls=unit_controls)
 

@@ -3,7 +3,8 @@ MSE) with diffusion smoothness and a folding penalty, and any weighted mix of th
 
 Every term is computed on every level of the pyramid from that level's last control displacement;
 the total is the level-weighted mean over levels of ``epe * EPE + similarity_weight * dissimilarity +
-smoothness * diffusion + folding * fold`` (see :class:`LossConfig`).
+smoothness * diffusion + folding * fold`` (see :class:`LossConfig`). With ``unit_epe > 0`` a level's
+EPE is a weighted mean over all its units (deep supervision), not only its last unit's.
 """
 
 import dataclasses
@@ -111,7 +112,8 @@ class LossConfig:
     """Weights of the loss terms. epe: supervised end-point error (needs a true field); similarity:
     "ncc" (1 - local NCC in an ``ncc_window`` box) or "mse"; similarity_weight, smoothness (diffusion),
     folding: weights of the unsupervised terms; level_weights: per-level weights (level 0 = finest),
-    default equal."""
+    default equal; unit_epe: weight of each earlier unit's EPE on a level relative to the level's last
+    unit (0: only the last unit is supervised, the method's loss; 1: every unit equally)."""
 
     epe: float = 1.0
     similarity: str = "ncc"
@@ -120,6 +122,7 @@ class LossConfig:
     smoothness: float = 0.0
     folding: float = 0.0
     level_weights: tuple = None
+    unit_epe: float = 0.0
 
     PRESETS = {
         "supervised": {"epe": 1.0},
@@ -132,7 +135,7 @@ class LossConfig:
         problems = []
         if self.similarity not in SIMILARITIES:
             problems.append(f"similarity must be one of {SIMILARITIES}, got '{self.similarity}'")
-        if min(self.epe, self.similarity_weight, self.smoothness, self.folding) < 0:
+        if min(self.epe, self.similarity_weight, self.smoothness, self.folding, self.unit_epe) < 0:
             problems.append("loss weights must be >= 0")
         if self.epe + self.similarity_weight == 0:
             problems.append("the loss needs epe > 0 or similarity_weight > 0")
@@ -201,7 +204,8 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
 
     fixed, moving: ``[B, *S, 1]`` network inputs; true_field: ``[B, *S, N]`` (ignored unless
     ``loss.epe > 0``); config: the :class:`NetworkConfig`; loss: a :class:`LossConfig`.
-    Returns ``(total, {term_levelL: value})``; the supervised-only loss equals :func:`supervised_epe`.
+    Returns ``(total, {term_levelL: value})``; the logged ``epe_levelL`` is the level's last unit's EPE,
+    and with ``loss.unit_epe == 0`` the supervised-only loss equals :func:`supervised_epe`.
     """
     levels = sorted(output.level_controls)
     spatial = [int(n) for n in fixed.shape[1:-1]]
@@ -220,6 +224,10 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
         if loss.supervised:
             epe = level_epe(control, true_field, level, config.control_spacing)
             terms[f"epe_level{level}"] = epe
+            earlier = output.unit_controls[level][:-1] if loss.unit_epe > 0 else []
+            if earlier:
+                earlier_sum = tf.add_n([level_epe(c, true_field, level, config.control_spacing) for c in earlier])
+                epe = (epe + loss.unit_epe * earlier_sum) / (1.0 + loss.unit_epe * len(earlier))
             total += loss.epe * epe
         if unsupervised:
             # The level's image region (the padding is mirrored content the loss must not reward).

@@ -12,7 +12,10 @@ from DIRVNetLib.data.images import augment_intensity, bias_field
 from DIRVNetLib.data.pairs import PairSampler, step_dataset
 from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.images import load_training_volume
-from DIRVNetLib.training.losses import LossConfig, diffusion, folding, jacobian_determinant, local_ncc
+from DIRVNetLib.model import DIRVNet, NetworkConfig
+from DIRVNetLib.training.losses import (
+    LossConfig, diffusion, folding, jacobian_determinant, level_epe, local_ncc, registration_loss, supervised_epe,
+)
 from DIRVNetLib.training.schedule import learning_rate, schedule_config
 
 
@@ -145,6 +148,24 @@ def test_loss_terms():
     flipping = tf.concat([-2.0 * ramp, tf.zeros_like(ramp)], axis=-1)
     assert float(folding(flipping)) == pytest.approx(1.0)
     assert float(diffusion(flipping)) > 0
+
+
+def test_unit_epe_supervises_every_unit_of_a_level():
+    config = NetworkConfig(ndim=2, levels=2, units=3, data_filters=4, reg_filters=4, knots=9, control_spacing=4)
+    network = DIRVNet(config, seed=1)
+    sampler = PairSampler((32, 32), max_magnitude=3.0, sources=("chessboard",), seed=2)
+    fixed, moving, field = (tf.constant(a) for a in sampler.batch(1))
+    output = network(fixed, moving)
+    assert all(output.unit_controls[level][-1] is output.level_controls[level] for level in range(2))
+    last_only, _ = registration_loss(output, fixed, moving, field, config, LossConfig.from_value("supervised"))
+    np.testing.assert_allclose(float(last_only), float(supervised_epe(output, field, 4)[0]), rtol=1e-6)
+    every, terms = registration_loss(output, fixed, moving, field, config, LossConfig.from_value({"unit_epe": 1.0}))
+    per_unit = [[float(level_epe(c, field, level, 4)) for c in output.unit_controls[level]] for level in range(2)]
+    np.testing.assert_allclose(float(every), np.mean(per_unit), rtol=1e-5)
+    assert float(terms["epe_level0"]) == pytest.approx(per_unit[0][-1], rel=1e-5)  # the logged term: last unit
+    assert abs(float(every) - float(last_only)) > 1e-4
+    with pytest.raises(ValueError, match="loss weights must be >= 0"):
+        LossConfig.from_value({"unit_epe": -1.0})
 
 
 def test_loss_configuration_presets_and_errors():
