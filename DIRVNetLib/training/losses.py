@@ -4,7 +4,8 @@ MSE) with diffusion smoothness and a folding penalty, and any weighted mix of th
 Every term is computed on every level of the pyramid from that level's last control displacement;
 the total is the level-weighted mean over levels of ``epe * EPE + similarity_weight * dissimilarity +
 smoothness * diffusion + folding * fold`` (see :class:`LossConfig`). With ``unit_epe > 0`` a level's
-EPE is a weighted mean over all its units (deep supervision), not only its last unit's.
+EPE is a weighted mean over all its units (deep supervision), not only its last unit's; with
+``relative_epe`` every pair's EPE is divided by its true field's mean length.
 """
 
 import dataclasses
@@ -36,12 +37,26 @@ def supervised_epe(output, true_field, control_spacing):
     return tf.add_n(per_level) / len(per_level), per_level
 
 
-def level_epe(control, true_field, level, control_spacing):
-    """EPE (finest-level voxels) of one level's control displacement against the true field."""
+RELATIVE_FLOOR = 0.25
+"""Smallest mean true displacement (finest-level voxels) a relative EPE divides by."""
+
+
+def level_epe(control, true_field, level, control_spacing, relative=False):
+    """EPE (finest-level voxels) of one level's control displacement against the true field.
+
+    relative: instead, every pair's mean EPE divided by its true field's mean length (at least
+    :data:`RELATIVE_FLOOR`), averaged over the batch: dimensionless, small deformations count as much
+    as large ones.
+    """
     truth = level_ground_truth(true_field, level)
     spatial = [int(n) for n in truth.shape[1:-1]]
     flow = bspline_interpolate(control, control_spacing, spatial)
-    return tf.reduce_mean(tf.norm(flow - truth, axis=-1)) * float(2**level)
+    error = tf.norm(flow - truth, axis=-1)
+    if not relative:
+        return tf.reduce_mean(error) * float(2**level)
+    axes = list(range(1, len(spatial) + 1))
+    length = tf.maximum(tf.reduce_mean(tf.norm(truth, axis=-1), axis=axes), RELATIVE_FLOOR / 2**level)
+    return tf.reduce_mean(tf.reduce_mean(error, axis=axes) / length)
 
 
 def _box_sum(x, window):
@@ -113,7 +128,9 @@ class LossConfig:
     "ncc" (1 - local NCC in an ``ncc_window`` box) or "mse"; similarity_weight, smoothness (diffusion),
     folding: weights of the unsupervised terms; level_weights: per-level weights (level 0 = finest),
     default equal; unit_epe: weight of each earlier unit's EPE on a level relative to the level's last
-    unit (0: only the last unit is supervised, the method's loss; 1: every unit equally)."""
+    unit (0: only the last unit is supervised, the method's loss; 1: every unit equally); relative_epe:
+    train on every pair's EPE relative to its true field's mean length (:func:`level_epe`) so the loss
+    weighs small deformations as much as large ones (the logged ``epe_levelL`` stays absolute)."""
 
     epe: float = 1.0
     similarity: str = "ncc"
@@ -123,6 +140,7 @@ class LossConfig:
     folding: float = 0.0
     level_weights: tuple = None
     unit_epe: float = 0.0
+    relative_epe: bool = False
 
     PRESETS = {
         "supervised": {"epe": 1.0},
@@ -139,6 +157,8 @@ class LossConfig:
             problems.append("loss weights must be >= 0")
         if self.epe + self.similarity_weight == 0:
             problems.append("the loss needs epe > 0 or similarity_weight > 0")
+        if not isinstance(self.relative_epe, bool):
+            problems.append(f"relative_epe must be true or false, got {self.relative_epe!r}")
         if self.ncc_window < 1 or self.ncc_window % 2 == 0:
             problems.append(f"ncc_window must be odd and >= 1, got {self.ncc_window}")
         if problems:
@@ -224,9 +244,13 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
         if loss.supervised:
             epe = level_epe(control, true_field, level, config.control_spacing)
             terms[f"epe_level{level}"] = epe
+            if loss.relative_epe:
+                epe = level_epe(control, true_field, level, config.control_spacing, relative=True)
             earlier = output.unit_controls[level][:-1] if loss.unit_epe > 0 else []
             if earlier:
-                earlier_sum = tf.add_n([level_epe(c, true_field, level, config.control_spacing) for c in earlier])
+                earlier_sum = tf.add_n([
+                    level_epe(c, true_field, level, config.control_spacing, loss.relative_epe) for c in earlier
+                ])
                 epe = (epe + loss.unit_epe * earlier_sum) / (1.0 + loss.unit_epe * len(earlier))
             total += loss.epe * epe
         if unsupervised:

@@ -175,3 +175,16 @@ def test_bundled_default_weights_improve_the_match(scene_pair):
     assert report["ncc_after"] > report["ncc_before"]
     assert transform.GetAttribute(mrml.WEIGHTS_ATTRIBUTE) == ""
     assert Path(report["weights"]).name in {info.name for info in bundled()}
+
+
+def test_result_figure_tool_renders_the_sample_pair(files, tmp_path):
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parents[2] / "tools" / "render_result_figure.py"
+    output = tmp_path / "figure.png"
+    subprocess.run([sys.executable, str(tool), "--weights", files[2], "--output", str(output)], check=True,
+                   capture_output=True, timeout=300)
+    figure = sitk.ReadImage(str(output))
+    assert figure.GetSize()[:2] == (1400, 640)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]  # no temporary left behind

@@ -164,8 +164,29 @@ def test_unit_epe_supervises_every_unit_of_a_level():
     np.testing.assert_allclose(float(every), np.mean(per_unit), rtol=1e-5)
     assert float(terms["epe_level0"]) == pytest.approx(per_unit[0][-1], rel=1e-5)  # the logged term: last unit
     assert abs(float(every) - float(last_only)) > 1e-4
+    relative, _ = registration_loss(
+        output, fixed, moving, field, config, LossConfig.from_value({"unit_epe": 1.0, "relative_epe": True}))
+    per_unit = [[float(level_epe(c, field, level, 4, relative=True)) for c in output.unit_controls[level]]
+                for level in range(2)]
+    np.testing.assert_allclose(float(relative), np.mean(per_unit), rtol=1e-5)
     with pytest.raises(ValueError, match="loss weights must be >= 0"):
         LossConfig.from_value({"unit_epe": -1.0})
+
+
+def test_relative_epe_divides_every_pair_by_its_mean_true_length():
+    from DIRVNetLib.ops import control_grid_shape
+    from DIRVNetLib.training.losses import RELATIVE_FLOOR
+
+    rng = np.random.default_rng(3)
+    direction = rng.normal(size=(1, 32, 32, 2)).astype(np.float32)
+    field = tf.constant(np.concatenate([2.0 * direction, 0.01 * direction]))  # a large and a tiny field
+    lengths = np.linalg.norm(field.numpy(), axis=-1).mean(axis=(1, 2))
+    still = tf.zeros([2, *control_grid_shape([32, 32], 4), 2])  # no displacement: the error is the truth
+    assert float(level_epe(still, field, 0, 4)) == pytest.approx(lengths.mean(), rel=1e-5)
+    expected = np.mean([1.0, lengths[1] / RELATIVE_FLOOR])  # the tiny field is divided by the floor
+    assert float(level_epe(still, field, 0, 4, relative=True)) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="relative_epe must be true or false"):
+        LossConfig.from_value({"relative_epe": "yes"})
 
 
 def test_loss_configuration_presets_and_errors():
