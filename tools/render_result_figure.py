@@ -62,7 +62,7 @@ def main():
     job.apply(result)
     report = result.report
 
-    k = int(0.65 * volume_array(fixed).shape[0])  # an axial slice through the ventricles
+    k = int(0.3 * volume_array(fixed).shape[0])  # an axial slice through the lateral ventricles
     fixed_slice, moving_slice, warped_slice = (volume_array(n)[k].astype(np.float32) for n in (fixed, moving, warped))
     steps = [result.intermediate[i] for i in (0, len(result.intermediate) // 2, -1)]
     step_slices = []
@@ -87,8 +87,9 @@ def main():
     for axis in axes.ravel():
         axis.axis("off")
     for axis, (title, array, style) in zip(list(axes[0]) + list(axes[1]), panels):
-        axis.imshow(array, **style)
+        shown = axis.imshow(array, **style)
         axis.set_title(title, fontsize=10)
+    figure.colorbar(shown, ax=axes[1][3], fraction=0.046, pad=0.04)  # the last panel: the Jacobian
     figure.suptitle(
         f"DIRVNet: {moving.GetName()} to {fixed.GetName()} ({len(result.intermediate)} units), "
         f"NCC {report['ncc_before']:.3f} -> {report['ncc_after']:.3f}. "

@@ -1,0 +1,64 @@
+"""Weight sets compared on a training run's held-out synthetic pairs, small and large deformations apart.
+
+    python benchmarks/held_out.py --config model_weights/mr3d/train.json WEIGHTS [WEIGHTS ...] [--pairs 16]
+
+The pairs are the run configuration's validation pairs (the draws `dirvnet train` validates on, from
+random streams training never uses; `--pairs` more of them). For every weight set it prints a markdown
+row: mean end-point error (voxels) and mean relative EPE (each pair's EPE over its true field's mean
+length, at least 0.25 voxel; 1 = no better than doing nothing), over all pairs and over the half with
+the smaller and the larger true fields, and the worst pair's error reduction (true length / EPE).
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from DIRVNetLib.io.weights import load_weight_set, resolve  # noqa: E402
+from DIRVNetLib.model import DIRVNet  # noqa: E402
+from DIRVNetLib.training.losses import RELATIVE_FLOOR  # noqa: E402
+from DIRVNetLib.training.trainer import (  # noqa: E402
+    VALIDATION_DEFAULTS, build_sampler, complete_run, load_run_config, network_config, validation_batches,
+)
+
+
+def pair_errors(weight_set, batches):
+    """``[(mean true length, mean EPE)]`` per pair, voxels."""
+    network = DIRVNet(weight_set.config)
+    network.set_weights(weight_set.weights)
+    rows = []
+    for fixed, moving, field in batches:
+        flow = network(fixed, moving).flow.numpy()
+        for predicted, truth in zip(flow, field):
+            rows.append((np.linalg.norm(truth, axis=-1).mean(), np.linalg.norm(predicted - truth, axis=-1).mean()))
+    return np.array(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="training run configuration whose validation pairs to use")
+    parser.add_argument("--pairs", type=int, default=VALIDATION_DEFAULTS["pairs"])
+    parser.add_argument("weights", nargs="+", help="bundled names or weight-set folders")
+    args = parser.parse_args()
+    run = complete_run(load_run_config(args.config))
+    config, init_set = network_config(run)
+    batches = validation_batches(build_sampler(run, config, init_set), args.pairs, VALIDATION_DEFAULTS["seed"], 2)
+
+    print(f"{args.pairs} held-out pairs of {args.config}\n")
+    print("| weights | EPE (vox) | relative EPE | small half: EPE / relative | large half: EPE / relative | worst reduction |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in args.weights:
+        weight_set = load_weight_set(resolve(name, config.ndim))
+        rows = pair_errors(weight_set, batches)
+        relative = rows[:, 1] / np.maximum(rows[:, 0], RELATIVE_FLOOR)
+        order = np.argsort(rows[:, 0])
+        small, large = order[: len(order) // 2], order[len(order) // 2 :]
+        print(f"| {name} (sha256 {weight_set.metadata['weights_sha256'][:12]}...) | {rows[:, 1].mean():.3f} | "
+              f"{relative.mean():.3f} | {rows[small, 1].mean():.3f} / {relative[small].mean():.3f} | "
+              f"{rows[large, 1].mean():.3f} / {relative[large].mean():.3f} | {1 / relative.max():.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
