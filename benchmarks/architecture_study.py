@@ -26,6 +26,7 @@ VARIANTS = {
     "spacing2": {"control_spacing": 2},
     "spacing8": {"control_spacing": 8},
     "filters8": {"data_filters": 8, "reg_filters": 8},
+    "filters16": {"data_filters": 16, "reg_filters": 16},
     "kernels5-3": {"data_kernel": 5, "reg_kernel": 3},
     "levels4": {"levels": 4},
 }

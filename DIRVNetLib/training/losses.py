@@ -225,7 +225,7 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
     fixed, moving: ``[B, *S, 1]`` network inputs; true_field: ``[B, *S, N]`` (ignored unless
     ``loss.epe > 0``); config: the :class:`NetworkConfig`; loss: a :class:`LossConfig`.
     Returns ``(total, {term_levelL: value})``; the logged ``epe_levelL`` is the level's last unit's EPE,
-    and with ``loss.unit_epe == 0`` the supervised-only loss equals :func:`supervised_epe`.
+    and with neither ``unit_epe`` nor ``relative_epe`` the supervised-only loss equals :func:`supervised_epe`.
     """
     levels = sorted(output.level_controls)
     spatial = [int(n) for n in fixed.shape[1:-1]]
