@@ -32,13 +32,26 @@ VARIANTS = {
 }
 
 
-def train_variant(base, name, steps, output_dir):
+def variant_run(base, name, steps):
+    """The run configuration of one variant; ValueError naming the variant if it cannot train (e.g. a
+    control spacing whose size rule the base's patch shape breaks)."""
+    from DIRVNetLib.training.trainer import complete_run, network_config, patch_shape
+
     run = json.loads(json.dumps(base))
     run["network"].update(VARIANTS[name])
     run["steps"] = steps
     run["description"] = f"architecture study variant {name}"
     run.setdefault("validation", {"pairs": 16})
     run["tensorboard"] = {"enabled": False}
+    try:
+        config, _ = network_config(complete_run(run))
+        patch_shape(run["data"], config)
+    except ValueError as error:
+        raise ValueError(f"variant {name}: {error}") from None
+    return run
+
+
+def train_variant(run, name, output_dir):
     folder = output_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps(run, indent=2))
@@ -78,9 +91,13 @@ def main():
     args = parser.parse_args()
     base = json.loads(Path(args.base).read_text())
     output_dir = Path(args.output_dir)
+    try:
+        runs = {name: variant_run(base, name, args.steps) for name in args.variants}  # all checked before any trains
+    except ValueError as error:
+        parser.error(str(error))
     rows = []
     for name in args.variants:
-        weights, last = train_variant(base, name, args.steps, output_dir)
+        weights, last = train_variant(runs[name], name, output_dir)
         rows.append((name, last, network_seconds(weights, base["network"]["ndim"])))
         print(f"done {name}", file=sys.stderr, flush=True)
     print(f"| variant | overrides | val EPE (vox) | val EPE before | folding % | network s |  ({args.steps} steps each)")

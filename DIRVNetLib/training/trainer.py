@@ -161,7 +161,9 @@ def network_config(run):
     return config, init_set
 
 
-def _patch_shape(data, config):
+def patch_shape(data, config):
+    """The training patch shape of a ``data`` section (default: the dimension's default padded to the
+    size rule); ValueError unless it has the network's axes and obeys its size rule."""
     shape = data.get("patch_shape")
     if shape is None:
         shape = config.padded_shape(DEFAULT_PATCH[config.ndim])
@@ -179,7 +181,7 @@ def build_sampler(run, config, init_set=None):
     deformations, supervised) or a :class:`PairFolderSampler` (image pairs, unsupervised)."""
     data = run["data"]
     _check_keys(data, DATA_KEYS, "'data'")
-    shape = _patch_shape(data, config)
+    shape = patch_shape(data, config)
     augmentation = data.get("augmentation") or {}
     _check_keys(augmentation, AUGMENTATION_KEYS, "'data.augmentation'")
     if data.get("pairs"):
