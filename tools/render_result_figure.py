@@ -62,8 +62,10 @@ def main():
     job.apply(result)
     report = result.report
 
-    k = int(0.3 * volume_array(fixed).shape[0])  # an axial slice through the lateral ventricles
-    fixed_slice, moving_slice, warped_slice = (volume_array(n)[k].astype(np.float32) for n in (fixed, moving, warped))
+    fixed_array = volume_array(fixed)
+    k = int(0.3 * fixed_array.shape[0])  # an axial slice through the lateral ventricles
+    fixed_slice, moving_slice, warped_slice = (a[k].astype(np.float32) for a in (fixed_array, volume_array(moving),
+                                                                                 volume_array(warped)))
     steps = [result.intermediate[i] for i in (0, len(result.intermediate) // 2, -1)]
     step_slices = []
     for *position, field in steps:

@@ -48,15 +48,24 @@ def level_epe(control, true_field, level, control_spacing, relative=False):
     :data:`RELATIVE_FLOOR`), averaged over the batch: dimensionless, small deformations count as much
     as large ones.
     """
+    return _reduce_epe(*_pair_epe(control, true_field, level, control_spacing), level, relative)
+
+
+def _pair_epe(control, true_field, level, control_spacing):
+    """Every pair's mean EPE and mean true displacement length, ``[B]`` each, in level voxels."""
     truth = level_ground_truth(true_field, level)
     spatial = [int(n) for n in truth.shape[1:-1]]
     flow = bspline_interpolate(control, control_spacing, spatial)
-    error = tf.norm(flow - truth, axis=-1)
+    axes = list(range(1, len(spatial) + 1))
+    error = tf.reduce_mean(tf.norm(flow - truth, axis=-1), axis=axes)
+    return error, tf.reduce_mean(tf.norm(truth, axis=-1), axis=axes)
+
+
+def _reduce_epe(error, length, level, relative):
+    """:func:`level_epe` from :func:`_pair_epe`'s per-pair values."""
     if not relative:
         return tf.reduce_mean(error) * float(2**level)
-    axes = list(range(1, len(spatial) + 1))
-    length = tf.maximum(tf.reduce_mean(tf.norm(truth, axis=-1), axis=axes), RELATIVE_FLOOR / 2**level)
-    return tf.reduce_mean(tf.reduce_mean(error, axis=axes) / length)
+    return tf.reduce_mean(error / tf.maximum(length, RELATIVE_FLOOR / 2**level))
 
 
 def _box_sum(x, window):
@@ -242,10 +251,9 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
         control = output.level_controls[level]
         total = 0.0
         if loss.supervised:
-            epe = level_epe(control, true_field, level, config.control_spacing)
-            terms[f"epe_level{level}"] = epe
-            if loss.relative_epe:
-                epe = level_epe(control, true_field, level, config.control_spacing, relative=True)
+            error, length = _pair_epe(control, true_field, level, config.control_spacing)
+            terms[f"epe_level{level}"] = _reduce_epe(error, length, level, relative=False)
+            epe = _reduce_epe(error, length, level, loss.relative_epe)
             earlier = output.unit_controls[level][:-1] if loss.unit_epe > 0 else []
             if earlier:
                 earlier_sum = tf.add_n([
