@@ -32,16 +32,24 @@ def jacobian_determinant(displacement: sitk.Image) -> np.ndarray:
     if min(displacement.GetSize()) < 2:
         raise ValueError(f"displacement grid {displacement.GetSize()} is too small for finite "
                          f"differences: every axis needs at least 2 voxels")
-    u = displacement_array(displacement)  # (*spatial, dim), components x, y, z
+    u = sitk.GetArrayViewFromImage(displacement)  # (*spatial, dim), components x, y, z
     to_index = _index_to_physical_inverse(displacement)
     # J[c][j] = delta_cj + sum_i d u_c / d index_i * to_index[i, j], index i in (x, y, z) order =
     # numpy axis dim - 1 - i; entries kept as separate arrays (no per-voxel matrices: fast, small), zero
-    # terms of to_index (axis-aligned grids) skipped.
+    # terms of to_index (axis-aligned grids) skipped, sums formed in place.
     jac = []
     for c in range(dim):
-        derivs = np.gradient(u[..., c])[::-1]  # by index axis x, y, z
-        jac.append([sum(derivs[i] * to_index[i, j] for i in range(dim) if to_index[i, j] != 0) + (c == j)
-                    for j in range(dim)])
+        derivs = np.gradient(u[..., c].astype(np.float64))[::-1]  # by index axis x, y, z
+        row = []
+        for j in range(dim):
+            first, *rest = (i for i in range(dim) if to_index[i, j] != 0)
+            entry = derivs[first] * to_index[first, j]
+            for i in rest:
+                entry += derivs[i] * to_index[i, j]
+            if c == j:
+                entry += 1.0
+            row.append(entry)
+        jac.append(row)
     if dim == 2:
         return jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
     return (

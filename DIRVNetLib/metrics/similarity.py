@@ -14,6 +14,8 @@ def _pair(a, b, mask):
     check_pair(a, b, "a", "b")
     xa, xb = scalar_array(a, "a"), scalar_array(b, "b")
     check_shapes(xa, xb, "a", "b")
+    if mask is None:
+        return xa.ravel(), xb.ravel()
     reference = next((x for x in (a, b) if isinstance(x, sitk.Image)), None)
     inside = mask_array(mask, xa.shape, reference=reference)
     return xa[inside], xb[inside]

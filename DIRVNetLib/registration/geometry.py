@@ -48,8 +48,12 @@ class WorkingGrid:
     def flow_to_displacement(self, flow):
         """A voxel flow ``[*shape, N]`` (array component order) as a SimpleITK vector image on this grid
         in physical LPS mm (x, y, z components), float64; same pull convention."""
-        index_vectors = np.asarray(flow, np.float64)[..., ::-1]  # array order -> (x, y, z)
-        physical = index_vectors @ self.voxel_to_physical.T
+        flow = np.asarray(flow)
+        ndim = flow.shape[-1]
+        matrix = self.voxel_to_physical
+        physical = np.zeros(flow.shape, np.float64)
+        for i, j in zip(*np.nonzero(matrix)):  # index component j (x, y, z) is array component ndim - 1 - j
+            physical[..., i] += matrix[i, j] * flow[..., ndim - 1 - j].astype(np.float64)
         image = sitk.GetImageFromArray(physical, isVector=True)
         image.CopyInformation(self.reference)
         return image
@@ -63,7 +67,11 @@ class WorkingGrid:
 
 def resample_displacement(displacement, reference):
     """Linear resampling of a displacement field (values unchanged: physical mm) onto ``reference``'s
-    grid; beyond the field's extent the nearest vector is used."""
+    grid as float64; beyond the field's extent the nearest vector is used. A float64 field already on
+    exactly that grid is returned as it is (not copied)."""
+    grid = lambda image: (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())  # noqa: E731
+    if displacement.GetPixelID() == sitk.sitkVectorFloat64 and grid(displacement) == grid(reference):
+        return displacement
     return sitk.Resample(
         displacement, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True
     )

@@ -72,3 +72,20 @@ def test_moving_is_resampled_in_physical_space(oblique_pair):
     point = fixed.TransformIndexToPhysicalPoint((40, 40, 20))
     expected = sitk.Resample(moving, [1, 1, 1], sitk.Transform(), sitk.sitkLinear, point, (1, 1, 1), moving.GetDirection())
     assert on_fixed[40, 40, 20] == pytest.approx(expected[0, 0, 0], rel=1e-5)
+
+
+def test_displacement_already_on_the_grid_is_kept_as_float64(oblique_pair):
+    fixed, _ = oblique_pair
+    values = np.random.default_rng(3).normal(size=tuple(reversed(fixed.GetSize())) + (3,))
+    field = sitk.GetImageFromArray(values, isVector=True)
+    field.CopyInformation(fixed)
+    assert resample_displacement(field, fixed) is field
+    single = sitk.Cast(field, sitk.sitkVectorFloat32)
+    converted = resample_displacement(single, fixed)
+    assert converted.GetPixelID() == sitk.sitkVectorFloat64
+    np.testing.assert_allclose(sitk.GetArrayFromImage(converted), sitk.GetArrayFromImage(single), atol=1e-5)
+    shifted = sitk.Image(fixed)
+    shifted.SetOrigin(tuple(o + 0.5 for o in fixed.GetOrigin()))
+    moved = resample_displacement(field, shifted)
+    assert moved.GetOrigin() == shifted.GetOrigin()
+    assert not np.allclose(sitk.GetArrayFromImage(moved), values)
