@@ -20,6 +20,9 @@ def add_parser(commands):
     parser.add_argument("--learning-rate", type=float, help="peak learning rate (overrides the configuration)")
     parser.add_argument("--loss", help="loss preset: supervised, ncc, mse or hybrid (overrides the configuration)")
     parser.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], help="tf.distribute strategy")
+    parser.add_argument("--stop-at", type=int, metavar="STEP",
+                        help="stop after this step (checkpoint kept, no weight set; the learning-rate schedule "
+                        "still spans all steps): train in chunks, re-run without it to go on")
     parser.add_argument("--patch-shape", type=int, nargs="+", metavar="N", help="training patch shape (array order)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -36,6 +39,8 @@ def run(args):
     if config is None or args.init or args.pairs or args.patch_shape or any(v is not None for v in overrides.values()):
         config = finetune_run(config, init=args.init, pairs=args.pairs, patch_shape=args.patch_shape, **overrides)
     command = "dirvnet " + " ".join(shlex.quote(a) for a in args.argv)
-    weights = train(config, args.output_dir, command=command, progress=not args.no_progress)
+    weights = train(config, args.output_dir, command=command, progress=not args.no_progress, stop_at=args.stop_at)
     if weights is not None:
         print(f"weight set written to {weights}")
+    elif args.stop_at is not None:
+        print(f"stopped at step {args.stop_at}; the checkpoint in {args.output_dir} resumes the run")

@@ -20,7 +20,9 @@ Run configuration (JSON, see ``model_weights/*/train.json``; every key but netwo
 Instead of synthetic deformations, ``data`` may name a folder of image pairs, ``{"pairs": FOLDER,
 "patch_shape": [...], "volume_spacing": null}`` (unsupervised: the loss must not need a true field).
 With ``init`` the ``network`` section may be left out (it is the weight set's). Data depend on
-``(seed, step)`` only, so a resumed run sees exactly what an uninterrupted one would.
+``(seed, step)`` only, so a resumed run sees exactly what an uninterrupted one would; a run may be
+trained in chunks (``stop_at``), and ``segments.csv`` records every invocation (command, steps trained,
+the run's step count then), which the exported metadata repeats.
 """
 
 import copy
@@ -244,11 +246,14 @@ def validation_batches(sampler, count, seed, batch_size):
 class Trainer:
     """One training run in ``output_dir`` (see :func:`train`)."""
 
-    def __init__(self, run, output_dir, command=None, progress=True):
+    def __init__(self, run, output_dir, command=None, progress=True, stop_at=None):
         self.run = complete_run(run)
         self.output_dir = Path(output_dir)
         self.command = command or " ".join(sys.argv)
         self.progress = progress
+        if stop_at is not None and (not isinstance(stop_at, int) or stop_at < 1):
+            raise ValueError(f"stop_at must be a step number >= 1, got {stop_at!r}")
+        self.stop_at = stop_at
         run = self.run
         self.config, self.init_set = network_config(run)
         self.loss = LossConfig.from_value(run["loss"])
@@ -346,10 +351,14 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self):
-        """Train to ``steps`` (resuming), validate, log; returns the weight-set folder (chief) or None."""
+        """Train to ``steps`` (resuming), validate, log; returns the weight-set folder (chief), or None
+        (another worker, or stopped at ``stop_at`` before the end: the checkpoint holds the run)."""
         run = self.run
         start = int(self.step.numpy())
-        dataset = distribute(self.strategy, step_dataset(self.sampler, run["batch_size"], run["seed"], start, run["steps"]))
+        end = run["steps"] if self.stop_at is None else min(self.stop_at, run["steps"])
+        if start > end:
+            raise ValueError(f"stop at step {end}: the run in {self.output_dir} is already at step {start}")
+        dataset = distribute(self.strategy, step_dataset(self.sampler, run["batch_size"], run["seed"], start, end))
         logger = SummaryLogger(self.output_dir / "tensorboard" if self.chief and self.tensorboard["enabled"] else None)
         columns = ["step", "loss"] + self.loss.terms(self.config.levels) + ["learning_rate", "seconds"]
         train_log = _CsvLog(self.output_dir / "losses.csv", columns, self.chief)
@@ -388,7 +397,11 @@ class Trainer:
         if start >= run["steps"] and self.validation_set:
             validation = self.evaluate()
         self.manager.save()
-        if not self.chief:
+        segments = _CsvLog(self.output_dir / "segments.csv", list(SEGMENT_COLUMNS), self.chief)
+        segments.write({"command": self.command, "from_step": start, "to_step": int(self.step.numpy()),
+                        "steps": run["steps"], "seconds": f"{time.time() - started:.1f}"})
+        segments.close()
+        if not self.chief or end < run["steps"]:
             return None
         return self._export(validation)
 
@@ -426,6 +439,7 @@ class Trainer:
             "init": None if self.init_set is None else {
                 "path": str(self.init_set.path), "weights_sha256": self.init_set.metadata.get("weights_sha256")},
             "host": {"cpu_count": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))},
+            "segments": _read_segments(self.output_dir / "segments.csv"),
         }
         weights_dir = self.output_dir / "weights"
         description = self.run.get("description") or (self.init_set.description if self.init_set else "")
@@ -467,13 +481,28 @@ class _CsvLog:
             self.handle = self.writer = None
 
 
-def train(run, output_dir, command=None, progress=True):
+def train(run, output_dir, command=None, progress=True, stop_at=None):
     """Train a network as ``run`` (a configuration dict) says; resumes from ``output_dir`` if it holds
-    a checkpoint. Writes ``losses.csv``, ``validation.csv``, ``tensorboard/``, ``checkpoints/`` and the
-    weight set ``weights/``. Returns the weight-set folder."""
+    a checkpoint. Writes ``losses.csv``, ``validation.csv``, ``segments.csv``, ``tensorboard/``,
+    ``checkpoints/`` and the weight set ``weights/``. Returns the weight-set folder. stop_at: stop after
+    this step (checkpoint saved, no weight set; the schedule still runs over ``steps``), to train in chunks.
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    return Trainer(run, output_dir, command, progress).fit()
+    return Trainer(run, output_dir, command, progress, stop_at).fit()
+
+
+SEGMENT_COLUMNS = ("command", "from_step", "to_step", "steps", "seconds")
+"""``segments.csv``: one row per invocation: its command, the steps it trained (from, to), the run's
+step count at the time (the schedule's length) and its wall time in seconds."""
+
+
+def _read_segments(path):
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: (v if k == "command" else float(v) if k == "seconds" else int(v)) for k, v in row.items()}
+                for row in csv.DictReader(handle)]
 
 
 def _recent_mean(log_path, last=50):

@@ -57,23 +57,31 @@ def test_training_reduces_the_loss_and_exports_a_usable_weight_set(tmp_path, dat
     assert result.displacement.GetSize() == image.GetSize()
 
 
-def test_training_resumes_from_its_checkpoint(tmp_path):
-    """An interrupted run (hybrid loss, cosine schedule) resumed gives the same weights."""
+def test_training_in_chunks_resumes_from_its_checkpoint(tmp_path, capsys):
+    """A run (hybrid loss, cosine schedule) trained in two chunks (--stop-at) gives the same weights and
+    learning rates as one uninterrupted run, and its metadata lists both invocations."""
     run = {"network": TINY, "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard"]},
-           "steps": 4, "batch_size": 2, "learning_rate": 0.01, "seed": 0, "checkpoint_every": 2, "loss": "hybrid",
+           "steps": 5, "batch_size": 2, "learning_rate": 0.01, "seed": 0, "checkpoint_every": 2, "loss": "hybrid",
            "schedule": {"kind": "cosine", "warmup_steps": 1}, "validation": {"pairs": 0}, "tensorboard": False}
     (tmp_path / "run.json").write_text(json.dumps(run))
-    assert main(["train", "--config", str(tmp_path / "run.json"), "--output-dir", str(tmp_path / "a"), "--no-progress"]) == 0
-    assert main(["train", "--config", str(tmp_path / "run.json"), "--steps", "2", "--output-dir", str(tmp_path / "b"),
-                 "--no-progress"]) == 0
-    assert main(["train", "--config", str(tmp_path / "run.json"), "--output-dir", str(tmp_path / "b"), "--no-progress"]) == 0
+    train = ["train", "--config", str(tmp_path / "run.json"), "--no-progress", "--output-dir"]
+    assert main(train + [str(tmp_path / "a")]) == 0
+    assert main(train + [str(tmp_path / "b"), "--stop-at", "3"]) == 0
+    assert "stopped at step 3" in capsys.readouterr().out
+    assert not (tmp_path / "b" / "weights").exists()
+    assert main(train + [str(tmp_path / "b"), "--stop-at", "2"]) != 0  # already past step 2
+    assert "already at step 3" in capsys.readouterr().err
+    assert main(train + [str(tmp_path / "b")]) == 0
     a = load_weight_set(tmp_path / "a" / "weights").weights
-    b = load_weight_set(tmp_path / "b" / "weights").weights
+    b_set = load_weight_set(tmp_path / "b" / "weights")
     for name in a:
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a[name], b_set.weights[name], rtol=1e-4, atol=1e-6)
     rates = [row.split(",")[-2] for row in (tmp_path / "b" / "losses.csv").read_text().splitlines()[1:]]
     assert rates == [row.split(",")[-2] for row in (tmp_path / "a" / "losses.csv").read_text().splitlines()[1:]]
-    assert len(set(rates)) == 4  # warm-up then cosine decay, continued across the resume
+    assert len(set(rates)) == 5  # warm-up then cosine decay over all 5 steps, continued across the stop
+    segments = b_set.metadata["training"]["segments"]
+    assert [(s["from_step"], s["to_step"], s["steps"]) for s in segments] == [(0, 3, 5), (3, 5, 5)]
+    assert segments[0]["command"].endswith("--stop-at 3")
 
 
 @pytest.mark.parametrize("loss", ["ncc", "mse", "hybrid", {"preset": "supervised", "unit_epe": 1.0, "relative_epe": True}])
