@@ -19,13 +19,14 @@ def _index_to_physical_inverse(image: sitk.Image) -> np.ndarray:
     return np.linalg.inv(direction @ np.diag(image.GetSpacing()))
 
 
-def jacobian_determinant(displacement: sitk.Image) -> np.ndarray:
+def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarray:
     """Determinant of the Jacobian of p -> p + u(p), per voxel, numpy order, same grid.
 
     du/dp is computed in physical units: central differences in index space (``np.gradient``,
     one-sided at the borders) followed by the chain rule with inverse(direction @ diag(spacing)),
     so spacing and orientation are honoured. J = det(I + du/dp); dimensionless, 1 = volume kept,
-    <= 0 = folding.
+    <= 0 = folding. dtype: of the computation and the result; float32 takes about half the time and
+    memory, to about 1e-6 of J.
     """
     check_displacement(displacement)
     dim = displacement.GetDimension()
@@ -33,13 +34,13 @@ def jacobian_determinant(displacement: sitk.Image) -> np.ndarray:
         raise ValueError(f"displacement grid {displacement.GetSize()} is too small for finite "
                          f"differences: every axis needs at least 2 voxels")
     u = sitk.GetArrayViewFromImage(displacement)  # (*spatial, dim), components x, y, z
-    to_index = _index_to_physical_inverse(displacement)
+    to_index = _index_to_physical_inverse(displacement).astype(dtype)
     # J[c][j] = delta_cj + sum_i d u_c / d index_i * to_index[i, j], index i in (x, y, z) order =
     # numpy axis dim - 1 - i; entries kept as separate arrays (no per-voxel matrices: fast, small), zero
     # terms of to_index (axis-aligned grids) skipped, sums formed in place.
     jac = []
     for c in range(dim):
-        derivs = np.gradient(u[..., c].astype(np.float64))[::-1]  # by index axis x, y, z
+        derivs = np.gradient(u[..., c].astype(dtype))[::-1]  # by index axis x, y, z
         row = []
         for j in range(dim):
             first, *rest = (i for i in range(dim) if to_index[i, j] != 0)
@@ -59,7 +60,7 @@ def jacobian_determinant(displacement: sitk.Image) -> np.ndarray:
     )
 
 
-def jacobian_statistics(displacement: sitk.Image, mask=None) -> dict:
+def jacobian_statistics(displacement: sitk.Image, mask=None, dtype=np.float64) -> dict:
     """Summary of the Jacobian determinant J of p -> p + u(p) over ``mask`` (all voxels if None).
 
     Keys:
@@ -70,8 +71,9 @@ def jacobian_statistics(displacement: sitk.Image, mask=None) -> dict:
           all voxels; the "+3" follows the challenge's evaluation code and only makes its numbers
           comparable with published Learn2Reg results.
     ``mask``: SimpleITK label image on the field's grid or boolean array, nonzero = inside.
+    ``dtype``: of the computation (:func:`jacobian_determinant`).
     """
-    det = jacobian_determinant(displacement)
+    det = jacobian_determinant(displacement, dtype)
     inside = mask_array(mask, det.shape, reference=displacement)
     values = det[inside]
     positive = values[values > 0]

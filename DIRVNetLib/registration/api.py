@@ -33,7 +33,7 @@ _NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip b
 class RegistrationResult:
     """displacement: vector image on the fixed grid (LPS mm); transform: its ITK displacement-field
     transform; warped: moving resampled on the fixed grid; report: timings (s), similarity before/after,
-    Jacobian statistics, settings; fixed: the fixed image (float32) and moving_resampled: the moving
+    Jacobian statistics (computed in float32), settings; fixed: the fixed image (float32) and moving_resampled: the moving
     image on the fixed grid before registration (for QA); intermediate: ``(round, level, unit, displacement)`` per unit when
     asked (the displacement reached after that unit of that round, on the fixed grid, LPS mm)."""
 
@@ -163,11 +163,11 @@ def register(
 
         mark = time.perf_counter()
         displacement = resample_displacement(grid.flow_to_displacement(flow), fixed_image)
-        jacobian = network_jacobian = jacobian_statistics(displacement)
+        jacobian = network_jacobian = jacobian_statistics(displacement, dtype=np.float32)
         unfolded_voxels = 0
         if unfold and network_jacobian["jacobian_nonpositive_percent"] > 0:
             displacement, unfolded_voxels, _ = remove_folding(displacement)
-            jacobian = jacobian_statistics(displacement)
+            jacobian = jacobian_statistics(displacement, dtype=np.float32)
         transform = displacement_transform(displacement)
         warped = sitk.Resample(moving_image, fixed_image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         moving_on_fixed = resample_like(moving_image, fixed_image)
