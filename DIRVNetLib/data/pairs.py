@@ -26,6 +26,30 @@ def random_patch(volume, shape, rng):
     return volume[tuple(slice(s, s + n) for s, n in zip(start, shape))]
 
 
+def thick_slices(images, rng, max_thickness):
+    """``images`` (same shape) as if acquired in thick slices along one random array axis and
+    interpolated back to the grid: each is averaged over a slice profile of a random width in
+    ``[1, max_thickness]`` voxels (a Gaussian with the variance of that box, edges repeated). The axis
+    and width are drawn once, shared by all ``images`` (one protocol for both images of a pair)."""
+    axis = int(rng.integers(images[0].ndim))
+    width = rng.uniform(1.0, max_thickness)
+    sigma = np.sqrt((width**2 - 1.0) / 12.0)  # box of this width, less the voxel's own extent
+    radius = int(np.ceil(3.0 * sigma))
+    if radius == 0:
+        return tuple(images)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    blurred = []
+    for image in images:
+        pad = [(0, 0)] * image.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(image, pad, mode="edge")
+        length = image.shape[axis]
+        out = sum(w * np.take(padded, range(k, k + length), axis=axis) for k, w in enumerate(taps))
+        blurred.append(out.astype(image.dtype))
+    return tuple(blurred)
+
+
 class PairSampler:
     """Draws ``(fixed, moving, field)`` numpy triples of a fixed patch ``shape``.
 
@@ -35,13 +59,16 @@ class PairSampler:
     augmentation of each image (see :func:`augment_intensity`; bias and saturation are off by default).
     shape_blur: ``(low, high)`` range of the edge blur (voxels) of "shapes" images (fixed 0.7 by default).
     control_points: ``(low, high)`` range (inclusive) of the random field's control points per axis
-    across the patch; fewer points give smoother fields (5 by default).
+    across the patch; fewer points give smoother fields (5 by default). slice_thickness: with a value
+    above 1, both images of a pair look acquired in slices up to that many voxels thick
+    (:func:`thick_slices`; 1, the default, is off).
     """
 
     supervised = True  # batches carry the true field
 
     def __init__(self, shape, max_magnitude, sources=SOURCES, volumes=(), seed=0, affine_scale=0.1,
-                 noise=0.02, gamma=0.3, bias=0.0, saturation=0.0, shape_blur=(0.7, 0.7), control_points=(5, 5)):
+                 noise=0.02, gamma=0.3, bias=0.0, saturation=0.0, shape_blur=(0.7, 0.7), control_points=(5, 5),
+                 slice_thickness=1.0):
         unknown = set(sources) - set(SOURCES)
         if unknown:
             raise ValueError(f"unknown training sources {sorted(unknown)}; choose from {SOURCES}")
@@ -58,6 +85,9 @@ class PairSampler:
         self.control_points = tuple(int(n) for n in control_points)
         if len(self.control_points) != 2 or not 2 <= self.control_points[0] <= self.control_points[1]:
             raise ValueError(f"control_points must be a range (low, high) with 2 <= low <= high, got {control_points}")
+        self.slice_thickness = float(slice_thickness)
+        if not self.slice_thickness >= 1.0:
+            raise ValueError(f"slice_thickness must be >= 1 voxel (1: off), got {slice_thickness}")
         self.rng = np.random.default_rng(seed)
 
     def image(self):
@@ -77,8 +107,11 @@ class PairSampler:
         points = low if low == high else int(self.rng.integers(low, high + 1))
         field = smooth_random_field(self.shape, magnitude, self.rng, control_points=points, affine_scale=self.affine_scale)
         fixed = warp(image[np.newaxis, ..., np.newaxis], field[np.newaxis]).numpy()[0, ..., 0]
-        return (augment_intensity(fixed, self.rng, **self.augmentation),
-                augment_intensity(image, self.rng, **self.augmentation), field)
+        fixed = augment_intensity(fixed, self.rng, **self.augmentation)
+        moving = augment_intensity(image, self.rng, **self.augmentation)
+        if self.slice_thickness > 1.0:  # drawn last: off, it leaves the random stream as it was
+            fixed, moving = thick_slices((fixed, moving), self.rng, self.slice_thickness)
+        return fixed, moving, field
 
     def batch(self, size):
         """Stacked ``[B, *S, 1]`` fixed and moving and ``[B, *S, N]`` fields."""
@@ -98,7 +131,7 @@ class PairSampler:
                 "max_magnitude_voxels": self.max_magnitude, "sources": list(self.sources),
                 "volumes": [list(v.shape) for v in self.volumes], "affine_scale": self.affine_scale,
                 "augmentation": self.augmentation, "shape_blur": list(self.shape_blur),
-                "control_points": list(self.control_points)}
+                "control_points": list(self.control_points), "slice_thickness": self.slice_thickness}
 
     def dataset(self, batch_size, seed=None, start=0, stop=None):
         """A ``tf.data.Dataset`` of :meth:`batch` outputs: endless draws from the current random state,

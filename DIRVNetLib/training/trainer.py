@@ -55,7 +55,7 @@ DEFAULTS = {"steps": 1000, "batch_size": 1, "learning_rate": 1e-3, "seed": 0, "c
             "strategy": "default", "init": None, "description": ""}
 RUN_KEYS = set(DEFAULTS) | {"network", "data"}
 DATA_KEYS = {"patch_shape", "max_magnitude", "sources", "volumes", "volume_spacing", "affine_scale",
-             "augmentation", "pairs", "shape_blur", "control_points"}
+             "augmentation", "pairs", "shape_blur", "control_points", "slice_thickness"}
 AUGMENTATION_KEYS = {"noise", "gamma", "bias", "saturation"}
 VALIDATION_DEFAULTS = {"pairs": 8, "every": None, "seed": 1, "folder": None}
 TENSORBOARD_DEFAULTS = {"enabled": True, "scalars_every": 1, "images_every": None}
@@ -189,6 +189,8 @@ def build_sampler(run, config, init_set=None):
     if data.get("pairs"):
         if "sources" in data or "volumes" in data:
             raise ValueError("data: give either 'pairs' (a folder of image pairs) or 'sources'/'volumes', not both")
+        if "slice_thickness" in data:
+            raise ValueError("data: 'slice_thickness' applies to synthetic deformations, not to a 'pairs' folder")
         _check_pair_dimension(data["pairs"], config, init_set)
         return PairFolderSampler(data["pairs"], shape, data.get("volume_spacing"), run["seed"], **augmentation)
     if "max_magnitude" not in data and init_set is None:
@@ -198,7 +200,7 @@ def build_sampler(run, config, init_set=None):
     return PairSampler(shape, max_magnitude, data.get("sources", ["chessboard", "shapes"]), volumes,
                        seed=run["seed"], affine_scale=data.get("affine_scale", 0.1),
                        shape_blur=data.get("shape_blur", (0.7, 0.7)), control_points=data.get("control_points", (5, 5)),
-                       **augmentation)
+                       slice_thickness=data.get("slice_thickness", 1.0), **augmentation)
 
 
 def _check_pair_dimension(folder, config, init_set):

@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import write_pairs
 from DIRVNetLib.data.folders import PairFolderSampler, expand_volume_sources, find_pairs
 from DIRVNetLib.data.images import augment_intensity, bias_field
-from DIRVNetLib.data.pairs import PairSampler, step_dataset
+from DIRVNetLib.data.pairs import PairSampler, step_dataset, thick_slices
 from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.images import load_training_volume
 from DIRVNetLib.model import DIRVNet, NetworkConfig
@@ -56,6 +56,42 @@ def test_fewer_control_points_draw_smoother_fields():
     assert mixed.summary()["control_points"] == [3, 5]
     with pytest.raises(ValueError, match="control_points"):
         PairSampler([48, 48], 4.0, ["chessboard"], control_points=(5, 3))
+
+
+def test_thick_slices_blur_one_axis_of_both_images_alike():
+    image = np.random.default_rng(0).uniform(size=(24, 20, 16)).astype(np.float32)
+    axes = set()
+    for seed in range(12):
+        a, b = thick_slices((image, image.copy()), np.random.default_rng(seed), 4.0)
+        np.testing.assert_array_equal(a, b)  # one axis and width for the pair
+        assert a.dtype == np.float32 and a.shape == image.shape
+        assert abs(a.mean() - image.mean()) < 0.01
+        # An image constant along the blurred axis, and only along it, comes out unchanged.
+        flats = [np.repeat(image.take([0], axis=k), image.shape[k], axis=k) for k in range(3)]
+        kept = [k for k, flat in enumerate(flats)
+                if np.allclose(thick_slices((flat, flat), np.random.default_rng(seed), 4.0)[0], flat, atol=1e-6)]
+        if np.allclose(a, image, atol=1e-6):  # a width that rounds to no blur
+            assert kept == [0, 1, 2]
+            continue
+        assert len(kept) == 1
+        axis = kept[0]
+        axes.add(axis)
+        ratios = [np.abs(np.diff(a, axis=k)).mean() / np.abs(np.diff(image, axis=k)).mean() for k in range(3)]
+        assert int(np.argmin(ratios)) == axis  # the differences along that axis shrink most
+    assert axes == {0, 1, 2}
+
+
+def test_slice_thickness_off_keeps_the_random_stream():
+    plain = PairSampler([32, 32, 32], 3.0, ["chessboard"]).batch_for_step(0, 5, 2)
+    off = PairSampler([32, 32, 32], 3.0, ["chessboard"], slice_thickness=1.0).batch_for_step(0, 5, 2)
+    thick = PairSampler([32, 32, 32], 3.0, ["chessboard"], slice_thickness=3.0).batch_for_step(0, 5, 2)
+    for x, y in zip(plain, off):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(thick[2][0], plain[2][0])  # the first pair's field is drawn before its slices
+    assert not np.allclose(thick[0], plain[0])
+    assert PairSampler([32, 32, 32], 3.0, ["chessboard"], slice_thickness=3.0).summary()["slice_thickness"] == 3.0
+    with pytest.raises(ValueError, match="slice_thickness"):
+        PairSampler([32, 32, 32], 3.0, ["chessboard"], slice_thickness=0.5)
 
 
 def test_volume_folders_expand_to_their_images(tmp_path, t1_slice):

@@ -91,4 +91,8 @@ def test_training_errors_name_the_problem(tmp_path, tiny_weights, t1_slice, t1_v
     assert "is for 3D images but the run's network is 2D" in message
     message = _error(["train", "--init", init2d, "--pairs", str(pairs), "--loss", "supervised"] + out, capsys)
     assert "the loss needs true fields" in message
+    thick_pairs = {"pairs": str(pairs), "patch_shape": [32, 32], "slice_thickness": 2.0}
+    message = _error(config(network=None, data=thick_pairs, loss="ncc")[:3] + ["--init", init2d] + out, capsys)
+    assert "'slice_thickness' applies to synthetic deformations" in message
+    assert "slice_thickness must be >= 1" in _error(config(data={**run["data"], "slice_thickness": 0}), capsys)
     assert not (tmp_path / "run" / "weights").exists()
