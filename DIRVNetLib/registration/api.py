@@ -33,9 +33,10 @@ _NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip b
 class RegistrationResult:
     """displacement: vector image on the fixed grid (LPS mm); transform: its ITK displacement-field
     transform; warped: moving resampled on the fixed grid; report: timings (s), similarity before/after,
-    Jacobian statistics (computed in float32), settings; fixed: the fixed image (float32) and moving_resampled: the moving
-    image on the fixed grid before registration (for QA); intermediate: ``(round, level, unit, displacement)`` per unit when
-    asked (the displacement reached after that unit of that round, on the fixed grid, LPS mm)."""
+    Jacobian statistics (computed in float32), settings; fixed: the fixed image (float32) and
+    moving_resampled: the moving image on the fixed grid before registration (for QA); intermediate:
+    ``(round, level, unit, displacement)`` per unit when asked (the displacement reached after that unit
+    of that round, on the fixed grid, LPS mm)."""
 
     displacement: sitk.Image
     transform: sitk.DisplacementFieldTransform

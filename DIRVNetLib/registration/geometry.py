@@ -69,10 +69,13 @@ def resample_displacement(displacement, reference):
     """Linear resampling of a displacement field (values unchanged: physical mm) onto ``reference``'s
     grid as float64; beyond the field's extent the nearest vector is used. A float64 field already on
     exactly that grid is returned as it is (not copied)."""
-    grid = lambda image: (image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())  # noqa: E731
-    if displacement.GetPixelID() == sitk.sitkVectorFloat64 and grid(displacement) == grid(reference):
+    if displacement.GetPixelID() == sitk.sitkVectorFloat64 and _grid(displacement) == _grid(reference):
         return displacement
     return sitk.Resample(
         displacement, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True
     )
 
+
+def _grid(image):
+    """An image's grid, exactly: size, spacing, origin, direction."""
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
