@@ -44,8 +44,8 @@ def thick_slices(images, rng, max_thickness):
         pad = [(0, 0)] * image.ndim
         pad[axis] = (radius, radius)
         padded = np.pad(image, pad, mode="edge")
-        length = image.shape[axis]
-        out = sum(w * np.take(padded, range(k, k + length), axis=axis) for k, w in enumerate(taps))
+        before = (slice(None),) * axis
+        out = sum(w * padded[before + (slice(k, k + image.shape[axis]),)] for k, w in enumerate(taps))
         blurred.append(out.astype(image.dtype))
     return tuple(blurred)
 

@@ -500,6 +500,7 @@ step count at the time (the schedule's length) and its wall time in seconds."""
 
 
 def _read_segments(path):
+    """The rows of ``segments.csv`` (:data:`SEGMENT_COLUMNS`) with numbers as numbers; [] without it."""
     if not Path(path).exists():
         return []
     with open(path, newline="") as handle:
