@@ -53,19 +53,19 @@ def main():
     moving = tf.constant(rng.uniform(size=[1, *shape, 1]), tf.float32)
     control = tf.constant(rng.normal(size=[1, *control_grid_shape(shape, c.control_spacing), n]), tf.float32)
     s = c.control_spacing
-    residual, gradient = _warp_residual(control, fixed, moving, s)
+    residual, gradient = _warp_residual(control, fixed, moving, s, c.image_gradient)
     responses = convolve(residual, p.data_kernels)
     values = tf.convert_to_tensor(p.data_values)
     activated = _activate(responses, values, c.data_range, c.activation, c.centred_activations)
     data_foe = adjoint_convolution(activated, p.data_kernels)
     ops = {
-        "B, warp, residual, image gradient (XLA)": lambda: _warp_residual(control, fixed, moving, s),
+        "B, warp, residual, image gradient (XLA)": lambda: _warp_residual(control, fixed, moving, s, c.image_gradient),
         "FoE data: convolution": tf.function(lambda: convolve(residual, p.data_kernels)),
         "FoE data: activations (XLA)": lambda: _activate(responses, values, c.data_range, c.activation, c.centred_activations),
         "FoE data: adjoint convolution (polyphase)": tf.function(lambda: adjoint_convolution(activated, p.data_kernels)),
         "B^T of the force (XLA)": lambda: _data_gradient(gradient, data_foe, control, s),
         "FoE regulariser": tf.function(lambda: componentwise_field_of_experts(control, zero_mean(p.reg_kernels), p.reg_values, c.reg_range, c.activation, c.centred_activations)),
-        "whole unit": tf.function(lambda: variational_unit(control, fixed, moving, p, s, c.activation, c.data_range, c.reg_range, c.centred_activations)),
+        "whole unit": tf.function(lambda: variational_unit(control, fixed, moving, p, s, c.activation, c.data_range, c.reg_range, c.centred_activations, c.image_gradient)),
     }
     print(f"| operator | median s ({'x'.join(map(str, shape))}, {weight_set.name}, {os.cpu_count()} CPUs) |")
     print("|---|---|")

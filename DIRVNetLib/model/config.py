@@ -3,6 +3,8 @@
 import dataclasses
 import json
 
+from DIRVNetLib.ops import GRADIENT_SCHEMES
+
 ACTIVATIONS = ("linear", "rbf")
 
 
@@ -19,6 +21,9 @@ class NetworkConfig:
     centred_activations: use ``phi(x) - phi(0)``, so that the learned penalties are stationary at 0: a
     zero residual gives no data force and a zero displacement no regulariser force (an image registered
     to itself stays put). Off for weight sets trained before it existed.
+    image_gradient: finite differences for the warped image's gradient in the data term: "central"
+    (centred on the voxel, like the residual it multiplies) or "forward" (the method's; centred half a
+    voxel ahead, which biases the force; the default for weight sets trained before the option).
     """
 
     ndim: int = 3
@@ -34,6 +39,7 @@ class NetworkConfig:
     data_range: float = 1.0
     reg_range: float = 1.0
     centred_activations: bool = False
+    image_gradient: str = "forward"
 
     def __post_init__(self):
         checks = {
@@ -46,6 +52,7 @@ class NetworkConfig:
             f"activation must be one of {ACTIVATIONS}": self.activation in ACTIVATIONS,
             "knots must be >= 2": self.knots >= 2,
             "ranges must be > 0": min(self.data_range, self.reg_range) > 0,
+            f"image_gradient must be one of {GRADIENT_SCHEMES}": self.image_gradient in GRADIENT_SCHEMES,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:

@@ -16,9 +16,9 @@ from DIRVNetLib.ops import binomial_downsample, bspline_interpolate, control_gri
 
 
 @tf.function(autograph=False)  # plain Python control flow only: no autograph conversion, faster tracing
-def _compiled_unit(control, fixed, moving, *params, spacing, activation, data_range, reg_range, centred):
+def _compiled_unit(control, fixed, moving, *params, spacing, activation, data_range, reg_range, centred, gradient):
     return variational_unit(
-        control, fixed, moving, UnitParameters(*params), spacing, activation, data_range, reg_range, centred
+        control, fixed, moving, UnitParameters(*params), spacing, activation, data_range, reg_range, centred, gradient
     )
 
 
@@ -108,10 +108,11 @@ class DIRVNet(tf.Module):
             return _compiled_unit(
                 control, fixed, moving, *(getattr(params, n) for n in UnitParameters.NAMES), spacing=c.control_spacing,
                 activation=c.activation, data_range=c.data_range, reg_range=c.reg_range, centred=c.centred_activations,
+                gradient=c.image_gradient,
             )
         return variational_unit(
             control, fixed, moving, params, c.control_spacing, c.activation, c.data_range, c.reg_range,
-            c.centred_activations,
+            c.centred_activations, c.image_gradient,
         )
 
     def __call__(self, fixed, moving, on_unit=None):

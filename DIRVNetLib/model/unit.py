@@ -26,17 +26,19 @@ class UnitParameters:
     NAMES = ("data_kernels", "data_values", "reg_kernels", "reg_values", "alpha")
 
 
-def variational_unit(control, fixed, moving, params, spacing, activation, data_range, reg_range, centred=False):
+def variational_unit(
+    control, fixed, moving, params, spacing, activation, data_range, reg_range, centred=False, gradient="forward"
+):
     """``d <- d - |alpha| * (B^T[grad W * FoE_data(W - F)] / s^N + FoE_reg(d))`` with ``W = M o (x + B d)``.
 
     control: ``[B, *K, N]`` control displacement (voxels of this level); fixed, moving: ``[B, *S, 1]``;
-    spacing: control spacing ``s`` (voxels); activation, data_range, reg_range, centred: as in
-    :class:`NetworkConfig`. The division by ``s^N`` (voxels per control cell) keeps
+    spacing: control spacing ``s`` (voxels); activation, data_range, reg_range, centred, gradient (the
+    finite-difference scheme of ``grad W``): as in :class:`NetworkConfig`. The division by ``s^N`` (voxels per control cell) keeps
     the step sizes comparable across spacings and dimensions. Returns the updated control displacement.
     """
-    residual, gradient = _warp_residual(control, fixed, moving, spacing)
+    residual, image_grad = _warp_residual(control, fixed, moving, spacing, gradient)
     data_foe = field_of_experts(residual, params.data_kernels, params.data_values, data_range, activation, centred)
-    data_gradient = _data_gradient(gradient, data_foe, control, spacing)
+    data_gradient = _data_gradient(image_grad, data_foe, control, spacing)
     reg_gradient = componentwise_field_of_experts(
         control, zero_mean(params.reg_kernels), params.reg_values, reg_range, activation, centred
     )
@@ -54,11 +56,12 @@ def _spatial_shape(tensor):
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _warp_residual(control, fixed, moving, spacing):
-    """``W - F`` ``[B, *S, 1]`` and ``grad W`` ``[B, *S, N]`` with ``W = M o (x + B d)``."""
+def _warp_residual(control, fixed, moving, spacing, scheme):
+    """``W - F`` ``[B, *S, 1]`` and ``grad W`` ``[B, *S, N]`` (finite differences ``scheme``) with
+    ``W = M o (x + B d)``."""
     flow = bspline_interpolate(control, spacing, _spatial_shape(fixed))  # [B, *S, N] voxels
     warped = warp(moving, flow)  # [B, *S, 1]
-    return warped - fixed, image_gradient(warped)
+    return warped - fixed, image_gradient(warped, scheme)
 
 
 @tf.function(jit_compile=True, autograph=False)

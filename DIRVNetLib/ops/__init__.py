@@ -10,7 +10,7 @@ from DIRVNetLib.ops.bspline import (
     control_grid_shape,
     upsample_control_grid,
 )
-from DIRVNetLib.ops.filters import binomial_downsample, image_gradient
+from DIRVNetLib.ops.filters import GRADIENT_SCHEMES, binomial_downsample, image_gradient
 from DIRVNetLib.ops.warp import warp
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "upsample_control_grid",
     "binomial_downsample",
     "image_gradient",
+    "GRADIENT_SCHEMES",
     "warp",
 ]

@@ -20,21 +20,32 @@ def convolve(x, kernels, strides=1, padding="SAME"):
     return tf.nn.conv3d(x, kernels, strides, padding, data_format="NDHWC")
 
 
-def image_gradient(image):
-    """Forward differences ``I[x + e_i] - I[x]`` (zero at the last index) of a ``[B, *S, 1]`` image.
+GRADIENT_SCHEMES = ("forward", "central")
 
-    Returns ``[B, *S, N]``, component ``i`` along array axis ``i``, in intensity per voxel.
+
+def image_gradient(image, scheme="forward"):
+    """Finite-difference gradient of a ``[B, *S, 1]`` image, mirrored at the borders.
+
+    scheme "forward": ``I[x + e_i] - I[x]`` (zero at the last index; it is centred half a voxel ahead
+    of ``x``); "central": ``(I[x + e_i] - I[x - e_i]) / 2`` (centred on ``x``; half the one-sided
+    difference at the first and last index). Returns ``[B, *S, N]``, component ``i`` along array axis
+    ``i``, in intensity per voxel.
     """
+    if scheme not in GRADIENT_SCHEMES:
+        raise ValueError(f"gradient scheme must be one of {GRADIENT_SCHEMES}, got '{scheme}'")
     image = tf.convert_to_tensor(image)
     ndim = image.shape.rank - 2
+    before = 1 if scheme == "central" else 0
     parts = []
     for axis in range(1, ndim + 1):
         paddings = [[0, 0]] * (ndim + 2)
-        paddings[axis] = [0, 1]
+        paddings[axis] = [before, 1]
         padded = tf.pad(image, paddings, mode="SYMMETRIC")
-        begin = [0] * (ndim + 2)
-        begin[axis] = 1
-        parts.append(tf.slice(padded, begin, tf.shape(image)) - image)
+        ahead = [0] * (ndim + 2)
+        ahead[axis] = before + 1
+        behind = [0] * (ndim + 2)
+        difference = tf.slice(padded, ahead, tf.shape(image)) - tf.slice(padded, behind, tf.shape(image))
+        parts.append(0.5 * difference if scheme == "central" else difference)
     return tf.concat(parts, axis=-1)
 
 

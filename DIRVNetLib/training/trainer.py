@@ -143,7 +143,7 @@ def network_config(run):
                 f"weight set {init_set.path} is for {init_set.config.ndim}D images but the run's network is {wanted.ndim}D"
             )
         # Only switches that keep every weight's meaning and shape may change when fine-tuning.
-        switchable = {"centred_activations"}
+        switchable = {"centred_activations", "image_gradient"}
         differing = {k for k, v in wanted.to_dict().items() if init_set.config.to_dict()[k] != v}
         if differing - switchable:
             raise ValueError(

@@ -1,5 +1,6 @@
 """Network parts: configuration, activations, field of experts, variational unit, pyramid network."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,8 +14,9 @@ from DIRVNetLib.model.unit import UnitParameters, variational_unit
 
 
 def test_config_json_round_trip_and_validation():
-    config = NetworkConfig(ndim=2, levels=2, data_filters=8, activation="rbf")
+    config = NetworkConfig(ndim=2, levels=2, data_filters=8, activation="rbf", image_gradient="central")
     assert NetworkConfig.from_json(config.to_json()) == config
+    assert NetworkConfig.from_dict({"ndim": 2}).image_gradient == "forward"  # weight sets from before the option
     assert json.loads(config.to_json())["data_filters"] == 8
     with pytest.raises(ValueError, match="unknown network configuration keys: colour"):
         NetworkConfig.from_dict({"ndim": 2, "colour": "red"})
@@ -22,6 +24,8 @@ def test_config_json_round_trip_and_validation():
         NetworkConfig(ndim=4)
     with pytest.raises(ValueError, match="odd"):
         NetworkConfig(data_kernel=4)
+    with pytest.raises(ValueError, match="image_gradient must be one of"):
+        NetworkConfig(image_gradient="sobel")
 
 
 def test_size_rule():
@@ -103,8 +107,10 @@ def test_variational_unit_reads_as_the_formula():
     assert not np.allclose(out.numpy(), control.numpy())
 
 
-def test_network_pads_crops_and_reports_every_unit():
-    config = NetworkConfig(ndim=2, levels=2, units=2, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3)
+@pytest.mark.parametrize("gradient", ["forward", "central"])
+def test_network_pads_crops_and_reports_every_unit(gradient):
+    config = NetworkConfig(ndim=2, levels=2, units=2, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3,
+                           image_gradient=gradient)
     network = DIRVNet(config, seed=0)
     rng = np.random.default_rng(0)
     fixed = rng.uniform(size=(1, 21, 19, 1)).astype(np.float32)
@@ -118,6 +124,10 @@ def test_network_pads_crops_and_reports_every_unit():
     # The compiled (eager) path and the plain graph path agree.
     graph_flow = tf.function(lambda f, m: network(f, m).flow)(fixed, fixed[:, ::-1])
     np.testing.assert_allclose(graph_flow.numpy(), output.flow.numpy(), atol=1e-4)
+    # The configured gradient scheme is the one used: the other scheme moves differently.
+    other = DIRVNet(dataclasses.replace(config, image_gradient={"forward": "central", "central": "forward"}[gradient]))
+    other.set_weights(network.get_weights())
+    assert np.abs(other(fixed, fixed[:, ::-1]).flow.numpy() - output.flow.numpy()).max() > 1e-3
 
 
 def test_set_weights_names_the_mismatch():

@@ -93,6 +93,29 @@ def test_image_gradient_forward_differences():
     np.testing.assert_allclose(grad[:, -1, 1], 0.0)
 
 
+
+@pytest.mark.parametrize("dimension", [2, 3])
+def test_image_gradient_central_differences_are_centred(dimension):
+    # A quadratic along every axis: the central difference is its exact derivative at the voxel, 2x,
+    # inside; at the first and last index it is half the one-sided difference.
+    n = [7, 6, 5][:dimension]
+    coords = np.meshgrid(*[np.arange(k, dtype=np.float32) for k in n], indexing="ij")
+    image = sum((i + 1.0) * c**2 for i, c in enumerate(coords))
+    grad = image_gradient(image[np.newaxis, ..., np.newaxis], "central").numpy()[0]
+    for axis in range(dimension):
+        inside = (slice(None),) * axis + (slice(1, -1),)
+        np.testing.assert_allclose(grad[inside + (Ellipsis, axis)], ((axis + 1.0) * 2 * coords[axis])[inside], rtol=1e-6)
+        first = (slice(None),) * axis + (0,)
+        last = (slice(None),) * axis + (-1,)
+        step = np.diff(image, axis=axis)
+        np.testing.assert_allclose(grad[first + (Ellipsis, axis)], 0.5 * np.take(step, 0, axis), rtol=1e-6)
+        np.testing.assert_allclose(grad[last + (Ellipsis, axis)], 0.5 * np.take(step, -1, axis), rtol=1e-6)
+
+
+def test_image_gradient_unknown_scheme_is_refused():
+    with pytest.raises(ValueError, match="gradient scheme"):
+        image_gradient(np.zeros((1, 4, 4, 1), np.float32), "backward")
+
 @pytest.mark.parametrize("dimension", [2, 3])
 def test_binomial_downsample_keeps_constants_and_linear_ramps(dimension):
     shape = [16, 12, 8][:dimension]

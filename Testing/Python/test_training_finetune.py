@@ -10,6 +10,7 @@ from conftest import write_pairs
 from DIRVNetLib.cli.main import main
 from DIRVNetLib.io.weights import load_weight_set, save_weight_set
 from DIRVNetLib.model import DIRVNet, NetworkConfig
+from DIRVNetLib.training.trainer import network_config
 
 TINY = {"ndim": 2, "levels": 2, "units": 2, "control_spacing": 4, "data_filters": 4, "data_kernel": 5,
         "reg_filters": 4, "reg_kernel": 3}
@@ -56,6 +57,14 @@ def test_inspect_writes_the_activation_figure_and_a_summary(tmp_path, tiny_weigh
 def _error(argv, capsys):
     assert main(argv) == 2
     return capsys.readouterr().err
+
+
+def test_finetuning_may_switch_the_gradient_scheme_but_not_the_architecture(tiny_weights):
+    init = str(tiny_weights / "tiny2d")
+    config, init_set = network_config({"init": init, "network": {**TINY, "image_gradient": "central"}})
+    assert config.image_gradient == "central" and init_set.config.image_gradient == "forward"
+    with pytest.raises(ValueError, match="in control_spacing; only centred_activations, image_gradient may change"):
+        network_config({"init": init, "network": {**TINY, "control_spacing": 8, "image_gradient": "central"}})
 
 
 def test_training_errors_name_the_problem(tmp_path, tiny_weights, t1_slice, t1_volume, capsys):
