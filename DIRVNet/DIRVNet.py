@@ -136,7 +136,8 @@ class DIRVNetParameterNode:
     weightSet: bundled weight set name; "" = the bundled default for the volumes' dimension.
     useWeightFolder, weightFolder: use the weight set in this folder instead.
     device: where the network runs.
-    refinementRounds: extra passes of the finest level (0 = a single pass).
+    refinementRounds: recurrent refinement rounds, each registering the warped moving volume again and
+        composing the fields while the residual falls (0 = a single pass).
     workingSpacing: isotropic voxel size (mm) the network works on; 0 = automatic.
     outputTransform: grid transform to fill; None = create a new one at every Apply.
     outputVolume, jacobianVolume: optional warped volume and Jacobian determinant volume.

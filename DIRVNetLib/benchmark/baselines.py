@@ -66,13 +66,17 @@ class DIRVNetMethod(Method):
     package = "DIRVNet"
     needs_warmup = True
 
-    def __init__(self, weights=None, device="auto"):
+    def __init__(self, weights=None, device="auto", refinement_rounds=0):
         super().__init__()
         self.weights = dict(weights or {})  # {dimension: weight-set folder or name}; default: bundled
         self.device = device
-        self.settings = "bundled weights (mr2d / mr3d), no refinement rounds"
+        self.refinement_rounds = refinement_rounds
+        weights_text = "bundled weights (mr2d / mr3d)"
         if self.weights:
-            self.settings = "weights " + ", ".join(f"{d}D: {w}" for d, w in sorted(self.weights.items()))
+            weights_text = "weights " + ", ".join(f"{d}D: {w}" for d, w in sorted(self.weights.items()))
+        self.settings = f"{weights_text}, up to {refinement_rounds} refinement rounds"
+        if refinement_rounds:
+            self.label = f"DIRV-Net, {refinement_rounds} rounds"
 
     def available(self, dimension=None):
         from DIRVNetLib.errors import WeightSetError
@@ -88,9 +92,11 @@ class DIRVNetMethod(Method):
     def register(self, fixed, moving):
         from DIRVNetLib.registration.api import register
 
-        result = register(fixed, moving, weights=self.weights.get(fixed.GetDimension()), device=self.device)
+        result = register(fixed, moving, weights=self.weights.get(fixed.GetDimension()), device=self.device,
+                          refinement_rounds=self.refinement_rounds)
         self.stages = {k: v for k, v in result.report["seconds"].items() if k != "total"}
         self.weights_used = result.report["weights"]
+        self.refinement_rounds_used = result.report["refinement_rounds_used"]
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
@@ -381,9 +387,9 @@ METHODS = ("dirvnet", *BASELINES)
 
 def make(name, **options):
     """The method called ``name`` (one of :data:`METHODS`); ``options``: ``weights`` (dict dimension ->
-    weight set) and ``device`` for DIRV-Net, ``voxelmorph_dir`` for VoxelMorph."""
+    weight set), ``device`` and ``refinement_rounds`` for DIRV-Net, ``voxelmorph_dir`` for VoxelMorph."""
     if name == "dirvnet":
-        return DIRVNetMethod(options.get("weights"), options.get("device", "auto"))
+        return DIRVNetMethod(options.get("weights"), options.get("device", "auto"), options.get("refinement_rounds", 0))
     if name == "voxelmorph":
         return VoxelMorphMethod(options.get("voxelmorph_dir"))
     if name not in BASELINES:

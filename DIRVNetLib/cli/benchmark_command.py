@@ -30,6 +30,8 @@ def add_parser(commands):
                         help="DIRV-Net weight set (folder or bundled name) for its dimension; repeat for 2D and 3D "
                              "(default: the bundled mr2d / mr3d)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="DIRV-Net device")
+    parser.add_argument("--refinement-rounds", type=int, default=0,
+                        help="DIRV-Net recurrent refinement rounds, as in dirvnet register (default 0)")
     parser.add_argument("--voxelmorph-dir", help="folder holding vxm2d.pt / vxm3d.pt (default: benchmarks/voxelmorph)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -88,7 +90,10 @@ def run(args):
     command = "dirvnet " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     machine = machine_info()
     description, specs = read_case_list(args.cases)
-    options = {"weights": _weights_by_dimension(args.weights), "device": args.device}
+    if args.refinement_rounds < 0:
+        raise ValueError(f"--refinement-rounds must be >= 0, got {args.refinement_rounds}")
+    options = {"weights": _weights_by_dimension(args.weights), "device": args.device,
+               "refinement_rounds": args.refinement_rounds}
     if args.voxelmorph_dir:
         options["voxelmorph_dir"] = str(Path(args.voxelmorph_dir).resolve())
     output = Path(args.output_dir)

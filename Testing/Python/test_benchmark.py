@@ -128,6 +128,19 @@ def test_unavailable_and_failing_methods_give_rows_with_reasons(tmp_path):
     assert f"[1] {skipped['reason']}" in table and "[2] RuntimeError: tool crashed" in table
 
 
+def test_dirvnet_refinement_rounds_are_passed_on_and_reported(tmp_path, capsys):
+    _, specs = read_case_list(TINY_CASES)
+    case = prepare(specs[0])
+    plain = measure(baselines.make("dirvnet"), case, repeats=1)  # the bundled mr2d
+    refined = measure(baselines.make("dirvnet", refinement_rounds=2), case, repeats=1)
+    assert plain["status"] == refined["status"] == "ok"
+    assert plain["label"] == "DIRV-Net" and plain["refinement_rounds_used"] == 0
+    assert refined["label"] == "DIRV-Net, 2 rounds" and "up to 2 refinement rounds" in refined["settings"]
+    assert refined["refinement_rounds_used"] >= 1 and refined["epe_mean_mm"] != plain["epe_mean_mm"]
+    code = main(["benchmark", "--cases", str(TINY_CASES), "--output-dir", str(tmp_path), "--refinement-rounds", "-1"])
+    assert code == 2 and "--refinement-rounds must be >= 0, got -1" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_benchmark_command_end_to_end_on_the_tiny_list(tmp_path, tiny_weights, capsys):
     out = tmp_path / "bench"
