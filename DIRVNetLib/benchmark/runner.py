@@ -74,8 +74,9 @@ def measure(method, case, repeats=3, time_budget=60.0):
                    stages={k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[-1]})
         if peaks:
             row.update(peak_rss_mib=max(peaks), rss_increase_mib=max(increases))
-        used = (("weights_used", "weights"), ("device_used", "device"), ("refinement_rounds_used", "refinement_rounds_used"))
-        for attribute, key in used:
+        reported = {"weights_used": "weights", "device_used": "device",
+                    "refinement_rounds_used": "refinement_rounds_used"}
+        for attribute, key in reported.items():
             if getattr(method, attribute, None) is not None:
                 row[key] = getattr(method, attribute)
         row.update(evaluate_displacement(

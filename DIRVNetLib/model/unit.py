@@ -33,8 +33,9 @@ def variational_unit(
 
     control: ``[B, *K, N]`` control displacement (voxels of this level); fixed, moving: ``[B, *S, 1]``;
     spacing: control spacing ``s`` (voxels); activation, data_range, reg_range, centred, gradient (the
-    finite-difference scheme of ``grad W``): as in :class:`NetworkConfig`. The division by ``s^N`` (voxels per control cell) keeps
-    the step sizes comparable across spacings and dimensions. Returns the updated control displacement.
+    finite-difference scheme of ``grad W``): as in :class:`NetworkConfig`. The division by ``s^N``
+    (voxels per control cell) keeps the step sizes comparable across spacings and dimensions. Returns
+    the updated control displacement.
     """
     residual, image_grad = _warp_residual(control, fixed, moving, spacing, gradient)
     data_foe = field_of_experts(residual, params.data_kernels, params.data_values, data_range, activation, centred)
