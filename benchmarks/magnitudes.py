@@ -25,6 +25,7 @@ import DIRVNetLib  # noqa: E402
 from DIRVNetLib.data.deformations import deform_image  # noqa: E402
 from DIRVNetLib.io.weights import load_weight_set, resolve, save_weight_set  # noqa: E402
 from DIRVNetLib.metrics import endpoint_error  # noqa: E402
+from DIRVNetLib.ops import GRADIENT_SCHEMES  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "Testing" / "Data"
 CASES = [(2, 11), (4, 11), (6, 7), (8, 11), (8, 5), (8, 2024)]  # (largest displacement mm, seed)
@@ -38,19 +39,24 @@ def image_and_mask(dimension):
     return image, image > 10.0
 
 
+def with_gradient(weight_set, scheme, folder):
+    """A copy of ``weight_set`` in ``folder`` whose network uses the finite-difference ``scheme``."""
+    config = dataclasses.replace(weight_set.config, image_gradient=scheme)
+    description = f"{weight_set.description} (run with {scheme} differences)"
+    save_weight_set(folder, config, weight_set.weights, description, weight_set.metadata["training"])
+    return load_weight_set(folder)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="mr3d", help="bundled name or weight-set folder")
     parser.add_argument("--refinement-rounds", type=int, default=0)
-    parser.add_argument("--image-gradient", choices=("forward", "central"), help="override the weight set's scheme")
+    parser.add_argument("--image-gradient", choices=GRADIENT_SCHEMES, help="override the weight set's scheme")
     args = parser.parse_args()
     weight_set = load_weight_set(resolve(args.weights, None))
+    scratch = tempfile.TemporaryDirectory(prefix="dirvnet-weights-")  # removed at exit
     if args.image_gradient is not None and args.image_gradient != weight_set.config.image_gradient:
-        folder = Path(tempfile.mkdtemp(prefix="dirvnet-weights-")) / weight_set.path.name
-        config = dataclasses.replace(weight_set.config, image_gradient=args.image_gradient)
-        description = f"{weight_set.description} (run with {args.image_gradient} differences)"
-        save_weight_set(folder, config, weight_set.weights, description, weight_set.metadata["training"])
-        weight_set = load_weight_set(folder)
+        weight_set = with_gradient(weight_set, args.image_gradient, Path(scratch.name) / weight_set.path.name)
     moving, mask = image_and_mask(weight_set.dimension)
     zero = sitk.Image(moving.GetSize(), sitk.sitkVectorFloat64, weight_set.dimension)
     zero.CopyInformation(moving)
