@@ -10,15 +10,20 @@ import SimpleITK as sitk
 from ._common import check_pair, check_shapes, mask_array, scalar_array
 
 
-def _pair(a, b, mask):
-    check_pair(a, b, "a", "b")
-    xa, xb = scalar_array(a, "a"), scalar_array(b, "b")
-    check_shapes(xa, xb, "a", "b")
+def _values(mask, **images):
+    """Flat float64 arrays of the named images (each read once) over ``mask``; grids and shapes must
+    match the first image's (errors name the images)."""
+    (first, reference_image), *others = images.items()
+    for name, image in others:
+        check_pair(reference_image, image, first, name)
+    arrays = [scalar_array(image, name) for name, image in images.items()]
+    for (name, _), array in zip(others, arrays[1:]):
+        check_shapes(arrays[0], array, first, name)
     if mask is None:
-        return xa.ravel(), xb.ravel()
-    reference = next((x for x in (a, b) if isinstance(x, sitk.Image)), None)
-    inside = mask_array(mask, xa.shape, reference=reference)
-    return xa[inside], xb[inside]
+        return [array.ravel() for array in arrays]
+    reference = next((x for x in images.values() if isinstance(x, sitk.Image)), None)
+    inside = mask_array(mask, arrays[0].shape, reference=reference)
+    return [array[inside] for array in arrays]
 
 
 def ncc(a, b, mask=None) -> float:
@@ -27,19 +32,12 @@ def ncc(a, b, mask=None) -> float:
     Invariant to affine intensity changes with positive slope. NaN when either image is constant
     inside the mask (correlation undefined).
     """
-    xa, xb = _pair(a, b, mask)
-    da, db = xa - xa.mean(), xb - xb.mean()
-    denom = np.sqrt(np.sum(da * da) * np.sum(db * db))
-    if denom == 0.0:
-        return float("nan")
-    return float(np.clip(np.sum(da * db) / denom, -1.0, 1.0))
+    return _ncc(*_values(mask, a=a, b=b))
 
 
 def mse(a, b, mask=None) -> float:
     """Mean squared intensity difference (intensity units squared)."""
-    xa, xb = _pair(a, b, mask)
-    diff = xa - xb
-    return float(np.mean(diff * diff))
+    return _mse(*_values(mask, a=a, b=b))
 
 
 def mutual_information(a, b, bins: int = 32, mask=None) -> float:
@@ -47,16 +45,9 @@ def mutual_information(a, b, bins: int = 32, mask=None) -> float:
     spanning each image's own intensity range inside the mask. 0 for independent images; for
     identical images it equals the entropy of the binned intensities.
     """
-    if int(bins) < 2:
-        raise ValueError(f"bins must be at least 2, got {bins}")
-    bins = int(bins)
-    xa, xb = _pair(a, b, mask)
-    joint = np.bincount(_bin_index(xa, bins) * bins + _bin_index(xb, bins), minlength=bins * bins)
-    p_ab = joint.reshape(bins, bins) / joint.sum()
-    p_a = p_ab.sum(axis=1, keepdims=True)
-    p_b = p_ab.sum(axis=0, keepdims=True)
-    nz = p_ab > 0
-    return float(max(0.0, np.sum(p_ab[nz] * np.log(p_ab[nz] / (p_a @ p_b)[nz]))))
+    bins = _check_bins(bins)
+    xa, xb = _values(mask, a=a, b=b)
+    return _mutual_information(_bin_index(xa, bins), _bin_index(xb, bins), bins)
 
 
 def similarity_report(fixed, moving_resampled, warped, mask=None, bins: int = 32) -> dict:
@@ -65,15 +56,48 @@ def similarity_report(fixed, moving_resampled, warped, mask=None, bins: int = 32
     "before": ``fixed`` vs ``moving_resampled`` (the moving image resampled onto the fixed grid
     without deformation); "after": ``fixed`` vs ``warped``. Keys ``ncc_before``, ``ncc_after``,
     ``mse_before``, ``mse_after``, ``mi_before``, ``mi_after`` (MI in nats, ``bins`` bins).
+    Each image is read once (the fixed image's values and bins serve both comparisons).
     """
+    bins = _check_bins(bins)
+    xf, before, after = _values(mask, fixed=fixed, moving_resampled=moving_resampled, warped=warped)
+    fixed_bins = _bin_index(xf, bins)
     return {
-        "ncc_before": ncc(fixed, moving_resampled, mask),
-        "ncc_after": ncc(fixed, warped, mask),
-        "mse_before": mse(fixed, moving_resampled, mask),
-        "mse_after": mse(fixed, warped, mask),
-        "mi_before": mutual_information(fixed, moving_resampled, bins, mask),
-        "mi_after": mutual_information(fixed, warped, bins, mask),
+        "ncc_before": _ncc(xf, before),
+        "ncc_after": _ncc(xf, after),
+        "mse_before": _mse(xf, before),
+        "mse_after": _mse(xf, after),
+        "mi_before": _mutual_information(fixed_bins, _bin_index(before, bins), bins),
+        "mi_after": _mutual_information(fixed_bins, _bin_index(after, bins), bins),
     }
+
+
+def _ncc(xa, xb):
+    da, db = xa - xa.mean(), xb - xb.mean()
+    denom = np.sqrt(np.dot(da, da) * np.dot(db, db))
+    if denom == 0.0:
+        return float("nan")
+    return float(np.clip(np.dot(da, db) / denom, -1.0, 1.0))
+
+
+def _mse(xa, xb):
+    diff = xa - xb
+    return float(np.dot(diff, diff) / diff.size)
+
+
+def _check_bins(bins):
+    if int(bins) < 2:
+        raise ValueError(f"bins must be at least 2, got {bins}")
+    return int(bins)
+
+
+def _mutual_information(index_a, index_b, bins):
+    """MI (nats) of two equal-length arrays of bin indices (0 .. bins - 1)."""
+    joint = np.bincount(index_a * bins + index_b, minlength=bins * bins)
+    p_ab = joint.reshape(bins, bins) / joint.sum()
+    p_a = p_ab.sum(axis=1, keepdims=True)
+    p_b = p_ab.sum(axis=0, keepdims=True)
+    nz = p_ab > 0
+    return float(max(0.0, np.sum(p_ab[nz] * np.log(p_ab[nz] / (p_a @ p_b)[nz]))))
 
 
 def _bin_index(x, bins):
