@@ -26,15 +26,30 @@ def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarr
     one-sided at the borders) followed by the chain rule with inverse(direction @ diag(spacing)),
     so spacing and orientation are honoured. J = det(I + du/dp); dimensionless, 1 = volume kept,
     <= 0 = folding. dtype: of the computation and the result; float32 takes about half the time and
-    memory, to about 1e-6 of J.
+    memory, to about 1e-6 of J. Computed in slabs along the first numpy axis (small temporaries:
+    on a 1 mm brain volume, whole-volume temporaries made it several times slower).
     """
     check_displacement(displacement)
-    dim = displacement.GetDimension()
     if min(displacement.GetSize()) < 2:
         raise ValueError(f"displacement grid {displacement.GetSize()} is too small for finite "
                          f"differences: every axis needs at least 2 voxels")
     u = sitk.GetArrayViewFromImage(displacement)  # (*spatial, dim), components x, y, z
     to_index = _index_to_physical_inverse(displacement).astype(dtype)
+    det = np.empty(u.shape[:-1], dtype)
+    length = u.shape[0]
+    for start in range(0, length, _SLAB):
+        stop = min(start + _SLAB, length)
+        low, high = max(start - 1, 0), min(stop + 1, length)  # one neighbour each side: central differences
+        det[start:stop] = _determinant(u[low:high], to_index, dtype)[start - low : stop - low]
+    return det
+
+
+_SLAB = 8  # slices per slab of jacobian_determinant
+
+
+def _determinant(u, to_index, dtype):
+    """J of a block ``u`` (*spatial, dim) of the field (np.gradient: one-sided at the block's ends)."""
+    dim = u.shape[-1]
     # J[c][j] = delta_cj + sum_i d u_c / d index_i * to_index[i, j], index i in (x, y, z) order =
     # numpy axis dim - 1 - i; entries kept as separate arrays (no per-voxel matrices: fast, small), zero
     # terms of to_index (axis-aligned grids) skipped, sums formed in place.

@@ -48,12 +48,8 @@ class WorkingGrid:
     def flow_to_displacement(self, flow):
         """A voxel flow ``[*shape, N]`` (array component order) as a SimpleITK vector image on this grid
         in physical LPS mm (x, y, z components), float64; same pull convention."""
-        flow = np.asarray(flow)
-        ndim = flow.shape[-1]
-        matrix = self.voxel_to_physical
-        physical = np.zeros(flow.shape, np.float64)
-        for i, j in zip(*np.nonzero(matrix)):  # index component j (x, y, z) is array component ndim - 1 - j
-            physical[..., i] += matrix[i, j] * flow[..., ndim - 1 - j].astype(np.float64)
+        index_vectors = np.asarray(flow)[..., ::-1]  # array component order -> index order (x, y, z)
+        physical = np.matmul(index_vectors, self.voxel_to_physical.T)  # float64: the matrix is
         image = sitk.GetImageFromArray(physical, isVector=True)
         image.CopyInformation(self.reference)
         return image

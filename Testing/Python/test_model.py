@@ -51,9 +51,13 @@ def test_gaussian_rbf_uses_each_filters_own_weights():
     np.testing.assert_allclose(gaussian_rbf(x, values, 1.0).numpy()[0], expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kernel_shape, image_shape", [((3, 3), (9, 8)), ((5, 5), (10, 8)), ((5, 5, 5), (8, 6, 10))])
+@pytest.mark.parametrize(
+    "kernel_shape, image_shape",
+    [((3, 3), (9, 8)), ((5, 5), (10, 8)), ((3, 3, 3), (7, 6, 5)), ((5, 5, 5), (8, 6, 10))],
+)
 def test_field_of_experts_with_identity_activation_is_sum_of_kt_k(kernel_shape, image_shape):
-    """Odd shapes use the direct adjoint convolution, even ones with 5 taps the polyphase form."""
+    """2D uses the depthwise adjoint convolution; 3D the direct one for 3 taps or odd shapes, the
+    polyphase form for even shapes with 5 taps."""
     rng = np.random.default_rng(2)
     kernels = rng.normal(size=kernel_shape + (1, 2)).astype(np.float32)
     x = rng.normal(size=(1,) + image_shape + (1,)).astype(np.float32)
