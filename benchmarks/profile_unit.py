@@ -19,10 +19,17 @@ import tensorflow as tf  # noqa: E402
 
 from DIRVNetLib.io.weights import load_weight_set, resolve  # noqa: E402
 from DIRVNetLib.model import DIRVNet  # noqa: E402
-from DIRVNetLib.model.foe import _activate, adjoint_convolution, componentwise_field_of_experts, zero_mean  # noqa: E402
+from DIRVNetLib.model.foe import (  # noqa: E402
+    _activate,
+    adjoint_convolution,
+    channel_values,
+    componentwise_field_of_experts,
+    convolve_filters,
+    zero_mean,
+)
 from DIRVNetLib.model.unit import _data_gradient, _warp_residual, variational_unit  # noqa: E402
 from DIRVNetLib.ops import control_grid_shape  # noqa: E402
-from DIRVNetLib.ops.filters import convolve  # noqa: E402
+from DIRVNetLib.ops.polyphase import polyphase_applicable  # noqa: E402
 
 
 def median_seconds(fn, repeats):
@@ -54,15 +61,17 @@ def main():
     control = tf.constant(rng.normal(size=[1, *control_grid_shape(shape, c.control_spacing), n]), tf.float32)
     s = c.control_spacing
     residual, gradient = _warp_residual(control, fixed, moving, s, c.image_gradient)
-    responses = convolve(residual, p.data_kernels)
-    values = tf.convert_to_tensor(p.data_values)
+    polyphase = polyphase_applicable(shape, c.data_kernel)
+    responses = convolve_filters(residual, p.data_kernels, polyphase)
+    values = channel_values(p.data_values, n, polyphase)
     activated = _activate(responses, values, c.data_range, c.activation, c.centred_activations)
-    data_foe = adjoint_convolution(activated, p.data_kernels)
+    data_foe = adjoint_convolution(activated, p.data_kernels, polyphase)
+    form = " (polyphase)" if polyphase else ""
     ops = {
         "B, warp, residual, image gradient (XLA)": lambda: _warp_residual(control, fixed, moving, s, c.image_gradient),
-        "FoE data: convolution": tf.function(lambda: convolve(residual, p.data_kernels)),
+        f"FoE data: convolution{form}": tf.function(lambda: convolve_filters(residual, p.data_kernels, polyphase)),
         "FoE data: activations (XLA)": lambda: _activate(responses, values, c.data_range, c.activation, c.centred_activations),
-        "FoE data: adjoint convolution (polyphase)": tf.function(lambda: adjoint_convolution(activated, p.data_kernels)),
+        f"FoE data: adjoint convolution{form}": tf.function(lambda: adjoint_convolution(activated, p.data_kernels, polyphase)),
         "B^T of the force (XLA)": lambda: _data_gradient(gradient, data_foe, control, s),
         "FoE regulariser": tf.function(lambda: componentwise_field_of_experts(control, zero_mean(p.reg_kernels), p.reg_values, c.reg_range, c.activation, c.centred_activations)),
         "whole unit": tf.function(lambda: variational_unit(control, fixed, moving, p, s, c.activation, c.data_range, c.reg_range, c.centred_activations, c.image_gradient)),

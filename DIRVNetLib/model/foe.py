@@ -17,34 +17,56 @@ def field_of_experts(x, kernels, values, vrange, activation, centred=False):
     """Gradient of the learned energy ``sum_k rho_k(K_k * x)`` for a ``[B, *S, 1]`` input.
 
     kernels: ``[*k, 1, F]``; values: ``[F, knots]`` activation parameters (phi_k = rho_k'); centred:
-    use ``phi_k(z) - phi_k(0)``.
-    Convolutions use zero padding ("SAME"); ``K^T`` is :func:`adjoint_convolution`. Returns ``[B, *S, 1]``.
+    use ``phi_k(z) - phi_k(0)``. Convolutions use zero padding ("SAME"). Where the polyphase form
+    pays (:func:`polyphase_applicable`) the whole operator runs on polyphase components: the
+    activations apply to the polyphase responses, with no reshuffling between ``K`` and ``K^T``.
+    Returns ``[B, *S, 1]``.
     """
-    responses = convolve(x, kernels)  # [B, *S, F]
+    ndim = len(kernels.shape) - 2
+    polyphase = polyphase_applicable(x.shape[1 : 1 + ndim], kernels.shape[0])
+    responses = convolve_filters(x, kernels, polyphase)
+    activated = _activate(responses, channel_values(values, ndim, polyphase), vrange, activation, centred)
+    return adjoint_convolution(activated, kernels, polyphase)
+
+
+def channel_values(values, ndim, polyphase=False):
+    """The ``[F, knots]`` activation parameters per response channel of :func:`convolve_filters`."""
     # A tensor, not a variable: a variable passed into the XLA function got wrong gradients under
     # MirroredStrategy (Testing/Python/test_training_strategy.py).
-    activated = _activate(responses, tf.convert_to_tensor(values), vrange, activation, centred)
-    return adjoint_convolution(activated, kernels)
+    values = tf.convert_to_tensor(values)
+    return tf.tile(values, [2**ndim, 1]) if polyphase else values  # channel (phase, filter) -> filter
 
 
-def adjoint_convolution(y, kernels):
-    """``K^T y`` for ``[B, *S, F]`` responses ``y``: the exact adjoint of the "SAME" correlation with
-    odd ``[*k, 1, F]`` kernels, i.e. the sum over filters of each response correlated with its flipped
-    kernel. Returns ``[B, *S, 1]``.
+def convolve_filters(x, kernels, polyphase=False):
+    """``K x``: the responses ``[B, *S, F]`` of ``[B, *S, 1]`` ``x`` to odd ``[*k, 1, F]`` kernels; with
+    ``polyphase``, the same values as ``[B, *S/2, 2^N F]`` polyphase responses (channel = phase * F
+    + filter, phases as :func:`space_to_depth`)."""
+    if polyphase:
+        return convolve(space_to_depth(x), polyphase_kernels(kernels))
+    return convolve(x, kernels)
 
-    Computed in the form the CPU libraries run fastest (docs/benchmarks.md): in 2D a depthwise
-    correlation summed over filters (2-4x faster than the alternatives at 64^2-512^2); in 3D, with
-    no depthwise 3D convolution in TensorFlow, a correlation with the channels swapped, on polyphase
-    components where that pays."""
-    ndim = len(kernels.shape) - 2
-    flipped = tf.reverse(kernels, axis=list(range(ndim)))
-    if ndim == 2:
+
+def adjoint_convolution(y, kernels, polyphase=False):
+    """``K^T y``, the exact adjoint of :func:`convolve_filters` (same ``polyphase``): the sum over filters
+    of each response correlated with its flipped kernel. Returns ``[B, *S, 1]``.
+
+    Without polyphase: in 2D a depthwise correlation summed over filters (2-4x faster than the
+    alternatives at 64^2-512^2 on CPU, docs/benchmarks.md); in 3D, with no depthwise 3D convolution
+    in TensorFlow, a correlation with the channels swapped."""
+    if polyphase:
+        return depth_to_space(convolve(y, polyphase_kernels(_adjoint_kernels(kernels))))
+    if len(kernels.shape) == 4:
+        flipped = tf.reverse(kernels, axis=[0, 1])
         per_filter = tf.nn.depthwise_conv2d(y, tf.transpose(flipped, [0, 1, 3, 2]), [1, 1, 1, 1], "SAME")
         return tf.reduce_sum(per_filter, axis=-1, keepdims=True)
-    adjoint_kernels = tf.transpose(flipped, list(range(ndim)) + [ndim + 1, ndim])
-    if polyphase_applicable(y.shape[1 : 1 + ndim], kernels.shape[0]):
-        return depth_to_space(convolve(space_to_depth(y), polyphase_kernels(adjoint_kernels)))
-    return convolve(y, adjoint_kernels)
+    return convolve(y, _adjoint_kernels(kernels))
+
+
+def _adjoint_kernels(kernels):
+    """``[*k, 1, F]`` -> ``[*k, F, 1]``: flipped, channels swapped (correlation with them is ``K^T``)."""
+    ndim = len(kernels.shape) - 2
+    flipped = tf.reverse(kernels, axis=list(range(ndim)))
+    return tf.transpose(flipped, list(range(ndim)) + [ndim + 1, ndim])
 
 
 @tf.function(jit_compile=True, autograph=False)  # XLA fuses the gathers and arithmetic: ~6x faster on CPU
