@@ -26,8 +26,8 @@ def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarr
     one-sided at the borders) followed by the chain rule with inverse(direction @ diag(spacing)),
     so spacing and orientation are honoured. J = det(I + du/dp); dimensionless, 1 = volume kept,
     <= 0 = folding. dtype: of the computation and the result; float32 takes about half the time and
-    memory, to about 1e-6 of J. Computed in slabs along the first numpy axis (small temporaries:
-    on a 1 mm brain volume, whole-volume temporaries made it several times slower).
+    memory, to about 1e-6 of J. Computed in slabs of a few slices along the first numpy axis, so the
+    temporaries stay small (the result is the same as for the whole volume at once).
     """
     check_displacement(displacement)
     if min(displacement.GetSize()) < 2:
