@@ -77,6 +77,9 @@ def _device_scope(device):
     return tf.device(None)
 
 
+_warp = tf.function(warp, jit_compile=True, autograph=False)  # XLA: ~10x faster than eager on CPU at 2 mm
+
+
 def _run_network(network, fixed, moving, monitor, rounds):
     """Network flow ``[*S, N]`` (working voxels), refined recurrently up to ``rounds`` times: the
     warped image is registered again and the fields composed, ``u <- v + u o (x + v)``, while the mean
@@ -87,13 +90,13 @@ def _run_network(network, fixed, moving, monitor, rounds):
     flow = network(fixed_t, moving_t, on_unit=monitor).flow
     if rounds == 0:
         return flow[0].numpy(), []
-    residual = float(tf.reduce_mean(tf.square(warp(moving_t, flow) - fixed_t)))
+    residual = float(tf.reduce_mean(tf.square(_warp(moving_t, flow) - fixed_t)))
     residuals = [residual]
     for round_index in range(1, rounds + 1):
         monitor.round = round_index
-        update = network(fixed_t, warp(moving_t, flow), on_unit=monitor).flow
-        candidate = update + warp(flow, update)
-        candidate_residual = float(tf.reduce_mean(tf.square(warp(moving_t, candidate) - fixed_t)))
+        update = network(fixed_t, _warp(moving_t, flow), on_unit=monitor).flow
+        candidate = update + _warp(flow, update)
+        candidate_residual = float(tf.reduce_mean(tf.square(_warp(moving_t, candidate) - fixed_t)))
         if candidate_residual >= residual:
             break
         flow, residual = candidate, candidate_residual
