@@ -153,8 +153,11 @@ def register(
         grid = WorkingGrid.for_fixed(fixed_image, working_spacing, isotropic)
         config = weight_set.config
         estimated = check_memory(config.padded_shape(grid.shape), config)
-        fixed_working = normalise_intensity(sitk.GetArrayFromImage(resample_like(fixed_image, grid.reference)))
-        moving_working = normalise_intensity(sitk.GetArrayFromImage(resample_like(moving_image, grid.reference)))
+        on_fixed_grid = grid.matches(fixed_image)
+        fixed_on_grid = fixed_image if on_fixed_grid else resample_like(fixed_image, grid.reference)
+        moving_on_grid = resample_like(moving_image, grid.reference)
+        fixed_working = normalise_intensity(sitk.GetArrayFromImage(fixed_on_grid))
+        moving_working = normalise_intensity(sitk.GetArrayFromImage(moving_on_grid))
         network = _network(weight_set)
         timings["preprocess"] = time.perf_counter() - mark
 
@@ -174,7 +177,7 @@ def register(
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
         transform = displacement_transform(displacement)
         warped = sitk.Resample(moving_image, fixed_image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        moving_on_fixed = resample_like(moving_image, fixed_image)
+        moving_on_fixed = moving_on_grid if on_fixed_grid else resample_like(moving_image, fixed_image)
         similarity = similarity_report(fixed_image, moving_on_fixed, warped)
         intermediate = [
             (r, level, unit, _intermediate_displacement(network, grid, control, level, fixed_image))

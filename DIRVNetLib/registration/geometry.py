@@ -33,6 +33,10 @@ class WorkingGrid:
             raise ValueError(f"working_spacing must be > 0 mm, got {working_spacing}")
         return cls(isotropic_reference(fixed, working_spacing))
 
+    def matches(self, image):
+        """Whether ``image`` lies on exactly this grid (size, spacing, origin, direction)."""
+        return _grid(image) == _grid(self.reference)
+
     @property
     def shape(self):
         """Array-order shape ([z, y, x] in 3D)."""
