@@ -53,7 +53,7 @@ class WorkingGrid:
         """A voxel flow ``[*shape, N]`` (array component order) as a SimpleITK vector image on this grid
         in physical LPS mm (x, y, z components), float64; same pull convention."""
         index_vectors = np.asarray(flow)[..., ::-1]  # array component order -> index order (x, y, z)
-        physical = np.matmul(index_vectors, self.voxel_to_physical.T)  # float64: the matrix is
+        physical = np.matmul(index_vectors, self.voxel_to_physical.T)  # float64, as the matrix
         image = sitk.GetImageFromArray(physical, isVector=True)
         image.CopyInformation(self.reference)
         return image
