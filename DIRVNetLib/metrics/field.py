@@ -19,6 +19,9 @@ def _index_to_physical_inverse(image: sitk.Image) -> np.ndarray:
     return np.linalg.inv(direction @ np.diag(image.GetSpacing()))
 
 
+_SLAB = 8  # slices per slab of jacobian_determinant
+
+
 def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarray:
     """Determinant of the Jacobian of p -> p + u(p), per voxel, numpy order, same grid.
 
@@ -42,9 +45,6 @@ def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarr
         low, high = max(start - 1, 0), min(stop + 1, length)  # one neighbour each side: central differences
         det[start:stop] = _determinant(u[low:high], to_index, dtype)[start - low : stop - low]
     return det
-
-
-_SLAB = 8  # slices per slab of jacobian_determinant
 
 
 def _determinant(u, to_index, dtype):

@@ -50,7 +50,8 @@ def _adjoint_axis(y, axis, step, count):
     """Adjoint of :func:`_interpolate_axis`: ``y`` (``n`` dense voxels along ``axis``) -> ``count``
     control points."""
     shape = tf.shape(y)
-    paddings = tf.scatter_nd([[axis, 1]], [count * step - shape[axis]], [y.shape.rank, 2])
+    paddings = [[0, 0]] * y.shape.rank
+    paddings[axis] = [0, count * step - shape[axis]]  # to K whole blocks
     blocks = tf.reshape(
         tf.pad(y, paddings), tf.concat([shape[:axis], [count, step], shape[axis + 1 :]], axis=0)
     )  # [..., K, step, ...]

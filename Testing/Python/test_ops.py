@@ -93,7 +93,6 @@ def test_image_gradient_forward_differences():
     np.testing.assert_allclose(grad[:, -1, 1], 0.0)
 
 
-
 @pytest.mark.parametrize("dimension", [2, 3])
 def test_image_gradient_central_differences_are_centred(dimension):
     # A quadratic along every axis: the central difference is its exact derivative at the voxel, 2x,
