@@ -9,7 +9,9 @@ or ``nilearn:NAME`` for the ICBM 2009a images shipped inside nilearn (``mni152_t
     modality on the same grid gives a multi-modal case), so the true displacement is ``u`` (pull
     convention). Keys: ``max_mm`` (longest vector), ``seed``, ``control_points`` (5), ``spacing``
     (resample the image to this isotropic spacing first), ``labels`` and ``mask`` on the image (warped
-    onto the fixed image with the true field).
+    onto the fixed image with the true field), ``noise`` (0: independent Gaussian noise of standard
+    deviation ``noise`` times the image's 99th-percentile intensity is then added to the fixed and to the
+    moving image, as two acquisitions never share their noise; drawn from ``seed``).
 ``pair``: two real images ``fixed`` and ``moving`` (e.g. two subjects) with ``fixed_labels`` and
     ``moving_labels`` and/or ``fixed_landmarks`` and ``moving_landmarks``. ``fixed_spacing`` resamples the
     fixed image; ``moving_mask`` (a label spec) zeroes the moving image outside it (skull stripping); ``prealign: "affine"`` first aligns the moving image (and its labels) with a
@@ -194,6 +196,15 @@ def _mask(spec, base, image):
     return sitk.Cast(labels != 0, sitk.sitkUInt8)
 
 
+def _with_noise(image, fraction, rng):
+    """``image`` (as float32) plus Gaussian noise of std ``fraction`` times its 99th-percentile intensity."""
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    std = fraction * float(np.percentile(array, 99))
+    noisy = sitk.GetImageFromArray(array + rng.normal(0.0, std, array.shape).astype(np.float32))
+    noisy.CopyInformation(image)
+    return noisy
+
+
 def _image(value, base, role):
     return read_image(_path(value, base), role)
 
@@ -232,11 +243,17 @@ def prepare(spec):
         if spec.get("moving_image"):
             moving = resample_like(_image(spec["moving_image"], base, f"case '{spec['name']}' moving_image"), image)
         fixed, true = deform_image(image, float(spec["max_mm"]), int(spec["seed"]), int(spec.get("control_points", 5)))
+        noise = spec.get("noise", 0.0)
+        if not isinstance(noise, (int, float)) or not noise >= 0:
+            raise ValueError(f"case '{spec['name']}': noise must be a number >= 0, got {noise!r}")
+        if noise > 0:
+            rng = np.random.default_rng([int(spec["seed"]), 1])
+            fixed, moving = _with_noise(fixed, noise, rng), _with_noise(moving, noise, rng)
         moving_labels = _labels(spec.get("labels"), base, reference=image)
         fixed_labels = warp_labels(moving_labels, true) if moving_labels is not None else None
         source_mask = _mask(spec.get("mask"), base, image)
         mask = warp_labels(source_mask, true) if source_mask is not None else None
-        details = {"max_mm": float(spec["max_mm"]), "seed": int(spec["seed"]),
+        details = {"max_mm": float(spec["max_mm"]), "seed": int(spec["seed"]), "noise": float(noise),
                    "image": str(spec["image"]), "moving_image": str(spec.get("moving_image", spec["image"]))}
         return Case(fixed=fixed, moving=moving, true_field=true, mask=mask, fixed_labels=fixed_labels,
                     moving_labels=moving_labels, details=details, **common)

@@ -85,6 +85,24 @@ def test_synthetic_cases_are_deterministic_and_their_true_field_explains_the_fix
     assert first.fixed.GetSpacing() == (2.0, 2.0)
 
 
+def test_noisy_synthetic_cases_add_independent_noise_of_the_stated_level_to_both_images():
+    _, specs = read_case_list(TINY_CASES)
+    clean = prepare(specs[0])
+    noisy, again = (prepare({**specs[0], "noise": 0.05}) for _ in range(2))
+    assert np.array_equal(sitk.GetArrayFromImage(noisy.fixed), sitk.GetArrayFromImage(again.fixed))
+    assert np.array_equal(sitk.GetArrayFromImage(noisy.true_field), sitk.GetArrayFromImage(clean.true_field))
+    image = sitk.GetArrayFromImage(clean.moving).astype(np.float32)
+    std = 0.05 * np.percentile(image, 99)
+    fixed_noise = sitk.GetArrayFromImage(noisy.fixed) - sitk.GetArrayFromImage(clean.fixed)
+    moving_noise = sitk.GetArrayFromImage(noisy.moving) - image
+    for noise in (fixed_noise, moving_noise):
+        assert abs(noise.std() / std - 1.0) < 0.1 and abs(noise.mean()) < 0.1 * std
+    assert abs(np.corrcoef(fixed_noise.ravel(), moving_noise.ravel())[0, 1]) < 0.1
+    assert noisy.fixed.GetOrigin() == clean.fixed.GetOrigin() and noisy.details["noise"] == 0.05
+    with pytest.raises(ValueError, match="noise must be a number >= 0"):
+        prepare({**specs[0], "noise": -0.1})
+
+
 def test_case_lists_label_specs_and_saving(tmp_path, data_dir):
     labels = data_dir / "KmeansTest_T1KmeansPrelimSegmentation.nii.gz"
     spec = {"cases": [{"name": "crop", "type": "synthetic", "image": str(data_dir / "KmeansTest_T1UCharRaw.nii.gz"),
