@@ -144,12 +144,24 @@ def load_weight_set(path):
         )
     if metadata.get("dimension") != config.ndim:
         raise WeightSetError(f"weight set {path}: metadata dimension {metadata.get('dimension')} != config ndim {config.ndim}")
-    try:
-        with np.load(weights_path) as archive:
-            weights = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise WeightSetError(f"weight file {weights_path} is unreadable: {e}") from e
-    return WeightSet(config=config, weights=weights, metadata=metadata, path=path)
+    return WeightSet(config=config, weights=_arrays(weights_path, actual), metadata=metadata, path=path)
+
+
+_ARRAYS = {}  # sha256 of a weight file -> its arrays (read-only): a verified file is unpacked once
+
+
+def _arrays(weights_path, sha256):
+    """``{name: read-only array}`` of the weight file whose content has hash ``sha256`` (just checked)."""
+    if sha256 not in _ARRAYS:
+        try:
+            with np.load(weights_path) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise WeightSetError(f"weight file {weights_path} is unreadable: {e}") from e
+        for array in arrays.values():
+            array.flags.writeable = False
+        _ARRAYS[sha256] = arrays
+    return dict(_ARRAYS[sha256])
 
 
 def save_weight_set(path, config, weights, description, training):

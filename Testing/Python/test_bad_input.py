@@ -70,6 +70,11 @@ def test_missing_weight_set(small_pair, tmp_path):
 def test_corrupt_weight_file_is_refused(small_pair, tmp_path):
     copy = tmp_path / "mr2d"
     shutil.copytree(resolve("mr2d", 2), copy)
+    intact = load_weight_set(copy).weights  # unpacked once, then reused while the file's checksum holds
+    name = next(iter(intact))
+    with pytest.raises(ValueError, match="read-only"):
+        intact[name][...] = 0.0
+    assert np.array_equal(load_weight_set(copy).weights[name], np.load(copy / "weights.npz")[name])
     data = bytearray((copy / "weights.npz").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (copy / "weights.npz").write_bytes(bytes(data))
