@@ -65,7 +65,7 @@ def scalar_array(image, name: str) -> np.ndarray:
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise ValueError(f"{name} must be a scalar image, got "
                              f"{image.GetNumberOfComponentsPerPixel()} components per pixel")
-        return sitk.GetArrayFromImage(image).astype(np.float64)
+        return sitk.GetArrayViewFromImage(image).astype(np.float64)  # one copy, not two
     return np.array(image, dtype=np.float64)
 
 

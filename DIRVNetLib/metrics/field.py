@@ -25,7 +25,7 @@ _SLAB = 8  # slices per slab of jacobian_determinant
 def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarray:
     """Determinant of the Jacobian of p -> p + u(p), per voxel, numpy order, same grid.
 
-    du/dp is computed in physical units: central differences in index space (``np.gradient``,
+    du/dp is computed in physical units: central differences in index space (as ``np.gradient``,
     one-sided at the borders) followed by the chain rule with inverse(direction @ diag(spacing)),
     so spacing and orientation are honoured. J = det(I + du/dp); dimensionless, 1 = volume kept,
     <= 0 = folding. dtype: of the computation and the result; float32 takes about half the time and
@@ -47,6 +47,26 @@ def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarr
     return det
 
 
+def _central_differences(x):
+    """Derivative of ``x`` along each of its axes, as ``np.gradient`` (unit spacing, one-sided at the
+    ends, the same values) but faster: written into preallocated arrays."""
+    derivatives = []
+    for axis in range(x.ndim):
+        out = np.empty_like(x)
+        inner = out[_along(axis, 1, -1)]
+        np.subtract(x[_along(axis, 2, None)], x[_along(axis, None, -2)], out=inner)
+        inner *= 0.5
+        np.subtract(x[_along(axis, 1, 2)], x[_along(axis, 0, 1)], out=out[_along(axis, 0, 1)])
+        np.subtract(x[_along(axis, -1, None)], x[_along(axis, -2, -1)], out=out[_along(axis, -1, None)])
+        derivatives.append(out)
+    return derivatives
+
+
+def _along(axis, start, stop):
+    """Index selecting ``start:stop`` along ``axis``."""
+    return (slice(None),) * axis + (slice(start, stop),)
+
+
 def _determinant(u, to_index, dtype):
     """J of a block ``u`` (*spatial, dim) of the field (np.gradient: one-sided at the block's ends)."""
     dim = u.shape[-1]
@@ -55,7 +75,7 @@ def _determinant(u, to_index, dtype):
     # terms of to_index (axis-aligned grids) skipped, sums formed in place.
     jac = []
     for c in range(dim):
-        derivs = np.gradient(u[..., c].astype(dtype))[::-1]  # by index axis x, y, z
+        derivs = _central_differences(u[..., c].astype(dtype))[::-1]  # by index axis x, y, z
         row = []
         for j in range(dim):
             first, *rest = (i for i in range(dim) if to_index[i, j] != 0)
@@ -89,15 +109,17 @@ def jacobian_statistics(displacement: sitk.Image, mask=None, dtype=np.float64) -
     ``dtype``: of the computation (:func:`jacobian_determinant`).
     """
     det = jacobian_determinant(displacement, dtype)
-    inside = mask_array(mask, det.shape, reference=displacement)
-    values = det[inside]
-    positive = values[values > 0]
+    values = det.ravel() if mask is None else det[mask_array(mask, det.shape, reference=displacement)]
+    smallest = float(values.min())
+    positive = values if smallest > 0 else values[values > 0]
     std_log = float(np.std(np.log(positive))) if positive.size else float("nan")
+    shifted = values + 3.0
+    np.log(np.clip(shifted, 1e-9, 1e9, out=shifted), out=shifted)
     return {
-        "jacobian_min": float(values.min()),
+        "jacobian_min": smallest,
         "jacobian_nonpositive_percent": float(100.0 * np.count_nonzero(values <= 0) / values.size),
         "std_log_jacobian": std_log,
-        "std_log_jacobian_l2r": float(np.std(np.log(np.clip(values + 3.0, 1e-9, 1e9)))),
+        "std_log_jacobian_l2r": float(np.std(shifted)),
     }
 
 

@@ -32,7 +32,8 @@ def ncc(a, b, mask=None) -> float:
     Invariant to affine intensity changes with positive slope. NaN when either image is constant
     inside the mask (correlation undefined).
     """
-    return _ncc(*_values(mask, a=a, b=b))
+    xa, xb = _values(mask, a=a, b=b)
+    return _correlation(_centred(xa), _centred(xb))
 
 
 def mse(a, b, mask=None) -> float:
@@ -61,9 +62,10 @@ def similarity_report(fixed, moving_resampled, warped, mask=None, bins: int = 32
     bins = _check_bins(bins)
     xf, before, after = _values(mask, fixed=fixed, moving_resampled=moving_resampled, warped=warped)
     fixed_bins = _bin_index(xf, bins)
+    fixed_centred = _centred(xf)
     return {
-        "ncc_before": _ncc(xf, before),
-        "ncc_after": _ncc(xf, after),
+        "ncc_before": _correlation(fixed_centred, _centred(before)),
+        "ncc_after": _correlation(fixed_centred, _centred(after)),
         "mse_before": _mse(xf, before),
         "mse_after": _mse(xf, after),
         "mi_before": _mutual_information(fixed_bins, _bin_index(before, bins), bins),
@@ -71,8 +73,12 @@ def similarity_report(fixed, moving_resampled, warped, mask=None, bins: int = 32
     }
 
 
-def _ncc(xa, xb):
-    da, db = xa - xa.mean(), xb - xb.mean()
+def _centred(x):
+    return x - x.mean()
+
+
+def _correlation(da, db):
+    """Pearson correlation of two centred arrays (NaN when either is constant)."""
     denom = np.sqrt(np.dot(da, da) * np.dot(db, db))
     if denom == 0.0:
         return float("nan")
@@ -92,7 +98,9 @@ def _check_bins(bins):
 
 def _mutual_information(index_a, index_b, bins):
     """MI (nats) of two equal-length arrays of bin indices (0 .. bins - 1)."""
-    joint = np.bincount(index_a * bins + index_b, minlength=bins * bins)
+    joint_index = index_a * bins
+    joint_index += index_b
+    joint = np.bincount(joint_index, minlength=bins * bins)
     p_ab = joint.reshape(bins, bins) / joint.sum()
     p_a = p_ab.sum(axis=1, keepdims=True)
     p_b = p_ab.sum(axis=0, keepdims=True)
@@ -106,4 +114,7 @@ def _bin_index(x, bins):
     low, high = float(x.min()), float(x.max())
     if high == low:
         return np.zeros(x.shape, np.int64)
-    return np.minimum(((x - low) * (bins / (high - low))).astype(np.int64), bins - 1)
+    scaled = x - low
+    scaled *= bins / (high - low)
+    index = scaled.astype(np.int64)
+    return np.minimum(index, bins - 1, out=index)
