@@ -1,11 +1,12 @@
 """Speed and peak memory of `DIRVNetLib.register` (issue 2 goals), one fresh process per case.
 
-    python benchmarks/speed.py [--repeats 5] [--cases 3d-2mm 3d-1mm 2d-256]
+    python benchmarks/speed.py [--repeats 5] [--cases 3d-2mm 3d-1mm 2d-256] [--whole-graph]
 
 Cases: the ICBM 2009a T1 template (shipped in nilearn) resampled to 2 mm (~91x109x91) and used at 1 mm
 (197x233x189) registered to a smoothly deformed copy with the bundled `mr3d` weights, and a 2D 256x256
 crop of a 1 mm axial slice with `mr2d`. Prints a markdown table: median wall time of `register` after
-one warm-up call, the network's share, and the process's peak resident memory.
+one warm-up call, the network's share, and the process's peak resident memory. ``--whole-graph``
+passes ``whole_graph=True`` to `register` (each network pass as one graph).
 """
 
 import argparse
@@ -44,16 +45,16 @@ def _image(case):
     return fixed, volume
 
 
-def measure(case, repeats):
+def measure(case, repeats, whole_graph):
     """Run inside a fresh process: warm up once, then time ``repeats`` calls."""
     import DIRVNetLib
 
     fixed, moving = _image(case)
-    DIRVNetLib.register(fixed, moving)  # warm-up: builds the network and traces the unit graph
+    DIRVNetLib.register(fixed, moving, whole_graph=whole_graph)  # warm-up: builds the network, traces graphs
     totals, networks = [], []
     for _ in range(repeats):
         started = time.perf_counter()
-        result = DIRVNetLib.register(fixed, moving)
+        result = DIRVNetLib.register(fixed, moving, whole_graph=whole_graph)
         totals.append(time.perf_counter() - started)
         networks.append(result.report["seconds"]["network"])
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is KiB on Linux
@@ -70,18 +71,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--whole-graph", action="store_true", help="register(..., whole_graph=True)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.repeats)))
+        print(json.dumps(measure(args.child, args.repeats, args.whole_graph)))
         return
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     rows = []
     for case in args.cases:
-        out = subprocess.run([sys.executable, __file__, "--child", case, "--repeats", str(args.repeats)],
-                             check=True, capture_output=True, text=True, env=env)
+        command = [sys.executable, __file__, "--child", case, "--repeats", str(args.repeats)]
+        out = subprocess.run(command + ["--whole-graph"] * args.whole_graph, check=True, capture_output=True,
+                             text=True, env=env)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"| case | size | median register (s) | network (s) | peak memory (GiB) |  (median of {args.repeats}, after warm-up, {os.cpu_count()} CPUs)")
+    mode = ", whole-graph passes" if args.whole_graph else ""
+    print(f"| case | size | median register (s) | network (s) | peak memory (GiB) |  (median of {args.repeats}, "
+          f"after warm-up, {os.cpu_count()} CPUs{mode})")
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {CASES[r['case']]} | {'x'.join(map(str, r['size']))} | {r['median_s']:.3f} | "

@@ -84,6 +84,7 @@ class DIRVNet(tf.Module):
                 for part, value in parts.items():
                     name = f"level{level}/unit{unit}/{part}"
                     self.variables_by_name[name] = tf.Variable(value, name=name.replace("/", "_"))
+        self._final_flow = tf.function(lambda fixed, moving: self(fixed, moving).flow, autograph=False)
 
     def _init_kernels(self, rng, size, filters):
         """Normal kernels with std ``(N / F)^(1 / N) / size`` (the method's initialisation)."""
@@ -140,6 +141,12 @@ class DIRVNet(tf.Module):
             control, fixed, moving, params, c.control_spacing, c.activation, c.data_range, c.reg_range,
             c.centred_activations, c.image_gradient,
         )
+
+    def final_flow(self, fixed, moving):
+        """Only the ``flow`` of :meth:`__call__`, the whole pyramid run as one graph (traced once per
+        input shape): for callers that watch no unit and call often (2D 256x256 on this CPU: 41 against
+        62 ms a call; 3D about the same)."""
+        return self._final_flow(tf.convert_to_tensor(fixed, tf.float32), tf.convert_to_tensor(moving, tf.float32))
 
     def __call__(self, fixed, moving, on_unit=None):
         """Register ``moving`` to ``fixed`` (both ``[B, *S, 1]``, same shape).

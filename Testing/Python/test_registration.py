@@ -72,6 +72,20 @@ def test_refinement_and_intermediate_fields(t1_slice):
     assert first_round_last.GetSize() == fixed.GetSize()
 
 
+def test_whole_graph_passes_give_the_per_unit_result(t1_slice):
+    moving = sitk.Image(t1_slice)
+    fixed, _ = deform(moving, 6.0, seed=4)
+    per_unit = DIRVNetLib.register(fixed, moving, refinement_rounds=1, progress=lambda p: None)
+    whole = DIRVNetLib.register(fixed, moving, refinement_rounds=1, whole_graph=True)
+    assert whole.report["whole_graph"] and not per_unit.report["whole_graph"]
+    assert whole.report["residual_mse_per_round"] == per_unit.report["residual_mse_per_round"]
+    np.testing.assert_allclose(sitk.GetArrayFromImage(whole.displacement),
+                               sitk.GetArrayFromImage(per_unit.displacement), rtol=0, atol=1e-5)
+    for watched in ({"progress": print}, {"cancel": threading.Event()}, {"keep_intermediate": True}):
+        with pytest.raises(ValueError, match="whole_graph runs no code between units"):
+            DIRVNetLib.register(fixed, moving, whole_graph=True, **watched)
+
+
 def test_cancel_stops_within_one_unit(t1_slice):
     moving = sitk.Image(t1_slice)
     fixed, _ = deform(moving, 4.0, seed=5)
