@@ -68,7 +68,7 @@ def _along(axis, start, stop):
 
 
 def _determinant(u, to_index, dtype):
-    """J of a block ``u`` (*spatial, dim) of the field (np.gradient: one-sided at the block's ends)."""
+    """J of a block ``u`` (*spatial, dim) of the field (differences one-sided at the block's ends)."""
     dim = u.shape[-1]
     # J[c][j] = delta_cj + sum_i d u_c / d index_i * to_index[i, j], index i in (x, y, z) order =
     # numpy axis dim - 1 - i; entries kept as separate arrays (no per-voxel matrices: fast, small), zero
