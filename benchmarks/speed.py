@@ -81,8 +81,9 @@ def main():
     rows = []
     for case in args.cases:
         command = [sys.executable, __file__, "--child", case, "--repeats", str(args.repeats)]
-        out = subprocess.run(command + ["--whole-graph"] * args.whole_graph, check=True, capture_output=True,
-                             text=True, env=env)
+        if args.whole_graph:
+            command.append("--whole-graph")
+        out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     mode = ", whole-graph passes" if args.whole_graph else ""
     print(f"| case | size | median register (s) | network (s) | peak memory (GiB) |  (median of {args.repeats}, "
