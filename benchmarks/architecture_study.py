@@ -29,6 +29,9 @@ VARIANTS = {
     "filters16": {"data_filters": 16, "reg_filters": 16},
     "kernels5-3": {"data_kernel": 5, "reg_kernel": 3},
     "levels4": {"levels": 4},
+    "filters8-kernel5": {"data_filters": 8, "reg_filters": 8, "data_kernel": 5},
+    "filters8-units3": {"data_filters": 8, "reg_filters": 8, "units": 3},
+    "filters8-kernel5-units3": {"data_filters": 8, "reg_filters": 8, "data_kernel": 5, "units": 3},
 }
 
 

@@ -59,14 +59,14 @@ def displacement_array(displacement: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(displacement).astype(np.float64, copy=False)
 
 
-def scalar_array(image, name: str) -> np.ndarray:
-    """Float64 array of a scalar SimpleITK image or array-like (never a view of the input)."""
+def scalar_view(image, name: str) -> np.ndarray:
+    """Array of a scalar SimpleITK image (a read-only view, its own pixel type) or array-like."""
     if isinstance(image, sitk.Image):
         if image.GetNumberOfComponentsPerPixel() != 1:
             raise ValueError(f"{name} must be a scalar image, got "
                              f"{image.GetNumberOfComponentsPerPixel()} components per pixel")
-        return sitk.GetArrayViewFromImage(image).astype(np.float64)  # one copy, not two
-    return np.array(image, dtype=np.float64)
+        return sitk.GetArrayViewFromImage(image)
+    return np.asarray(image)
 
 
 def label_array(image, name: str) -> np.ndarray:

@@ -7,16 +7,20 @@ SimpleITK label image on the same grid or an array, nonzero = voxels used (None 
 import numpy as np
 import SimpleITK as sitk
 
-from ._common import check_pair, check_shapes, mask_array, scalar_array
+from ._common import check_pair, check_shapes, mask_array, scalar_view
+
+
+_CHUNK = 1 << 18  # voxels per block of the accumulations: blocks stay in cache, no whole-image temporaries
 
 
 def _values(mask, **images):
-    """Flat float64 arrays of the named images (each read once) over ``mask``; grids and shapes must
-    match the first image's (errors name the images)."""
+    """Flat arrays of the named images (in their own pixel types: views of SimpleITK images where
+    possible, never modified) over ``mask``; grids and shapes must match the first image's (errors
+    name the images)."""
     (first, reference_image), *others = images.items()
     for name, image in others:
         check_pair(reference_image, image, first, name)
-    arrays = [scalar_array(image, name) for name, image in images.items()]
+    arrays = [scalar_view(image, name) for name, image in images.items()]
     for (name, _), array in zip(others, arrays[1:]):
         check_shapes(arrays[0], array, first, name)
     if mask is None:
@@ -32,13 +36,12 @@ def ncc(a, b, mask=None) -> float:
     Invariant to affine intensity changes with positive slope. NaN when either image is constant
     inside the mask (correlation undefined).
     """
-    xa, xb = _values(mask, a=a, b=b)
-    return _correlation(_centred(xa), _centred(xb))
+    return _compare(*_values(mask, a=a, b=b), bins=2)[0]["ncc"]
 
 
 def mse(a, b, mask=None) -> float:
     """Mean squared intensity difference (intensity units squared)."""
-    return _mse(*_values(mask, a=a, b=b))
+    return _compare(*_values(mask, a=a, b=b), bins=2)[0]["mse"]
 
 
 def mutual_information(a, b, bins: int = 32, mask=None) -> float:
@@ -46,9 +49,7 @@ def mutual_information(a, b, bins: int = 32, mask=None) -> float:
     spanning each image's own intensity range inside the mask. 0 for independent images; for
     identical images it equals the entropy of the binned intensities.
     """
-    bins = _check_bins(bins)
-    xa, xb = _values(mask, a=a, b=b)
-    return _mutual_information(_bin_index(xa, bins), _bin_index(xb, bins), bins)
+    return _compare(*_values(mask, a=a, b=b), bins=_check_bins(bins))[0]["mi"]
 
 
 def similarity_report(fixed, moving_resampled, warped, mask=None, bins: int = 32) -> dict:
@@ -57,37 +58,67 @@ def similarity_report(fixed, moving_resampled, warped, mask=None, bins: int = 32
     "before": ``fixed`` vs ``moving_resampled`` (the moving image resampled onto the fixed grid
     without deformation); "after": ``fixed`` vs ``warped``. Keys ``ncc_before``, ``ncc_after``,
     ``mse_before``, ``mse_after``, ``mi_before``, ``mi_after`` (MI in nats, ``bins`` bins).
-    Each image is read once (the fixed image's values and bins serve both comparisons).
+    The fixed image's values and bins serve both comparisons.
     """
     bins = _check_bins(bins)
-    xf, before, after = _values(mask, fixed=fixed, moving_resampled=moving_resampled, warped=warped)
-    fixed_bins = _bin_index(xf, bins)
-    fixed_centred = _centred(xf)
+    values = _values(mask, fixed=fixed, moving_resampled=moving_resampled, warped=warped)
+    before, after = _compare(*values, bins=bins)
     return {
-        "ncc_before": _correlation(fixed_centred, _centred(before)),
-        "ncc_after": _correlation(fixed_centred, _centred(after)),
-        "mse_before": _mse(xf, before),
-        "mse_after": _mse(xf, after),
-        "mi_before": _mutual_information(fixed_bins, _bin_index(before, bins), bins),
-        "mi_after": _mutual_information(fixed_bins, _bin_index(after, bins), bins),
+        "ncc_before": before["ncc"],
+        "ncc_after": after["ncc"],
+        "mse_before": before["mse"],
+        "mse_after": after["mse"],
+        "mi_before": before["mi"],
+        "mi_after": after["mi"],
     }
 
 
-def _centred(x):
-    return x - x.mean()
+def _compare(reference, *others, bins):
+    """``[{"ncc", "mse", "mi"}]`` of flat ``reference`` against each of ``others`` (same length).
+
+    Two passes over blocks of :data:`_CHUNK` values, in float64: the means and ranges, then the
+    centred sums of products and the joint histograms (bins as :func:`_bin_index`). The mean squared
+    difference is ``(sum ((x - mx) - (y - my))^2) / n + (mx - my)^2``.
+    """
+    summaries = [_summary(array) for array in (reference, *others)]
+    (mean_x, low_x, high_x), rest = summaries[0], summaries[1:]
+    xx = 0.0
+    sums = np.zeros((len(others), 3))  # per other: sum yy, xy, (x - y)^2 of centred values
+    joints = np.zeros((len(others), bins * bins), np.int64)
+    for start in range(0, reference.size, _CHUNK):
+        x = reference[start : start + _CHUNK].astype(np.float64)
+        x_bins = _bin_index(x, bins, low_x, high_x)
+        x_bins *= bins
+        x -= mean_x
+        xx += np.dot(x, x)
+        for k, (other, (mean_y, low_y, high_y)) in enumerate(zip(others, rest)):
+            y = other[start : start + _CHUNK].astype(np.float64)
+            joint_index = _bin_index(y, bins, low_y, high_y)
+            joint_index += x_bins
+            joints[k] += np.bincount(joint_index, minlength=bins * bins)
+            y -= mean_y
+            sums[k, :2] += (np.dot(y, y), np.dot(x, y))
+            y -= x
+            sums[k, 2] += np.dot(y, y)
+    results = []
+    for (mean_y, _, _), (yy, xy, squared), joint in zip(rest, sums, joints):
+        denom = np.sqrt(xx * yy)
+        results.append({
+            "ncc": float("nan") if denom == 0.0 else float(np.clip(xy / denom, -1.0, 1.0)),
+            "mse": float(squared / reference.size + (mean_x - mean_y) ** 2),
+            "mi": _mutual_information(joint, bins),
+        })
+    return results
 
 
-def _correlation(da, db):
-    """Pearson correlation of two centred arrays (NaN when either is constant)."""
-    denom = np.sqrt(np.dot(da, da) * np.dot(db, db))
-    if denom == 0.0:
-        return float("nan")
-    return float(np.clip(np.dot(da, db) / denom, -1.0, 1.0))
-
-
-def _mse(xa, xb):
-    diff = xa - xb
-    return float(np.dot(diff, diff) / diff.size)
+def _summary(values):
+    """Mean, minimum and maximum (float64) of a flat array, block by block."""
+    total, low, high = 0.0, np.inf, -np.inf
+    for start in range(0, values.size, _CHUNK):
+        block = values[start : start + _CHUNK].astype(np.float64)
+        total += block.sum()
+        low, high = min(low, block.min()), max(high, block.max())
+    return total / values.size, float(low), float(high)
 
 
 def _check_bins(bins):
@@ -96,11 +127,8 @@ def _check_bins(bins):
     return int(bins)
 
 
-def _mutual_information(index_a, index_b, bins):
-    """MI (nats) of two equal-length arrays of bin indices (0 .. bins - 1)."""
-    joint_index = index_a * bins
-    joint_index += index_b
-    joint = np.bincount(joint_index, minlength=bins * bins)
+def _mutual_information(joint, bins):
+    """MI (nats) of a flat ``bins * bins`` joint histogram of counts (row = reference bin)."""
     p_ab = joint.reshape(bins, bins) / joint.sum()
     p_a = p_ab.sum(axis=1, keepdims=True)
     p_b = p_ab.sum(axis=0, keepdims=True)
@@ -108,13 +136,12 @@ def _mutual_information(index_a, index_b, bins):
     return float(max(0.0, np.sum(p_ab[nz] * np.log(p_ab[nz] / (p_a @ p_b)[nz]))))
 
 
-def _bin_index(x, bins):
-    """Equal-width bin (0 .. bins - 1) of every value over ``x``'s range, the maximum in the last bin
-    (as ``np.histogram``)."""
-    low, high = float(x.min()), float(x.max())
+def _bin_index(x, bins, low, high):
+    """Equal-width bin (0 .. bins - 1) of every value of float64 ``x`` over ``[low, high]``, the
+    maximum in the last bin (as ``np.histogram``)."""
     if high == low:
-        return np.zeros(x.shape, np.int64)
+        return np.zeros(x.shape, np.intp)
     scaled = x - low
     scaled *= bins / (high - low)
-    index = scaled.astype(np.int64)
+    index = scaled.astype(np.intp)
     return np.minimum(index, bins - 1, out=index)

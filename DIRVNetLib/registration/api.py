@@ -171,8 +171,8 @@ def register(
         on_fixed_grid = grid.matches(fixed_image)
         fixed_on_grid = fixed_image if on_fixed_grid else resample_like(fixed_image, grid.reference)
         moving_on_grid = resample_like(moving_image, grid.reference)
-        fixed_working = normalise_intensity(sitk.GetArrayFromImage(fixed_on_grid))
-        moving_working = normalise_intensity(sitk.GetArrayFromImage(moving_on_grid))
+        fixed_working = normalise_intensity(sitk.GetArrayViewFromImage(fixed_on_grid))
+        moving_working = normalise_intensity(sitk.GetArrayViewFromImage(moving_on_grid))
         network = _network(weight_set)
         timings["preprocess"] = time.perf_counter() - mark
 

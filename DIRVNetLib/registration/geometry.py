@@ -52,8 +52,9 @@ class WorkingGrid:
     def flow_to_displacement(self, flow):
         """A voxel flow ``[*shape, N]`` (array component order) as a SimpleITK vector image on this grid
         in physical LPS mm (x, y, z components), float64; same pull convention."""
-        index_vectors = np.asarray(flow)[..., ::-1]  # array component order -> index order (x, y, z)
-        physical = np.matmul(index_vectors, self.voxel_to_physical.T)  # float64, as the matrix
+        # The matrix's rows reordered to the flow's array component order: the flow is read as it
+        # is (reading a reversed view of it was 25% slower at 1 mm). float64, as the matrix.
+        physical = np.matmul(np.asarray(flow), np.ascontiguousarray(self.voxel_to_physical.T[::-1]))
         image = sitk.GetImageFromArray(physical, isVector=True)
         image.CopyInformation(self.reference)
         return image

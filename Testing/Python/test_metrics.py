@@ -134,9 +134,12 @@ def test_float32_jacobian_agrees_with_float64(dim):
 
 
 @pytest.mark.parametrize("dim", [2, 3])
-def test_jacobian_matches_a_per_voxel_reference_on_an_oblique_nonlinear_field(dim):
+def test_jacobian_matches_a_per_voxel_reference_on_an_oblique_nonlinear_field(dim, monkeypatch):
     """The slab-wise computation against np.gradient + the chain rule + np.linalg.det per voxel."""
-    geometry = dict(GEOMETRY[dim], size=GEOMETRY[dim]["size"][:-1] + (19,))  # several slabs, a short last one
+    from DIRVNetLib.metrics import field as field_module
+
+    geometry = dict(GEOMETRY[dim], size=GEOMETRY[dim]["size"][:-1] + (19,))
+    monkeypatch.setattr(field_module, "_SLAB_VOXELS", 3 * int(np.prod(geometry["size"][:-1])))  # slabs of 3 slices, a short last one
     p = physical_points(geometry)
     u = np.stack([2.5 * np.sin(p @ np.roll(np.linspace(0.2, 0.45, dim), k)) for k in range(dim)], -1)
     matrix = np.asarray(geometry["direction"]).reshape(dim, dim) @ np.diag(geometry["spacing"])
@@ -272,6 +275,31 @@ def test_mutual_information():
     outer = p.sum(1, keepdims=True) @ p.sum(0, keepdims=True)
     expected = np.sum(p[p > 0] * np.log(p[p > 0] / outer[p > 0]))
     assert mutual_information(moving, other, bins=16) == pytest.approx(expected, rel=1e-9)
+
+
+def test_similarity_over_several_blocks_matches_whole_array_formulas():
+    # More than two accumulation blocks and a partial last one, in the images' own pixel types
+    # (uint8 fixed, float32 others read as views): the block sums must equal the textbook formulas.
+    from DIRVNetLib.metrics import similarity
+
+    rng = np.random.default_rng(3)
+    size = 2 * similarity._CHUNK + 8 * 1234
+    fixed = rng.integers(0, 256, size).astype(np.uint8)
+    moving = (0.5 * fixed + rng.normal(0.0, 40.0, size)).astype(np.float32)
+    warped = (2.0 * fixed + 5.0 + rng.normal(0.0, 4.0, size)).astype(np.float32)
+    images = [sitk.GetImageFromArray(a.reshape(-1, 8)) for a in (fixed, moving, warped)]
+    report = similarity_report(*images, bins=16)
+    x = fixed.astype(np.float64)
+    for key, other in (("before", moving), ("after", warped)):
+        y = other.astype(np.float64)
+        assert report[f"ncc_{key}"] == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-12)
+        assert report[f"mse_{key}"] == pytest.approx(np.mean((x - y) ** 2), rel=1e-12)
+        joint, _, _ = np.histogram2d(x, y, bins=16)
+        p = joint / joint.sum()
+        outer = p.sum(1, keepdims=True) @ p.sum(0, keepdims=True)
+        assert report[f"mi_{key}"] == pytest.approx(np.sum(p[p > 0] * np.log(p[p > 0] / outer[p > 0])), rel=1e-9)
+    assert report["ncc_after"] > 0.99 > report["ncc_before"]
+    assert np.array_equal(sitk.GetArrayViewFromImage(images[0]).ravel(), fixed)  # inputs untouched
 
 
 def test_similarity_grid_checks():

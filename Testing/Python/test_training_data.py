@@ -6,9 +6,9 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
-from conftest import write_pairs
+from conftest import DATA, write_pairs
 from DIRVNetLib.data.folders import PairFolderSampler, expand_volume_sources, find_pairs
-from DIRVNetLib.data.images import augment_intensity, bias_field
+from DIRVNetLib.data.images import augment_intensity, bias_field, normalise_intensity
 from DIRVNetLib.data.pairs import PairSampler, step_dataset, thick_slices
 from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.images import load_training_volume
@@ -17,6 +17,19 @@ from DIRVNetLib.training.losses import (
     LossConfig, diffusion, folding, jacobian_determinant, level_epe, local_ncc, registration_loss, supervised_epe,
 )
 from DIRVNetLib.training.schedule import learning_rate, schedule_config
+
+
+def test_normalise_intensity_maps_robust_percentiles_to_the_unit_range():
+    t1 = sitk.GetArrayFromImage(sitk.ReadImage(str(DATA / "KmeansTest_T1UCharRaw.nii.gz")))
+    before = t1.copy()
+    out = normalise_intensity(t1)
+    assert out.dtype == np.float32 and out.shape == t1.shape and np.array_equal(t1, before)
+    lo, hi = np.percentile(t1, [1.0, 99.0])
+    expected = np.clip((t1.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    assert np.abs(out - expected).max() < 1e-6  # float32 arithmetic, same mapping
+    assert out.min() == 0.0 and out.max() == 1.0 and 0.0 < np.mean(out) < 1.0
+    assert np.count_nonzero(out == 1.0) >= 0.005 * out.size  # the top percent is clipped
+    assert np.all(normalise_intensity(np.full((4, 5), 7.0)) == 0.0)  # constant: no division by zero
 
 
 def test_bias_field_is_smooth_multiplicative_and_keeps_the_old_random_stream():
