@@ -67,17 +67,22 @@ class DIRVNetMethod(Method):
     package = "DIRVNet"
     needs_warmup = True
 
-    def __init__(self, weights=None, device="auto", refinement_rounds=0):
+    def __init__(self, weights=None, device="auto", refinement_rounds=0, coarse_pass=None):
         super().__init__()
         self.weights = dict(weights or {})  # {dimension: weight-set folder or name}; default: bundled
         self.device = device
         self.refinement_rounds = refinement_rounds
+        self.coarse_pass = coarse_pass
         weights_text = "bundled weights (mr2d / mr3d)"
         if self.weights:
             weights_text = "weights " + ", ".join(f"{d}D: {w}" for d, w in sorted(self.weights.items()))
         self.settings = f"{weights_text}, up to {refinement_rounds} refinement rounds, whole-graph passes"
-        if refinement_rounds:
-            self.label = f"DIRV-Net, {refinement_rounds} rounds"
+        labels = [f"{refinement_rounds} rounds"] if refinement_rounds else []
+        if coarse_pass is not None:
+            self.settings += f", a first pass on a grid {coarse_pass:g}x coarser"
+            labels.append(f"coarse pass {coarse_pass:g}")
+        if labels:
+            self.label = "DIRV-Net, " + ", ".join(labels)
 
     def available(self, dimension=None):
         from DIRVNetLib.errors import WeightSetError
@@ -94,7 +99,7 @@ class DIRVNetMethod(Method):
         from DIRVNetLib.registration.api import register
 
         result = register(fixed, moving, weights=self.weights.get(fixed.GetDimension()), device=self.device,
-                          refinement_rounds=self.refinement_rounds, whole_graph=True)
+                          refinement_rounds=self.refinement_rounds, whole_graph=True, coarse_pass=self.coarse_pass)
         self.stages = {k: v for k, v in result.report["seconds"].items() if k != "total"}
         self.weights_used = result.report["weights"]
         self.refinement_rounds_used = result.report["refinement_rounds_used"]
@@ -388,9 +393,10 @@ METHODS = ("dirvnet", *BASELINES)
 
 def make(name, **options):
     """The method called ``name`` (one of :data:`METHODS`); ``options``: ``weights`` (dict dimension ->
-    weight set), ``device`` and ``refinement_rounds`` for DIRV-Net, ``voxelmorph_dir`` for VoxelMorph."""
+    weight set), ``device``, ``refinement_rounds`` and ``coarse_pass`` for DIRV-Net, ``voxelmorph_dir`` for VoxelMorph."""
     if name == "dirvnet":
-        return DIRVNetMethod(options.get("weights"), options.get("device", "auto"), options.get("refinement_rounds", 0))
+        return DIRVNetMethod(options.get("weights"), options.get("device", "auto"), options.get("refinement_rounds", 0),
+                             options.get("coarse_pass"))
     if name == "voxelmorph":
         return VoxelMorphMethod(options.get("voxelmorph_dir"))
     if name not in BASELINES:

@@ -32,6 +32,8 @@ def add_parser(commands):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="DIRV-Net device")
     parser.add_argument("--refinement-rounds", type=int, default=0,
                         help="DIRV-Net recurrent refinement rounds, as in dirvnet register (default 0)")
+    parser.add_argument("--coarse-pass", type=float, default=None, metavar="FACTOR",
+                        help="DIRV-Net first pass on a grid FACTOR (> 1) times coarser, as in dirvnet register")
     parser.add_argument("--voxelmorph-dir", help="folder holding vxm2d.pt / vxm3d.pt (default: benchmarks/voxelmorph)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -92,8 +94,10 @@ def run(args):
     description, specs = read_case_list(args.cases)
     if args.refinement_rounds < 0:
         raise ValueError(f"--refinement-rounds must be >= 0, got {args.refinement_rounds}")
+    if args.coarse_pass is not None and args.coarse_pass <= 1:
+        raise ValueError(f"--coarse-pass must be a factor > 1, got {args.coarse_pass}")
     options = {"weights": _weights_by_dimension(args.weights), "device": args.device,
-               "refinement_rounds": args.refinement_rounds}
+               "refinement_rounds": args.refinement_rounds, "coarse_pass": args.coarse_pass}
     if args.voxelmorph_dir:
         options["voxelmorph_dir"] = str(Path(args.voxelmorph_dir).resolve())
     output = Path(args.output_dir)

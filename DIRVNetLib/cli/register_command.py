@@ -17,6 +17,8 @@ def add_parser(commands):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     parser.add_argument("--refinement-rounds", type=int, default=0, help="recurrent refinement rounds (default 0)")
     parser.add_argument("--working-spacing", type=float, default=None, help="isotropic working spacing in mm")
+    parser.add_argument("--coarse-pass", type=float, default=None, metavar="FACTOR",
+                        help="first register on a grid FACTOR (> 1) times coarser, then refine on the working grid")
     parser.add_argument("--no-isotropic", action="store_true", help="register anisotropic images on their own grid")
     parser.add_argument("--no-unfold", action="store_true", help="keep the network's field even where it folds")
     parser.add_argument("--no-figure", action="store_true", help="skip the QA figure")
@@ -41,7 +43,7 @@ def run(args):
         result = register(
             args.fixed, args.moving, weights=args.weights, device=args.device, progress=progress,
             refinement_rounds=args.refinement_rounds, working_spacing=args.working_spacing,
-            isotropic=not args.no_isotropic, unfold=not args.no_unfold,
+            isotropic=not args.no_isotropic, unfold=not args.no_unfold, coarse_pass=args.coarse_pass,
         )
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,17 @@ def isotropic_reference(image, spacing):
     return reference
 
 
+def coarser_reference(image, factor):
+    """An empty image with ``image``'s origin, direction and physical extent on a grid ``factor``
+    times coarser along every axis (spacing x factor; size = ceil(old size / factor))."""
+    size = [max(2, int(np.ceil(n / factor - 1e-6))) for n in image.GetSize()]
+    reference = sitk.Image(size, sitk.sitkFloat32)
+    reference.SetOrigin(image.GetOrigin())
+    reference.SetDirection(image.GetDirection())
+    reference.SetSpacing([s * factor for s in image.GetSpacing()])
+    return reference
+
+
 def resample_like(image, reference, interpolator=sitk.sitkLinear):
     """``image`` resampled (identity transform, physical space) onto ``reference``'s grid; points
     outside ``image`` take the nearest voxel's value."""

@@ -6,6 +6,8 @@ convention ``warped(p) = moving(p + u(p))`` (ITK displacement-field transform, S
 """
 
 import dataclasses
+import math
+import numbers
 import time
 
 import numpy as np
@@ -15,7 +17,7 @@ import tensorflow as tf
 from DIRVNetLib.data.images import normalise_intensity
 from DIRVNetLib.errors import InputImageError, WeightSetError
 from DIRVNetLib.io.images import check_image, read_image
-from DIRVNetLib.io.resample import resample_like
+from DIRVNetLib.io.resample import coarser_reference, resample_like
 from DIRVNetLib.io.weights import load_weight_set, resolve
 from DIRVNetLib.metrics import displacement_transform, jacobian_statistics, similarity_report
 from DIRVNetLib.model import DIRVNet
@@ -53,6 +55,12 @@ def _input(image, role):
     return read_image(image, role)
 
 
+def _normalised(image):
+    """The intensity-normalised float32 array of ``image`` (read through a view, which SimpleITK does
+    not keep alive: ``image`` is referenced here until the copy is made)."""
+    return normalise_intensity(sitk.GetArrayViewFromImage(image))
+
+
 def _network(weight_set):
     key = (str(weight_set.path.resolve()), weight_set.metadata["weights_sha256"])
     if key not in _NETWORKS:
@@ -80,11 +88,13 @@ def _device_scope(device):
 _warp = tf.function(warp, jit_compile=True, autograph=False)  # XLA: ~10x faster than eager on CPU at 2 mm
 
 
-def _run_network(network, fixed, moving, monitor, rounds, whole_graph):
+def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=None):
     """Network flow ``[*S, N]`` (working voxels), refined recurrently up to ``rounds`` times: the
     warped image is registered again and the fields composed, ``u <- v + u o (x + v)``, while the mean
     squared residual keeps falling. Also returns the mean squared residual after each round (none
-    computed without refinement). whole_graph: each pass as one graph (``monitor`` then sees no unit)."""
+    computed without refinement). whole_graph: each pass as one graph (``monitor`` then sees no unit).
+    initial: a flow ``[*S, N]`` to start from (the first pass registers the moving image warped by it,
+    and the two are composed)."""
     fixed_t = tf.constant(fixed[np.newaxis, ..., np.newaxis])
     moving_t = tf.constant(moving[np.newaxis, ..., np.newaxis])
 
@@ -93,7 +103,12 @@ def _run_network(network, fixed, moving, monitor, rounds, whole_graph):
             return network.final_flow(fixed_t, moving_image)
         return network(fixed_t, moving_image, on_unit=monitor).flow
 
-    flow = network_flow(moving_t)
+    if initial is None:
+        flow = network_flow(moving_t)
+    else:
+        start = tf.constant(initial[np.newaxis])
+        update = network_flow(_warp(moving_t, start))
+        flow = update + _warp(start, update)
     if rounds == 0:
         return flow[0].numpy(), []
     residual = float(tf.reduce_mean(tf.square(_warp(moving_t, flow) - fixed_t)))
@@ -124,6 +139,7 @@ def register(
     keep_intermediate=False,
     unfold=True,
     whole_graph=False,
+    coarse_pass=None,
 ):
     """Register ``moving`` to ``fixed`` with DIRV-Net.
 
@@ -140,8 +156,10 @@ def register(
     instead of one graph call per unit, for loops over many pairs of one size (cine frames, benchmarks):
     on this CPU the network time of a 2D 256x256 pair fell from 68 to 50 ms and of a 2 mm brain from
     0.61 to 0.55 s, but the first call for an image size traces longer (2D 256x256: 8.7 against 6.1 s);
-    it rules out ``progress``, ``cancel`` and ``keep_intermediate``, which need every unit. Inputs are
-    never modified.
+    it rules out ``progress``, ``cancel`` and ``keep_intermediate``, which need every unit.
+    coarse_pass: a factor > 1: first register on a working grid this many times coarser (displacements
+    are then fewer voxels long, where the network is more accurate), then on the working grid starting
+    from that field (composed); rules out ``keep_intermediate``. Inputs are never modified.
     Returns a :class:`RegistrationResult` (``report["seconds"]["total"]`` includes the report's statistics).
     """
     timings = {}
@@ -161,6 +179,12 @@ def register(
     if whole_graph and (progress is not None or cancel is not None or keep_intermediate):
         raise ValueError("whole_graph runs no code between units: it cannot be combined with progress, cancel "
                          "or keep_intermediate")
+    if coarse_pass is not None and not (
+        isinstance(coarse_pass, numbers.Real) and not isinstance(coarse_pass, bool) and 1 < coarse_pass < math.inf
+    ):
+        raise ValueError(f"coarse_pass must be a factor > 1 (or None), got {coarse_pass!r}")
+    if coarse_pass is not None and keep_intermediate:
+        raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
     timings["load"] = time.perf_counter() - started
 
     with _device_scope(device):
@@ -171,16 +195,28 @@ def register(
         on_fixed_grid = grid.matches(fixed_image)
         fixed_on_grid = fixed_image if on_fixed_grid else resample_like(fixed_image, grid.reference)
         moving_on_grid = resample_like(moving_image, grid.reference)
-        fixed_working = normalise_intensity(sitk.GetArrayViewFromImage(fixed_on_grid))
-        moving_working = normalise_intensity(sitk.GetArrayViewFromImage(moving_on_grid))
+        fixed_working, moving_working = _normalised(fixed_on_grid), _normalised(moving_on_grid)
+        if coarse_pass is not None:
+            coarse = WorkingGrid(coarser_reference(grid.reference, coarse_pass))
+            fixed_coarse = _normalised(resample_like(fixed_image, coarse.reference))
+            moving_coarse = _normalised(resample_like(moving_image, coarse.reference))
         network = _network(weight_set)
         timings["preprocess"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        total = config.levels * config.units * (1 + refinement_rounds)
-        monitor = UnitMonitor(total, progress, cancel, keep=keep_intermediate)
+        passes = 1 + refinement_rounds + (coarse_pass is not None)
+        monitor = UnitMonitor(config.levels * config.units * passes, progress, cancel, keep=keep_intermediate)
         monitor.check_cancel()
-        flow, residuals = _run_network(network, fixed_working, moving_working, monitor, refinement_rounds, whole_graph)
+        initial = None
+        if coarse_pass is not None:
+            monitor.stage = "coarse pass, "
+            coarse_flow, _ = _run_network(network, fixed_coarse, moving_coarse, monitor, 0, whole_graph)
+            monitor.stage = ""
+            on_grid = resample_displacement(coarse.flow_to_displacement(coarse_flow), grid.reference)
+            initial = grid.displacement_to_flow(on_grid)
+        flow, residuals = _run_network(
+            network, fixed_working, moving_working, monitor, refinement_rounds, whole_graph, initial
+        )
         timings["network"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -206,6 +242,7 @@ def register(
         "device": device,
         "working_grid": {"size": list(grid.reference.GetSize()), "spacing_mm": list(grid.reference.GetSpacing())},
         "whole_graph": whole_graph,
+        "coarse_pass": coarse_pass,
         "refinement_rounds_used": max(len(residuals) - 1, 0),
         "residual_mse_per_round": residuals,
         "estimated_memory_gib": estimated / 1024**3,

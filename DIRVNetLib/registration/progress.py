@@ -35,6 +35,7 @@ class UnitMonitor:
         self.total, self.progress, self.cancel, self.keep = total, progress, cancel, keep
         self.done = 0
         self.round = 0
+        self.stage = ""  # prefix of the stage text, e.g. "coarse pass, "
         self.kept = []
 
     def check_cancel(self):
@@ -46,6 +47,6 @@ class UnitMonitor:
         if self.keep:
             self.kept.append((self.round, level, unit, control))
         if self.progress is not None:
-            stage = f"round {self.round}, level {level}, unit {unit}" if self.round else f"level {level}, unit {unit}"
-            self.progress(Progress(self.done, self.total, level, unit, self.round, stage))
+            where = f"round {self.round}, level {level}, unit {unit}" if self.round else f"level {level}, unit {unit}"
+            self.progress(Progress(self.done, self.total, level, unit, self.round, self.stage + where))
         self.check_cancel()
