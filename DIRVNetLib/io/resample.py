@@ -8,21 +8,22 @@ def isotropic_reference(image, spacing):
     """An empty image with ``image``'s origin, direction and physical extent on an isotropic grid of
     ``spacing`` mm (the extent is kept: size = ceil(old size * old spacing / spacing))."""
     size = [max(2, int(np.ceil(n * s / spacing - 1e-6))) for n, s in zip(image.GetSize(), image.GetSpacing())]
-    reference = sitk.Image(size, sitk.sitkFloat32)
-    reference.SetOrigin(image.GetOrigin())
-    reference.SetDirection(image.GetDirection())
-    reference.SetSpacing([float(spacing)] * image.GetDimension())
-    return reference
+    return _reference_like(image, size, [float(spacing)] * image.GetDimension())
 
 
 def coarser_reference(image, factor):
     """An empty image with ``image``'s origin, direction and physical extent on a grid ``factor``
     times coarser along every axis (spacing x factor; size = ceil(old size / factor))."""
     size = [max(2, int(np.ceil(n / factor - 1e-6))) for n in image.GetSize()]
+    return _reference_like(image, size, [s * factor for s in image.GetSpacing()])
+
+
+def _reference_like(image, size, spacing):
+    """An empty float32 image of ``size`` and ``spacing`` with ``image``'s origin and direction."""
     reference = sitk.Image(size, sitk.sitkFloat32)
     reference.SetOrigin(image.GetOrigin())
     reference.SetDirection(image.GetDirection())
-    reference.SetSpacing([s * factor for s in image.GetSpacing()])
+    reference.SetSpacing(spacing)
     return reference
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DIRVNetLib.io.resample import resample_like
+from DIRVNetLib.io.resample import coarser_reference, resample_like
 from DIRVNetLib.io.transforms import read_displacement, write_transform
 from DIRVNetLib.metrics import displacement_transform
 from DIRVNetLib.registration.geometry import WorkingGrid, resample_displacement
@@ -89,3 +89,13 @@ def test_displacement_already_on_the_grid_is_kept_as_float64(oblique_pair):
     moved = resample_displacement(field, shifted)
     assert moved.GetOrigin() == shifted.GetOrigin()
     assert not np.allclose(sitk.GetArrayFromImage(moved), values)
+
+
+def test_coarser_reference_keeps_the_frame_and_covers_the_extent(oblique_pair):
+    fixed, _ = oblique_pair
+    for factor in (1.5, 2.0, 3.7):
+        coarse = coarser_reference(fixed, factor)
+        assert coarse.GetOrigin() == fixed.GetOrigin() and coarse.GetDirection() == fixed.GetDirection()
+        np.testing.assert_allclose(coarse.GetSpacing(), np.multiply(fixed.GetSpacing(), factor))
+        extent, coarse_extent = (np.multiply(i.GetSize(), i.GetSpacing()) for i in (fixed, coarse))
+        assert np.all(coarse_extent >= extent - 1e-9) and np.all(coarse_extent < extent + np.array(coarse.GetSpacing()))
