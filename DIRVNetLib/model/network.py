@@ -27,9 +27,21 @@ def _dense_flow(control, spacing, spatial_shape):
     return bspline_interpolate(control, spacing, spatial_shape)
 
 
-def _image_pyramid(image, paddings, levels):
-    """``[padded image, its binomial downsamplings ...]``, finest first, ``levels`` images."""
-    pyramid = [tf.pad(image, paddings, mode="SYMMETRIC")]
+def _mirror_pad(image, padded_shape):
+    """``[B, *S, C]`` ``image`` padded at the end of each spatial axis to ``padded_shape`` by mirroring
+    (``tf.pad`` "SYMMETRIC"), repeatedly where the padding exceeds the size (images smaller than half
+    the network's minimum size)."""
+    for axis, target in enumerate(padded_shape, start=1):
+        while image.shape[axis] < target:
+            paddings = [[0, 0]] * image.shape.rank
+            paddings[axis] = [0, min(target - image.shape[axis], image.shape[axis])]
+            image = tf.pad(image, paddings, mode="SYMMETRIC")
+    return image
+
+
+def _image_pyramid(image, padded_shape, levels):
+    """``[image padded to padded_shape, its binomial downsamplings ...]``, finest first, ``levels`` images."""
+    pyramid = [_mirror_pad(image, padded_shape)]
     for _ in range(1, levels):
         pyramid.append(binomial_downsample(pyramid[-1]))
     return pyramid
@@ -160,10 +172,9 @@ class DIRVNet(tf.Module):
         moving = tf.convert_to_tensor(moving, tf.float32)
         spatial = [int(n) for n in fixed.shape[1 : 1 + c.ndim]]
         padded = c.padded_shape(spatial)
-        paddings = [[0, 0]] + [[0, p - n] for p, n in zip(padded, spatial)] + [[0, 0]]
         pyramid = _eager_or_graph(_image_pyramid, _compiled_pyramid)
-        fixed_pyramid = pyramid(fixed, paddings, c.levels)
-        moving_pyramid = pyramid(moving, paddings, c.levels)
+        fixed_pyramid = pyramid(fixed, padded, c.levels)
+        moving_pyramid = pyramid(moving, padded, c.levels)
         upsample = _eager_or_graph(upsample_control_grid, _compiled_upsample)
 
         batch = tf.shape(fixed)[0]

@@ -146,6 +146,24 @@ def test_network_pads_crops_and_reports_every_unit(gradient):
     assert np.abs(other(fixed, fixed[:, ::-1]).flow.numpy() - output.flow.numpy()).max() > 1e-3
 
 
+@pytest.mark.parametrize("shape, padded", [((1, 5, 3, 1), [16, 8]), ((1, 7, 20, 1), [7, 21]), ((1, 2, 3, 4, 2), [9, 3, 11])])
+def test_mirror_padding_repeats_where_the_padding_exceeds_the_size(shape, padded):
+    from DIRVNetLib.model.network import _mirror_pad
+
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    expected = np.pad(x, [(0, 0)] + [(0, p - n) for p, n in zip(padded, shape[1:-1])] + [(0, 0)], mode="symmetric")
+    np.testing.assert_array_equal(_mirror_pad(tf.constant(x), padded).numpy(), expected)
+
+
+def test_network_registers_images_smaller_than_half_its_minimum_size():
+    config = NetworkConfig(ndim=2, levels=3, units=1, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3,
+                           control_spacing=8)
+    assert min(config.padded_shape([12, 13])) > 2 * 13  # mirrored more than once
+    image = np.random.default_rng(1).uniform(size=(1, 12, 13, 1)).astype(np.float32)
+    flow = DIRVNet(config, seed=0)(image, image[:, ::-1]).flow.numpy()
+    assert flow.shape == (1, 12, 13, 2) and np.isfinite(flow).all() and np.abs(flow).max() > 0
+
+
 def test_set_weights_names_the_mismatch():
     network = DIRVNet(NetworkConfig(ndim=2, levels=1, units=1, data_filters=2, reg_filters=2))
     weights = network.get_weights()
