@@ -23,7 +23,7 @@ from DIRVNetLib.metrics import displacement_transform, jacobian_statistics, simi
 from DIRVNetLib.model import DIRVNet
 from DIRVNetLib.ops import warp
 from DIRVNetLib.registration.folding import remove_folding
-from DIRVNetLib.registration.geometry import WorkingGrid, resample_displacement
+from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.memory import check_memory
 from DIRVNetLib.registration.progress import UnitMonitor
 
@@ -169,6 +169,7 @@ def register(
     dimension = fixed_image.GetDimension()
     if moving_image.GetDimension() != dimension:
         raise InputImageError(f"fixed image is {dimension}D but moving image is {moving_image.GetDimension()}D")
+    check_overlap(fixed_image, moving_image)
     weight_set = load_weight_set(resolve(weights, dimension))
     if weight_set.dimension != dimension:
         raise WeightSetError(

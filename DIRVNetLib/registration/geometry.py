@@ -6,9 +6,12 @@ fixed spacing, or isotropic (the finest fixed spacing, or ``working_spacing`` mm
 
 import dataclasses
 
+import itertools
+
 import numpy as np
 import SimpleITK as sitk
 
+from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.resample import isotropic_reference
 
 
@@ -75,6 +78,33 @@ def resample_displacement(displacement, reference):
     return sitk.Resample(
         displacement, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True
     )
+
+
+def check_overlap(fixed, moving):
+    """Raise :class:`InputImageError` when ``moving`` cannot overlap ``fixed`` in physical space: the
+    box (in ``moving``'s continuous index space, voxel edges included) bounding the fixed grid's
+    corners misses ``moving``'s extent on some axis. Conservative for oblique grids: a miss is
+    certain, an overlap only possible."""
+    size = np.array(fixed.GetSize())
+    corners = [
+        moving.TransformPhysicalPointToContinuousIndex(fixed.TransformContinuousIndexToPhysicalPoint(
+            [float(c) for c in corner]))
+        for corner in itertools.product(*[(-0.5, n - 0.5) for n in size])
+    ]
+    low, high = np.min(corners, axis=0), np.max(corners, axis=0)
+    extent = np.array(moving.GetSize()) - 0.5
+    if np.any(high < -0.5) or np.any(low > extent):
+        raise InputImageError(
+            f"the moving image does not overlap the fixed image in physical space (fixed: {_span(fixed)}; "
+            f"moving: {_span(moving)}, LPS mm): check the images' origins and directions"
+        )
+
+
+def _span(image):
+    """The physical points of an image's first and last voxel centres, for messages."""
+    last = image.TransformIndexToPhysicalPoint([n - 1 for n in image.GetSize()])
+    first = image.GetOrigin()
+    return "(" + ", ".join(f"{v:.1f}" for v in first) + ") to (" + ", ".join(f"{v:.1f}" for v in last) + ")"
 
 
 def _grid(image):

@@ -54,6 +54,28 @@ def test_nan_and_inf_are_refused(small_pair, bad):
         DIRVNetLib.register(image, small_pair[1])
 
 
+def test_images_that_do_not_overlap_are_refused(small_pair, t1_volume):
+    fixed, moving = small_pair
+    far = sitk.Image(moving)
+    far.SetOrigin((fixed.GetOrigin()[0] + fixed.GetSize()[0] * fixed.GetSpacing()[0] + 5.0, fixed.GetOrigin()[1]))
+    with pytest.raises(InputImageError, match="the moving image does not overlap the fixed image in physical space"):
+        DIRVNetLib.register(fixed, far)
+    # Oblique 3D: rotated about its origin and moved along physical z just beyond the fixed volume's
+    # extent there (its index y axis, 256 mm) on either side -> refused; half of it -> may overlap.
+    from DIRVNetLib.registration.geometry import check_overlap
+
+    rotated = sitk.Image(t1_volume)
+    rotated.SetDirection(sitk.Euler3DTransform((0, 0, 0), 0.0, 0.0, 0.4).GetMatrix())  # about z: z kept
+    extent = t1_volume.GetSize()[1] * t1_volume.GetSpacing()[1]
+    for offset, overlaps in ((extent + 3.0, False), (extent / 2, True), (-extent - 3.0, False)):
+        rotated.SetOrigin(np.add(t1_volume.GetOrigin(), (0.0, 0.0, offset)))
+        if overlaps:
+            check_overlap(t1_volume, rotated)
+        else:
+            with pytest.raises(InputImageError, match="does not overlap"):
+                check_overlap(t1_volume, rotated)
+
+
 def test_weights_of_the_wrong_dimension(small_pair):
     with pytest.raises(WeightSetError, match="is for 3D images but the images are 2D"):
         DIRVNetLib.register(*small_pair, weights="mr3d")
