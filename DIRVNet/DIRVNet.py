@@ -139,6 +139,7 @@ class DIRVNetParameterNode:
     refinementRounds: recurrent refinement rounds, each registering the warped moving volume again and
         composing the fields while the residual falls (0 = a single pass).
     workingSpacing: isotropic voxel size (mm) the network works on; 0 = automatic.
+    coarsePass: register first on a grid this many times coarser (large displacements); <= 1 = off.
     outputTransform: grid transform to fill; None = create a new one at every Apply.
     outputVolume, jacobianVolume: optional warped volume and Jacobian determinant volume.
     keepIntermediate: keep one field per level and unit (a Sequence) to replay the registration.
@@ -153,6 +154,7 @@ class DIRVNetParameterNode:
     device: Device = Device.AUTO
     refinementRounds: Annotated[int, WithinRange(0, 5)] = 0
     workingSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
+    coarsePass: Annotated[float, WithinRange(0.0, 4.0)] = 0.0
     outputTransform: vtkMRMLGridTransformNode | None
     outputVolume: vtkMRMLScalarVolumeNode | None
     jacobianVolume: vtkMRMLScalarVolumeNode | None
@@ -568,6 +570,8 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
         options = {"refinement_rounds": p.refinementRounds}
         if p.workingSpacing > 0:
             options["working_spacing"] = p.workingSpacing
+        if p.coarsePass > 1:
+            options["coarse_pass"] = p.coarsePass
         return dict(fixedVolumeNode=p.fixedVolume, movingVolumeNode=p.movingVolume,
                     outputTransformNode=p.outputTransform, weights=weights, device=p.device.value,
                     outputVolumeNode=p.outputVolume, jacobianVolumeNode=p.jacobianVolume,
