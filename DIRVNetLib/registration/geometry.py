@@ -5,7 +5,6 @@ fixed spacing, or isotropic (the finest fixed spacing, or ``working_spacing`` mm
 """
 
 import dataclasses
-
 import itertools
 
 import numpy as np
