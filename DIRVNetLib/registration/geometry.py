@@ -1,4 +1,5 @@
-"""The working grid and conversions between network voxels and physical LPS displacements.
+"""The working grid, conversions between network voxels and physical LPS displacements, and the check
+that the two images overlap at all.
 
 The working grid shares the fixed image's origin, direction and physical extent; its spacing is the
 fixed spacing, or isotropic (the finest fixed spacing, or ``working_spacing`` mm) when asked.
