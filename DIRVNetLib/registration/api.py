@@ -103,20 +103,19 @@ def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=N
             return network.final_flow(fixed_t, moving_image)
         return network(fixed_t, moving_image, on_unit=monitor).flow
 
-    if initial is None:
-        flow = network_flow(moving_t)
-    else:
-        start = tf.constant(initial[np.newaxis])
-        update = network_flow(_warp(moving_t, start))
-        flow = update + _warp(start, update)
+    def refined(flow):
+        """``flow`` composed with the network's flow for the moving image warped by it."""
+        update = network_flow(_warp(moving_t, flow))
+        return update + _warp(flow, update)
+
+    flow = network_flow(moving_t) if initial is None else refined(tf.constant(initial[np.newaxis]))
     if rounds == 0:
         return flow[0].numpy(), []
     residual = float(tf.reduce_mean(tf.square(_warp(moving_t, flow) - fixed_t)))
     residuals = [residual]
     for round_index in range(1, rounds + 1):
         monitor.round = round_index
-        update = network_flow(_warp(moving_t, flow))
-        candidate = update + _warp(flow, update)
+        candidate = refined(flow)
         candidate_residual = float(tf.reduce_mean(tf.square(_warp(moving_t, candidate) - fixed_t)))
         if candidate_residual >= residual:
             break
