@@ -67,12 +67,13 @@ class DIRVNetMethod(Method):
     package = "DIRVNet"
     needs_warmup = True
 
-    def __init__(self, weights=None, device="auto", refinement_rounds=0, coarse_pass=None):
+    def __init__(self, weights=None, device="auto", refinement_rounds=0, coarse_pass=None, working_spacing=None):
         super().__init__()
         self.weights = dict(weights or {})  # {dimension: weight-set folder or name}; default: bundled
         self.device = device
         self.refinement_rounds = refinement_rounds
         self.coarse_pass = coarse_pass
+        self.working_spacing = working_spacing  # mm; None: register's default grid
         weights_text = "bundled weights (mr2d / mr3d)"
         if self.weights:
             weights_text = "weights " + ", ".join(f"{d}D: {w}" for d, w in sorted(self.weights.items()))
@@ -81,6 +82,9 @@ class DIRVNetMethod(Method):
         if coarse_pass is not None:
             self.settings += f", a first pass on a grid {coarse_pass:g}x coarser"
             labels.append(f"coarse pass {coarse_pass:g}")
+        if working_spacing is not None:
+            self.settings += f", on an isotropic {working_spacing:g} mm working grid"
+            labels.append(f"{working_spacing:g} mm grid")
         if labels:
             self.label = "DIRV-Net, " + ", ".join(labels)
 
@@ -99,10 +103,12 @@ class DIRVNetMethod(Method):
         from DIRVNetLib.registration.api import register
 
         result = register(fixed, moving, weights=self.weights.get(fixed.GetDimension()), device=self.device,
-                          refinement_rounds=self.refinement_rounds, whole_graph=True, coarse_pass=self.coarse_pass)
+                          refinement_rounds=self.refinement_rounds, whole_graph=True, coarse_pass=self.coarse_pass,
+                          working_spacing=self.working_spacing)
         self.stages = {k: v for k, v in result.report["seconds"].items() if k != "total"}
         self.weights_used = result.report["weights"]
         self.refinement_rounds_used = result.report["refinement_rounds_used"]
+        self.working_grid = result.report["working_grid"]
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
@@ -393,10 +399,11 @@ METHODS = ("dirvnet", *BASELINES)
 
 def make(name, **options):
     """The method called ``name`` (one of :data:`METHODS`); ``options``: ``weights`` (dict dimension ->
-    weight set), ``device``, ``refinement_rounds`` and ``coarse_pass`` for DIRV-Net, ``voxelmorph_dir`` for VoxelMorph."""
+    weight set), ``device``, ``refinement_rounds``, ``coarse_pass`` and ``working_spacing`` for DIRV-Net,
+    ``voxelmorph_dir`` for VoxelMorph."""
     if name == "dirvnet":
         return DIRVNetMethod(options.get("weights"), options.get("device", "auto"), options.get("refinement_rounds", 0),
-                             options.get("coarse_pass"))
+                             options.get("coarse_pass"), options.get("working_spacing"))
     if name == "voxelmorph":
         return VoxelMorphMethod(options.get("voxelmorph_dir"))
     if name not in BASELINES:

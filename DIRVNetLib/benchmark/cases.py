@@ -132,6 +132,16 @@ def read_case_list(path):
     return data.get("description", ""), data["cases"]
 
 
+def select(specs, names):
+    """The cases of ``specs`` called ``names`` (in list order); all of them when ``names`` is empty.
+    Raises ValueError naming unknown cases and the list's names."""
+    known = [spec["name"] for spec in specs]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"no case called {', '.join(unknown)}; the list has {', '.join(known)}")
+    return [spec for spec in specs if not names or spec["name"] in names]
+
+
 def _path(value, base):
     value = str(value)
     if value.startswith("nilearn:"):

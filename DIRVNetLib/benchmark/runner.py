@@ -75,7 +75,7 @@ def measure(method, case, repeats=3, time_budget=60.0):
         if peaks:
             row.update(peak_rss_mib=max(peaks), rss_increase_mib=max(increases))
         reported = {"weights_used": "weights", "device_used": "device",
-                    "refinement_rounds_used": "refinement_rounds_used"}
+                    "refinement_rounds_used": "refinement_rounds_used", "working_grid": "working_grid"}
         for attribute, key in reported.items():
             if getattr(method, attribute, None) is not None:
                 row[key] = getattr(method, attribute)

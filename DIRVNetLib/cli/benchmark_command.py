@@ -4,6 +4,7 @@ command), OUT/accuracy_vs_time.png, the prepared cases (OUT/cases/NAME) and each
 (OUT/logs/METHOD.log); prints the accuracy table."""
 
 import json
+import math
 import os
 import platform
 import shlex
@@ -21,6 +22,8 @@ def add_parser(commands):
     parser = commands.add_parser("benchmark", help="compare DIRV-Net with classical tools on a list of cases")
     parser.add_argument("--cases", required=True, help="case list (JSON or YAML), e.g. benchmarks/cases/default.json")
     parser.add_argument("--output-dir", required=True, help="folder for results.md, results.json, the plot, cases, logs")
+    parser.add_argument("--only", nargs="+", default=[], metavar="CASE",
+                        help="run only the cases of the list with these names (default: all)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
                         help=f"methods to run (default: all of {', '.join(METHODS)})")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method and case (median; default 3)")
@@ -34,6 +37,9 @@ def add_parser(commands):
                         help="DIRV-Net recurrent refinement rounds, as in dirvnet register (default 0)")
     parser.add_argument("--coarse-pass", type=float, default=None, metavar="FACTOR",
                         help="DIRV-Net first pass on a grid FACTOR (> 1) times coarser, as in dirvnet register")
+    parser.add_argument("--working-spacing", type=float, default=None, metavar="MM",
+                        help="DIRV-Net isotropic working grid spacing in mm, as in dirvnet register "
+                             "(default: the finest fixed spacing)")
     parser.add_argument("--voxelmorph-dir", help="folder holding vxm2d.pt / vxm3d.pt (default: benchmarks/voxelmorph)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -83,7 +89,7 @@ def _weights_by_dimension(names):
 
 def run(args):
     from DIRVNetLib.benchmark import report
-    from DIRVNetLib.benchmark.cases import prepare, read_case_list
+    from DIRVNetLib.benchmark.cases import prepare, read_case_list, select
     from DIRVNetLib.benchmark.evaluation import evaluate_displacement, json_safe, zero_field
     from DIRVNetLib.benchmark.runner import run_method
     from DIRVNetLib.io.atomic import atomic_path
@@ -92,12 +98,16 @@ def run(args):
     command = "dirvnet " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     machine = machine_info()
     description, specs = read_case_list(args.cases)
+    specs = select(specs, args.only)
     if args.refinement_rounds < 0:
         raise ValueError(f"--refinement-rounds must be >= 0, got {args.refinement_rounds}")
     if args.coarse_pass is not None and args.coarse_pass <= 1:
         raise ValueError(f"--coarse-pass must be a factor > 1, got {args.coarse_pass}")
+    if args.working_spacing is not None and not 0 < args.working_spacing < math.inf:
+        raise ValueError(f"--working-spacing must be a spacing > 0 mm, got {args.working_spacing}")
     options = {"weights": _weights_by_dimension(args.weights), "device": args.device,
-               "refinement_rounds": args.refinement_rounds, "coarse_pass": args.coarse_pass}
+               "refinement_rounds": args.refinement_rounds, "coarse_pass": args.coarse_pass,
+               "working_spacing": args.working_spacing}
     if args.voxelmorph_dir:
         options["voxelmorph_dir"] = str(Path(args.voxelmorph_dir).resolve())
     output = Path(args.output_dir)

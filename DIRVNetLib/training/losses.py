@@ -5,7 +5,8 @@ Every term is computed on every level of the pyramid from that level's last cont
 the total is the level-weighted mean over levels of ``epe * EPE + similarity_weight * dissimilarity +
 smoothness * diffusion + folding * fold`` (see :class:`LossConfig`). With ``unit_epe > 0`` a level's
 EPE is a weighted mean over all its units (deep supervision), not only its last unit's; with
-``relative_epe`` every pair's EPE is divided by its true field's mean length.
+``relative_epe`` every pair's EPE is divided by its true field's mean length; with ``overshoot > 0``
+every rise of a pair's EPE from one unit to the next, over all levels, is penalised (:func:`overshoot`).
 """
 
 import dataclasses
@@ -66,6 +67,25 @@ def _reduce_epe(error, length, level, relative):
     if not relative:
         return tf.reduce_mean(error) * float(2**level)
     return tf.reduce_mean(error / tf.maximum(length, RELATIVE_FLOOR / 2**level))
+
+
+def overshoot(output, true_field, control_spacing):
+    """Mean over pairs of the summed rises of the EPE along the network's units, coarsest level first,
+    starting from the identity: ``sum_k max(0, EPE_k - EPE_(k-1))``. Every unit's field is measured on
+    the finest grid (finest-level voxels), so a unit that leaves the field as it was adds nothing, across
+    levels too. Zero when no unit moves any pair away from its truth, whatever the final error."""
+    axes = list(range(1, true_field.shape.rank - 1))
+    spatial = [int(n) for n in true_field.shape[1:-1]]
+    previous = tf.reduce_mean(tf.norm(true_field, axis=-1), axis=axes)
+    rises = []
+    for level in sorted(output.unit_controls, reverse=True):
+        scale = 2**level  # level voxels -> finest voxels; the level's control grid spans the finest grid
+        for control in output.unit_controls[level]:
+            flow = bspline_interpolate(control * float(scale), control_spacing * scale, spatial)
+            error = tf.reduce_mean(tf.norm(flow - true_field, axis=-1), axis=axes)
+            rises.append(tf.nn.relu(error - previous))
+            previous = error
+    return tf.reduce_mean(tf.add_n(rises))
 
 
 def _box_sum(x, window):
@@ -139,7 +159,9 @@ class LossConfig:
     default equal; unit_epe: weight of each earlier unit's EPE on a level relative to the level's last
     unit (0: only the last unit is supervised, the method's loss; 1: every unit equally); relative_epe:
     train on every pair's EPE relative to its true field's mean length (:func:`level_epe`) so the loss
-    weighs small deformations as much as large ones (the logged ``epe_levelL`` stays absolute)."""
+    weighs small deformations as much as large ones (the logged ``epe_levelL`` stays absolute);
+    overshoot: weight of :func:`overshoot` (finest-level voxels), added to the level mean, which keeps
+    the units from moving a pair away from the truth before bringing it back."""
 
     epe: float = 1.0
     similarity: str = "ncc"
@@ -150,6 +172,7 @@ class LossConfig:
     level_weights: tuple = None
     unit_epe: float = 0.0
     relative_epe: bool = False
+    overshoot: float = 0.0
 
     PRESETS = {
         "supervised": {"epe": 1.0},
@@ -162,10 +185,12 @@ class LossConfig:
         problems = []
         if self.similarity not in SIMILARITIES:
             problems.append(f"similarity must be one of {SIMILARITIES}, got '{self.similarity}'")
-        if min(self.epe, self.similarity_weight, self.smoothness, self.folding, self.unit_epe) < 0:
+        if min(self.epe, self.similarity_weight, self.smoothness, self.folding, self.unit_epe, self.overshoot) < 0:
             problems.append("loss weights must be >= 0")
         if self.epe + self.similarity_weight == 0:
             problems.append("the loss needs epe > 0 or similarity_weight > 0")
+        if self.overshoot > 0 and self.epe == 0:
+            problems.append("overshoot needs the true field: set epe > 0")
         if not isinstance(self.relative_epe, bool):
             problems.append(f"relative_epe must be true or false, got {self.relative_epe!r}")
         if self.ncc_window < 1 or self.ncc_window % 2 == 0:
@@ -215,7 +240,8 @@ class LossConfig:
         names = (["epe"] if self.supervised else []) + (
             [self.similarity, "smoothness", "folding"] if self.unsupervised or self.smoothness or self.folding else []
         )
-        return [f"{name}_level{level}" for name in names for level in range(levels)]
+        per_level = [f"{name}_level{level}" for name in names for level in range(levels)]
+        return per_level + (["overshoot"] if self.overshoot > 0 else [])
 
 
 def image_pyramid(image, levels, padded_shape):
@@ -234,7 +260,8 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
     fixed, moving: ``[B, *S, 1]`` network inputs; true_field: ``[B, *S, N]`` (ignored unless
     ``loss.epe > 0``); config: the :class:`NetworkConfig`; loss: a :class:`LossConfig`.
     Returns ``(total, {term_levelL: value})``; the logged ``epe_levelL`` is the level's last unit's EPE,
-    and with neither ``unit_epe`` nor ``relative_epe`` the supervised-only loss equals :func:`supervised_epe`.
+    and with none of ``unit_epe``, ``relative_epe`` and ``overshoot`` the supervised-only loss equals
+    :func:`supervised_epe`.
     """
     levels = sorted(output.level_controls)
     spatial = [int(n) for n in fixed.shape[1:-1]]
@@ -280,4 +307,8 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
             terms[f"folding_level{level}"] = fold
             total += loss.similarity_weight * dissimilarity + loss.smoothness * smooth + loss.folding * fold
         totals.append(weights[level] * total)
-    return tf.add_n(totals) / float(sum(weights)), terms
+    total = tf.add_n(totals) / float(sum(weights))
+    if loss.overshoot > 0:
+        terms["overshoot"] = overshoot(output, true_field, config.control_spacing)
+        total += loss.overshoot * terms["overshoot"]
+    return total, terms

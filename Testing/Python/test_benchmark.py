@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from DIRVNetLib.benchmark import baselines, report
-from DIRVNetLib.benchmark.cases import load_prepared, prepare, read_case_list
+from DIRVNetLib.benchmark.cases import load_prepared, prepare, read_case_list, select
 from DIRVNetLib.benchmark.runner import measure
 from DIRVNetLib.cli.main import main
 
@@ -146,17 +146,33 @@ def test_unavailable_and_failing_methods_give_rows_with_reasons(tmp_path):
     assert f"[1] {skipped['reason']}" in table and "[2] RuntimeError: tool crashed" in table
 
 
-def test_dirvnet_refinement_rounds_are_passed_on_and_reported(tmp_path, capsys):
+def test_dirvnet_refinement_rounds_and_working_spacing_are_passed_on_and_reported(tmp_path, capsys):
     _, specs = read_case_list(TINY_CASES)
-    case = prepare(specs[0])
+    case = prepare(specs[0])  # 2 mm pixels
     plain = measure(baselines.make("dirvnet"), case, repeats=1)  # the bundled mr2d
     refined = measure(baselines.make("dirvnet", refinement_rounds=2), case, repeats=1)
-    assert plain["status"] == refined["status"] == "ok"
+    coarser = measure(baselines.make("dirvnet", working_spacing=3.0), case, repeats=1)
+    assert plain["status"] == refined["status"] == coarser["status"] == "ok"
     assert plain["label"] == "DIRV-Net" and plain["refinement_rounds_used"] == 0
     assert refined["label"] == "DIRV-Net, 2 rounds" and "up to 2 refinement rounds" in refined["settings"]
     assert refined["refinement_rounds_used"] >= 1 and refined["epe_mean_mm"] != plain["epe_mean_mm"]
-    code = main(["benchmark", "--cases", str(TINY_CASES), "--output-dir", str(tmp_path), "--refinement-rounds", "-1"])
-    assert code == 2 and "--refinement-rounds must be >= 0, got -1" in capsys.readouterr().err
+    assert coarser["label"] == "DIRV-Net, 3 mm grid" and "isotropic 3 mm working grid" in coarser["settings"]
+    assert plain["working_grid"]["spacing_mm"] == [2.0, 2.0] and coarser["working_grid"]["spacing_mm"] == [3.0, 3.0]
+    assert coarser["working_grid"]["size"] == [round(n * 2 / 3) for n in case.fixed.GetSize()]
+    for option, value, message in (("--refinement-rounds", "-1", "--refinement-rounds must be >= 0, got -1"),
+                                   ("--working-spacing", "0", "--working-spacing must be a spacing > 0 mm, got 0.0"),
+                                   ("--only", "no-such-case", "no case called no-such-case; the list has t1-2d-tiny")):
+        code = main(["benchmark", "--cases", str(TINY_CASES), "--output-dir", str(tmp_path), option, value])
+        assert code == 2 and message in capsys.readouterr().err
+
+
+def test_only_selects_cases_by_name_in_list_order():
+    _, specs = read_case_list(ROOT / "benchmarks" / "cases" / "default.json")
+    chosen = select(specs, ["t1-3d-8mm", "t1-2d-2mm"])
+    assert [spec["name"] for spec in chosen] == ["t1-2d-2mm", "t1-3d-8mm"]
+    assert select(specs, []) == specs
+    with pytest.raises(ValueError, match="no case called t1-5d; the list has t1-2d-2mm, "):
+        select(specs, ["t1-2d-2mm", "t1-5d"])
 
 
 @pytest.mark.slow

@@ -84,7 +84,8 @@ def test_training_in_chunks_resumes_from_its_checkpoint(tmp_path, capsys):
     assert segments[0]["command"].endswith("--stop-at 3")
 
 
-@pytest.mark.parametrize("loss", ["ncc", "mse", "hybrid", {"preset": "supervised", "unit_epe": 1.0, "relative_epe": True}])
+@pytest.mark.parametrize("loss", ["ncc", "mse", "hybrid",
+                                  {"preset": "supervised", "unit_epe": 1.0, "relative_epe": True, "overshoot": 0.5}])
 def test_unsupervised_hybrid_and_deeply_supervised_losses_fall_on_held_out_pairs(tmp_path, loss):
     run = {"network": TINY, "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard", "shapes"]},
            "steps": 20, "batch_size": 4, "learning_rate": 0.01, "seed": 3, "checkpoint_every": 100, "loss": loss,
@@ -105,7 +106,7 @@ def test_unsupervised_hybrid_and_deeply_supervised_losses_fall_on_held_out_pairs
     if loss_config.unsupervised:
         assert f"{loss_config.similarity}_level1" in header and "folding_level0" in header
     else:
-        assert header.startswith("step,loss,epe_level0,epe_level1,")
+        assert header.startswith("step,loss,epe_level0,epe_level1,") and ",overshoot," in header
 
 
 def _event_tags(folder):

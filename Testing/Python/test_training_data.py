@@ -1,6 +1,8 @@
 """Training data (bias field, folders of volumes and pairs, tf.data pipelines in 2D and 3D), the loss
 terms and the learning-rate schedules."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -14,7 +16,8 @@ from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.images import load_training_volume
 from DIRVNetLib.model import DIRVNet, NetworkConfig
 from DIRVNetLib.training.losses import (
-    LossConfig, diffusion, folding, jacobian_determinant, level_epe, local_ncc, registration_loss, supervised_epe,
+    LossConfig, diffusion, folding, jacobian_determinant, level_epe, local_ncc, overshoot, registration_loss,
+    supervised_epe,
 )
 from DIRVNetLib.training.schedule import learning_rate, schedule_config
 
@@ -220,6 +223,45 @@ def test_unit_epe_supervises_every_unit_of_a_level():
     np.testing.assert_allclose(float(relative), np.mean(per_unit), rtol=1e-5)
     with pytest.raises(ValueError, match="loss weights must be >= 0"):
         LossConfig.from_value({"unit_epe": -1.0})
+
+
+def test_overshoot_sums_every_rise_of_a_pairs_error_along_the_units():
+    config = NetworkConfig(ndim=2, levels=2, units=2, data_filters=4, reg_filters=4, knots=9, control_spacing=4)
+    sampler = PairSampler((32, 32), max_magnitude=3.0, sources=("chessboard",), seed=2)
+    fixed, moving, field = (tf.constant(a) for a in sampler.batch(2))
+    network = DIRVNet(config, seed=1)
+    output = network(fixed, moving)
+    coarse_shape = output.unit_controls[1][0].shape
+    fine_shape = output.unit_controls[0][0].shape
+    big = tf.constant(np.random.default_rng(0).normal(0.0, 4.0, fine_shape), tf.float32)
+
+    def trajectory(coarse, fine):
+        return dataclasses.replace(output, unit_controls={1: coarse, 0: fine}, level_controls={1: coarse[-1], 0: fine[-1]})
+
+    still = trajectory([tf.zeros(coarse_shape)] * 2, [tf.zeros(fine_shape)] * 2)
+    assert float(overshoot(still, field, 4)) == pytest.approx(0.0, abs=1e-6)  # the identity all along
+    jump = trajectory([tf.zeros(coarse_shape)] * 2, [tf.zeros(fine_shape), big])
+    rises = []
+    for pair in range(2):
+        truth = field[pair:pair + 1]
+        start = float(tf.reduce_mean(tf.norm(truth, axis=-1)))
+        rises.append(max(0.0, float(level_epe(big[pair:pair + 1], truth, 0, 4)) - start))
+    assert min(rises) > 1.0  # a large random step moves both pairs away from their truth
+    assert float(overshoot(jump, field, 4)) == pytest.approx(np.mean(rises), rel=1e-4)
+    back = trajectory([tf.zeros(coarse_shape)] * 2, [big, tf.zeros(fine_shape)])  # away, then back again
+    assert float(overshoot(back, field, 4)) == pytest.approx(np.mean(rises), rel=1e-4)
+    coarse_big = tf.constant(np.random.default_rng(1).normal(0.0, 2.0, coarse_shape), tf.float32)
+    coarse_jump = trajectory([coarse_big, tf.zeros(coarse_shape)], [tf.zeros(fine_shape)] * 2)
+    level1 = [float(level_epe(coarse_big[p:p + 1], field[p:p + 1], 1, 4)) - float(tf.reduce_mean(tf.norm(field[p], axis=-1)))
+              for p in range(2)]  # measured on level 1's grid, in finest voxels: close to the finest grid's figure
+    assert float(overshoot(coarse_jump, field, 4)) == pytest.approx(np.mean(level1), rel=0.05)
+    plain, _ = registration_loss(back, fixed, moving, field, config, LossConfig.from_value("supervised"))
+    total, terms = registration_loss(back, fixed, moving, field, config, LossConfig.from_value({"overshoot": 0.5}))
+    assert float(terms["overshoot"]) == pytest.approx(np.mean(rises), rel=1e-4)
+    assert float(total) == pytest.approx(float(plain) + 0.5 * np.mean(rises), rel=1e-5)
+    assert LossConfig.from_value({"overshoot": 0.5}).terms(2)[-1] == "overshoot"
+    with pytest.raises(ValueError, match="overshoot needs the true field"):
+        LossConfig.from_value({"preset": "ncc", "overshoot": 1.0})
 
 
 def test_relative_epe_divides_every_pair_by_its_mean_true_length():
