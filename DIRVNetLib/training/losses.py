@@ -13,7 +13,8 @@ import dataclasses
 
 import tensorflow as tf
 
-from DIRVNetLib.ops import binomial_downsample, bspline_interpolate, warp
+from DIRVNetLib.model.network import image_pyramid
+from DIRVNetLib.ops import bspline_interpolate, warp
 
 SIMILARITIES = ("ncc", "mse")
 
@@ -244,16 +245,6 @@ class LossConfig:
         return per_level + (["overshoot"] if self.overshoot > 0 else [])
 
 
-def image_pyramid(image, levels, padded_shape):
-    """``[B, *S, 1]`` image mirror-padded to ``padded_shape`` and its binomial pyramid (as the network)."""
-    spatial = image.shape[1:-1]
-    paddings = [[0, 0]] + [[0, p - n] for p, n in zip(padded_shape, spatial)] + [[0, 0]]
-    pyramid = [tf.pad(image, paddings, mode="SYMMETRIC")]
-    for _ in range(1, levels):
-        pyramid.append(binomial_downsample(pyramid[-1]))
-    return pyramid
-
-
 def registration_loss(output, fixed, moving, true_field, config, loss):
     """The training loss of a network ``output`` and its per-level terms.
 
@@ -271,8 +262,8 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
         raise ValueError(f"loss level_weights has {len(weights)} entries but the network has {len(levels)} levels")
     unsupervised = loss.unsupervised or loss.smoothness > 0 or loss.folding > 0
     if unsupervised:
-        fixed_pyramid = image_pyramid(fixed, len(levels), padded)
-        moving_pyramid = image_pyramid(moving, len(levels), padded)
+        fixed_pyramid = image_pyramid(fixed, padded, len(levels))
+        moving_pyramid = image_pyramid(moving, padded, len(levels))
     terms, totals = {}, []
     for level in levels:
         control = output.level_controls[level]
