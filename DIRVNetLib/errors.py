@@ -19,3 +19,11 @@ class InsufficientMemoryError(DIRVNetError, MemoryError):
 
 class RegistrationCancelled(DIRVNetError):
     """The caller's cancel flag was set; nothing was written."""
+
+
+class OutputFolderError(DIRVNetError, OSError):
+    """An output folder cannot take the outputs (a file, not writable, holds other files or an input)."""
+
+
+class RegistrationFailedError(DIRVNetError, ArithmeticError):
+    """A registration produced a non-finite (NaN/Inf) field or similarity; nothing was written."""

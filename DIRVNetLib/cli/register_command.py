@@ -1,24 +1,65 @@
 """``dirvnet register --fixed F --moving M --output-dir OUT``: writes transform.h5, displacement.nrrd,
-warped.nrrd, report.json and qa.png in OUT (each file whole)."""
+warped.nrrd, report.json and qa.png in OUT, committed together (:mod:`DIRVNetLib.io.outputset`)."""
 
+import argparse
+import contextlib
 import json
+import math
+import signal
+import threading
 import time
-from pathlib import Path
 
 from tqdm import tqdm
+
+OUTPUT_NAMES = ("transform.h5", "displacement.nrrd", "warped.nrrd", "report.json", "qa.png")
+
+
+def _positive_mm(text):
+    value = _number(text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite spacing > 0 mm, got {text!r}")
+    return value
+
+
+def _factor(text):
+    value = _number(text)
+    if not 1 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite factor > 1, got {text!r}")
+    return value
+
+
+def _rounds(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def add_parser(commands):
     parser = commands.add_parser("register", help="register a moving image to a fixed image")
     parser.add_argument("--fixed", required=True, help="fixed image (file or DICOM folder)")
     parser.add_argument("--moving", required=True, help="moving image (file or DICOM folder)")
-    parser.add_argument("--output-dir", required=True, help="folder for the outputs (created)")
+    parser.add_argument("--output-dir", required=True,
+                        help="folder for the outputs (new, empty, or of an earlier run: replaced as a whole)")
     parser.add_argument("--weights", default=None, help="bundled weight-set name or folder (default: for the dimension)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
-    parser.add_argument("--refinement-rounds", type=int, default=0, help="recurrent refinement rounds (default 0)")
-    parser.add_argument("--working-spacing", type=float, default=None, help="isotropic working spacing in mm")
-    parser.add_argument("--coarse-pass", type=float, default=None, metavar="FACTOR",
+    parser.add_argument("--refinement-rounds", type=_rounds, default=0, help="recurrent refinement rounds (default 0)")
+    parser.add_argument("--working-spacing", type=_positive_mm, default=None, help="isotropic working spacing in mm")
+    parser.add_argument("--coarse-pass", type=_factor, default=None, metavar="FACTOR",
                         help="first register on a grid FACTOR (> 1) times coarser, then refine on the working grid")
+    parser.add_argument("--moving-labels", action="store_true",
+                        help="the moving image is a label map: warp it with nearest neighbour (detected for integer "
+                        "images of few values)")
     parser.add_argument("--no-isotropic", action="store_true", help="register anisotropic images on their own grid")
     parser.add_argument("--no-unfold", action="store_true", help="keep the network's field even where it folds")
     parser.add_argument("--no-figure", action="store_true", help="skip the QA figure")
@@ -28,43 +69,66 @@ def add_parser(commands):
 
 def run(args):
     from DIRVNetLib.cli.figures import write_qa_figure
-    from DIRVNetLib.io.atomic import atomic_path
+    from DIRVNetLib.io.outputset import OutputSet
     from DIRVNetLib.io.transforms import write_image, write_transform
     from DIRVNetLib.registration.api import register
 
-    output = Path(args.output_dir)
-    with tqdm(total=None, desc="registering", unit="unit", disable=args.no_progress) as bar:
+    inputs = [("fixed", args.fixed), ("moving", args.moving)]
+    with _signals_interrupt(), OutputSet(args.output_dir, OUTPUT_NAMES, inputs) as outputs:
+        if outputs.recovered:
+            print(f"{outputs.folder}: {outputs.recovered}")
+        with tqdm(total=None, desc="registering", unit="unit", disable=args.no_progress) as bar:
 
-        def progress(info):
-            bar.total = info.total
-            bar.set_postfix_str(info.stage)
-            bar.update(info.done - bar.n)
+            def progress(info):
+                bar.total = info.total
+                bar.set_postfix_str(info.stage)
+                bar.update(info.done - bar.n)
 
-        result = register(
-            args.fixed, args.moving, weights=args.weights, device=args.device, progress=progress,
-            refinement_rounds=args.refinement_rounds, working_spacing=args.working_spacing,
-            isotropic=not args.no_isotropic, unfold=not args.no_unfold, coarse_pass=args.coarse_pass,
-        )
-    started = time.perf_counter()
-    output.mkdir(parents=True, exist_ok=True)
-    write_transform(result.transform, output / "transform.h5")
-    write_image(result.displacement, output / "displacement.nrrd")
-    write_image(result.warped, output / "warped.nrrd")
-    if not args.no_figure:
-        write_qa_figure(output / "qa.png", result.fixed, result.moving_resampled, result.warped, result.displacement)
-    report = dict(result.report)
-    report["seconds"] = {**report["seconds"], "write": time.perf_counter() - started}
-    report["inputs"] = {"fixed": str(args.fixed), "moving": str(args.moving)}
-    with atomic_path(output / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    print(_summary(report, output))
+            result = register(
+                args.fixed, args.moving, weights=args.weights, device=args.device, progress=progress,
+                refinement_rounds=args.refinement_rounds, working_spacing=args.working_spacing,
+                isotropic=not args.no_isotropic, unfold=not args.no_unfold, coarse_pass=args.coarse_pass,
+                moving_labels=True if args.moving_labels else None,
+            )
+        started = time.perf_counter()
+        write_transform(result.transform, outputs.path("transform.h5"))
+        write_image(result.displacement, outputs.path("displacement.nrrd"))
+        write_image(result.warped, outputs.path("warped.nrrd"))
+        if not args.no_figure:
+            write_qa_figure(outputs.path("qa.png"), result.fixed, result.moving_resampled, result.warped,
+                            result.displacement)
+        report = dict(result.report)
+        report["seconds"] = {**report["seconds"], "write": time.perf_counter() - started}
+        report["inputs"] = {"fixed": str(args.fixed), "moving": str(args.moving)}
+        outputs.path("report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+        outputs.commit()
+    print(_summary(report, outputs.folder, args.no_figure))
 
 
-def _summary(report, output):
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM (and SIGHUP) raise KeyboardInterrupt, as Ctrl-C does, so staged outputs are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number, frame):
+        raise KeyboardInterrupt(signal.Signals(number).name)
+
+    kept = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
+            if number is not None}
+    try:
+        yield
+    finally:
+        for number, handler in kept.items():
+            signal.signal(number, handler)
+
+
+def _summary(report, output, no_figure):
     s = report["seconds"]
     return (
         f"outputs in {output}: transform.h5, displacement.nrrd, warped.nrrd, report.json"
-        f"{', qa.png' if (output / 'qa.png').exists() else ''}\n"
+        f"{'' if no_figure else ', qa.png'}\n"
         f"NCC {report['ncc_before']:.3f} -> {report['ncc_after']:.3f}, "
         f"MSE {report['mse_before']:.4g} -> {report['mse_after']:.4g}; "
         f"Jacobian min {report['jacobian_min']:.3f}, non-positive {report['jacobian_nonpositive_percent']:.3f}%; "

@@ -2,18 +2,24 @@
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path`` (same suffixes, so writers pick the same format);
-    on success rename it to ``path``, on error remove it. ``path``'s folder must exist."""
+    on success rename it to ``path``, on error remove it. ``path``'s folder must exist. The file is
+    created with mode 0666 less the umask, as any new file."""
     path = Path(path)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem.split('.')[0]}-", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.stem.split('.')[0]}-{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -7,8 +7,12 @@ import SimpleITK as sitk
 def isotropic_reference(image, spacing):
     """An empty image with ``image``'s origin, direction and physical extent on an isotropic grid of
     ``spacing`` mm (the extent is kept: size = ceil(old size * old spacing / spacing))."""
-    size = [max(2, int(np.ceil(n * s / spacing - 1e-6))) for n, s in zip(image.GetSize(), image.GetSpacing())]
-    return _reference_like(image, size, [float(spacing)] * image.GetDimension())
+    return _reference_like(image, isotropic_size(image, spacing), [float(spacing)] * image.GetDimension())
+
+
+def isotropic_size(image, spacing):
+    """The size of :func:`isotropic_reference`'s grid (nothing allocated)."""
+    return [max(2, int(np.ceil(n * s / spacing - 1e-6))) for n, s in zip(image.GetSize(), image.GetSpacing())]
 
 
 def coarser_reference(image, factor):
@@ -31,6 +35,13 @@ def resample_like(image, reference, interpolator=sitk.sitkLinear):
     """``image`` resampled (identity transform, physical space) onto ``reference``'s grid; points
     outside ``image`` take the nearest voxel's value."""
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID(), True)
+
+
+def warp_image(image, reference, transform, labels=False, pixel_id=sitk.sitkFloat32):
+    """``image`` resampled on ``reference``'s grid through ``transform`` (0 outside): linearly, or with
+    nearest neighbour for a label map (``labels``), as ``pixel_id``."""
+    interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
+    return sitk.Cast(sitk.Resample(image, reference, transform, interpolator, 0.0, sitk.sitkFloat32), pixel_id)
 
 
 def resample_isotropic(image, spacing, interpolator=sitk.sitkLinear):

@@ -6,8 +6,6 @@ convention ``warped(p) = moving(p + u(p))`` (ITK displacement-field transform, S
 """
 
 import dataclasses
-import math
-import numbers
 import time
 
 import numpy as np
@@ -16,18 +14,17 @@ import tensorflow as tf
 
 from DIRVNetLib.data.images import normalise_intensity
 from DIRVNetLib.errors import InputImageError, WeightSetError
-from DIRVNetLib.io.images import check_image, read_image
-from DIRVNetLib.io.resample import coarser_reference, resample_like
+from DIRVNetLib.io.resample import coarser_reference, resample_like, warp_image
 from DIRVNetLib.io.weights import load_weight_set, resolve
 from DIRVNetLib.metrics import displacement_transform, jacobian_statistics, similarity_report
 from DIRVNetLib.model import DIRVNet
 from DIRVNetLib.ops import warp
+from DIRVNetLib.registration.checks import DEVICES, check_arguments, check_finite, check_finite_report
 from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.memory import check_memory
 from DIRVNetLib.registration.progress import UnitMonitor
 
-DEVICES = ("auto", "cpu", "gpu")
 _NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip building and tracing
 
 
@@ -47,12 +44,6 @@ class RegistrationResult:
     fixed: sitk.Image
     moving_resampled: sitk.Image
     intermediate: list
-
-
-def _input(image, role):
-    if isinstance(image, sitk.Image):
-        return check_image(image, f"{role} image")
-    return read_image(image, role)
 
 
 def _normalised(image):
@@ -139,6 +130,7 @@ def register(
     unfold=True,
     whole_graph=False,
     coarse_pass=None,
+    moving_labels=None,
 ):
     """Register ``moving`` to ``fixed`` with DIRV-Net.
 
@@ -158,13 +150,20 @@ def register(
     it rules out ``progress``, ``cancel`` and ``keep_intermediate``, which need every unit.
     coarse_pass: a factor > 1: first register on a working grid this many times coarser (displacements
     are then fewer voxels long, where the network is more accurate), then on the working grid starting
-    from that field (composed); rules out ``keep_intermediate``. Inputs are never modified.
+    from that field (composed); rules out ``keep_intermediate``. moving_labels: the moving image is a label
+    map, warped with nearest neighbour in its own pixel type (None: detected, :mod:`checks`). Inputs are
+    never modified; arguments are checked first (:mod:`checks`), and a non-finite result is an error.
     Returns a :class:`RegistrationResult` (``report["seconds"]["total"]`` includes the report's statistics).
     """
     timings = {}
     started = time.perf_counter()
-    fixed_image = _input(fixed, "fixed")
-    moving_image = _input(moving, "moving")
+    checked = check_arguments(
+        fixed, moving, weights=weights, device=device, progress=progress, cancel=cancel,
+        refinement_rounds=refinement_rounds, working_spacing=working_spacing, isotropic=isotropic,
+        keep_intermediate=keep_intermediate, unfold=unfold, whole_graph=whole_graph, coarse_pass=coarse_pass,
+        moving_labels=moving_labels,
+    )
+    fixed_image, moving_image = checked.fixed, checked.moving
     dimension = fixed_image.GetDimension()
     if moving_image.GetDimension() != dimension:
         raise InputImageError(f"fixed image is {dimension}D but moving image is {moving_image.GetDimension()}D")
@@ -174,24 +173,19 @@ def register(
         raise WeightSetError(
             f"weight set {weight_set.path} is for {weight_set.dimension}D images but the images are {dimension}D"
         )
-    if refinement_rounds < 0:
-        raise ValueError(f"refinement_rounds must be >= 0, got {refinement_rounds}")
     if whole_graph and (progress is not None or cancel is not None or keep_intermediate):
         raise ValueError("whole_graph runs no code between units: it cannot be combined with progress, cancel "
                          "or keep_intermediate")
-    if coarse_pass is not None and not (
-        isinstance(coarse_pass, numbers.Real) and not isinstance(coarse_pass, bool) and 1 < coarse_pass < math.inf
-    ):
-        raise ValueError(f"coarse_pass must be a factor > 1 (or None), got {coarse_pass!r}")
     if coarse_pass is not None and keep_intermediate:
         raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
     timings["load"] = time.perf_counter() - started
 
     with _device_scope(device):
         mark = time.perf_counter()
-        grid = WorkingGrid.for_fixed(fixed_image, working_spacing, isotropic)
         config = weight_set.config
-        estimated = check_memory(config.padded_shape(grid.shape), config)
+        estimated = check_memory(config.padded_shape(WorkingGrid.shape_for(fixed_image, working_spacing, isotropic)),
+                                 config)
+        grid = WorkingGrid.for_fixed(fixed_image, working_spacing, isotropic)
         on_fixed_grid = grid.matches(fixed_image)
         fixed_on_grid = fixed_image if on_fixed_grid else resample_like(fixed_image, grid.reference)
         moving_on_grid = resample_like(moving_image, grid.reference)
@@ -218,6 +212,7 @@ def register(
             network, fixed_working, moving_working, monitor, refinement_rounds, whole_graph, initial
         )
         timings["network"] = time.perf_counter() - mark
+        check_finite(flow, "network's displacement field")
 
         mark = time.perf_counter()
         displacement = resample_displacement(grid.flow_to_displacement(flow), fixed_image)
@@ -227,7 +222,7 @@ def register(
             displacement, unfolded_voxels, _ = remove_folding(displacement)
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
         transform = displacement_transform(displacement)
-        warped = sitk.Resample(moving_image, fixed_image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        warped = warp_image(moving_image, fixed_image, transform, checked.moving_labels, checked.moving_pixel_id)
         moving_on_fixed = moving_on_grid if on_fixed_grid else resample_like(moving_image, fixed_image)
         similarity = similarity_report(fixed_image, moving_on_fixed, warped)
         intermediate = [
@@ -251,7 +246,10 @@ def register(
         "seconds": timings,
         **similarity,
         **jacobian,
+        "moving_labels": checked.moving_labels,
+        "warnings": checked.warnings,
     }
+    check_finite_report(report)
     return RegistrationResult(displacement, transform, warped, report, fixed_image, moving_on_fixed, intermediate)
 
 

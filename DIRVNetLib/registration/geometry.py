@@ -6,13 +6,12 @@ fixed spacing, or isotropic (the finest fixed spacing, or ``working_spacing`` mm
 """
 
 import dataclasses
-import itertools
 
 import numpy as np
 import SimpleITK as sitk
 
 from DIRVNetLib.errors import InputImageError
-from DIRVNetLib.io.resample import isotropic_reference
+from DIRVNetLib.io.resample import isotropic_reference, isotropic_size
 
 
 @dataclasses.dataclass
@@ -21,13 +20,27 @@ class WorkingGrid:
 
     reference: sitk.Image
 
-    @classmethod
-    def for_fixed(cls, fixed, working_spacing=None, isotropic=True):
-        """The grid for ``fixed``: ``working_spacing`` (mm) if given; else the finest fixed spacing
-        when ``isotropic`` and the fixed spacing is anisotropic (> 1% apart); else the fixed grid."""
+    @staticmethod
+    def spacing_for(fixed, working_spacing=None, isotropic=True):
+        """The isotropic working spacing (mm) for ``fixed``: ``working_spacing`` if given; else the
+        finest fixed spacing when ``isotropic`` and the fixed spacing is anisotropic (> 1% apart);
+        else None (the fixed grid itself)."""
         spacing = np.array(fixed.GetSpacing())
         if working_spacing is None and isotropic and spacing.max() > 1.01 * spacing.min():
             working_spacing = float(spacing.min())
+        return working_spacing
+
+    @classmethod
+    def shape_for(cls, fixed, working_spacing=None, isotropic=True):
+        """The array-order shape of :meth:`for_fixed`'s grid, computed without allocating it."""
+        spacing = cls.spacing_for(fixed, working_spacing, isotropic)
+        size = fixed.GetSize() if spacing is None else isotropic_size(fixed, spacing)
+        return tuple(reversed(size))
+
+    @classmethod
+    def for_fixed(cls, fixed, working_spacing=None, isotropic=True):
+        """The grid for ``fixed`` (spacing from :meth:`spacing_for`)."""
+        working_spacing = cls.spacing_for(fixed, working_spacing, isotropic)
         if working_spacing is None:
             reference = sitk.Image(fixed.GetSize(), sitk.sitkFloat32)
             reference.CopyInformation(fixed)
@@ -80,24 +93,44 @@ def resample_displacement(displacement, reference):
     )
 
 
-def check_overlap(fixed, moving):
-    """Raise :class:`InputImageError` when ``moving`` cannot overlap ``fixed`` in physical space: the
-    box (in ``moving``'s continuous index space, voxel edges included) bounding the fixed grid's
-    corners misses ``moving``'s extent on some axis. Conservative for oblique grids: a miss is
-    certain, an overlap only possible."""
+MIN_OVERLAP = 0.01
+"""Least fraction of the fixed image's extent the moving image must cover to be registered."""
+
+
+def overlap_fraction(fixed, moving, samples=32):
+    """Fraction of the fixed image's extent (voxel edges included) lying inside the moving image's,
+    from the centres of a lattice of at most ``samples`` equal cells per axis across the fixed extent."""
     size = np.array(fixed.GetSize())
-    corners = [
-        moving.TransformPhysicalPointToContinuousIndex(fixed.TransformContinuousIndexToPhysicalPoint(
-            [float(c) for c in corner]))
-        for corner in itertools.product(*[(-0.5, n - 0.5) for n in size])
-    ]
-    low, high = np.min(corners, axis=0), np.max(corners, axis=0)
-    extent = np.array(moving.GetSize()) - 0.5
-    if np.any(high < -0.5) or np.any(low > extent):
+    axes = [(np.arange(min(n, samples)) + 0.5) * n / min(n, samples) - 0.5 for n in size]
+    index = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(size))
+    points = _index_to_physical(fixed, index)
+    moving_matrix = np.array(moving.GetDirection()).reshape(len(size), -1) @ np.diag(moving.GetSpacing())
+    moving_index = (points - np.array(moving.GetOrigin())) @ np.linalg.inv(moving_matrix).T
+    inside = np.all((moving_index >= -0.5) & (moving_index <= np.array(moving.GetSize()) - 0.5), axis=1)
+    return float(inside.mean())
+
+
+def _index_to_physical(image, index):
+    matrix = np.array(image.GetDirection()).reshape(image.GetDimension(), -1) @ np.diag(image.GetSpacing())
+    return np.asarray(index, float) @ matrix.T + np.array(image.GetOrigin())
+
+
+def check_overlap(fixed, moving):
+    """Raise :class:`InputImageError` when ``moving`` covers less than :data:`MIN_OVERLAP` of the fixed
+    image's extent in physical space (images that miss each other, or only touch at an edge)."""
+    fraction = overlap_fraction(fixed, moving)
+    if fraction == 0:
         raise InputImageError(
             f"the moving image does not overlap the fixed image in physical space (fixed: {_span(fixed)}; "
             f"moving: {_span(moving)}, LPS mm): check the images' origins and directions"
         )
+    if fraction < MIN_OVERLAP:
+        raise InputImageError(
+            f"the moving image covers only {100 * fraction:.2g}% of the fixed image in physical space (fixed: "
+            f"{_span(fixed)}; moving: {_span(moving)}, LPS mm), less than the {100 * MIN_OVERLAP:g}% needed: "
+            "check the images' origins and directions"
+        )
+    return fraction
 
 
 def _span(image):

@@ -60,20 +60,33 @@ def test_images_that_do_not_overlap_are_refused(small_pair, t1_volume):
     far.SetOrigin((fixed.GetOrigin()[0] + fixed.GetSize()[0] * fixed.GetSpacing()[0] + 5.0, fixed.GetOrigin()[1]))
     with pytest.raises(InputImageError, match="the moving image does not overlap the fixed image in physical space"):
         DIRVNetLib.register(fixed, far)
-    # Oblique 3D: rotated about its origin and moved along physical z just beyond the fixed volume's
-    # extent there (its index y axis, 256 mm) on either side -> refused; half of it -> may overlap.
+    # Oblique 3D: turned 0.4 rad about physical z at its origin and moved along z (the volume's index y
+    # axis, 256 mm): just beyond the fixed volume on either side -> refused; by half -> about a third
+    # of the fixed extent covered; 8 mm short of the end -> a sliver (2% > 1%) still accepted.
     from DIRVNetLib.registration.geometry import check_overlap
 
     rotated = sitk.Image(t1_volume)
-    rotated.SetDirection(sitk.Euler3DTransform((0, 0, 0), 0.0, 0.0, 0.4).GetMatrix())  # about z: z kept
+    turn = np.array(sitk.Euler3DTransform((0, 0, 0), 0.0, 0.0, 0.4).GetMatrix()).reshape(3, 3)
+    rotated.SetDirection((turn @ np.array(t1_volume.GetDirection()).reshape(3, 3)).ravel())
     extent = t1_volume.GetSize()[1] * t1_volume.GetSpacing()[1]
-    for offset, overlaps in ((extent + 3.0, False), (extent / 2, True), (-extent - 3.0, False)):
+    for offset, covered in ((extent + 3.0, 0.0), (extent / 2, 0.32), (extent - 8.0, 0.02), (-extent - 3.0, 0.0)):
         rotated.SetOrigin(np.add(t1_volume.GetOrigin(), (0.0, 0.0, offset)))
-        if overlaps:
-            check_overlap(t1_volume, rotated)
+        if covered:
+            assert check_overlap(t1_volume, rotated) == pytest.approx(covered, abs=0.005)
         else:
             with pytest.raises(InputImageError, match="does not overlap"):
                 check_overlap(t1_volume, rotated)
+
+
+def test_images_that_only_touch_are_refused(small_pair):
+    """Edge to edge (voxel edges meet), or overlapping at a corner by 4x4 of 181x217 voxels (< 1%)."""
+    fixed = small_pair[0]
+    extent = np.multiply(fixed.GetSize(), fixed.GetSpacing())
+    for shift, message in (((extent[0], 0.0), "does not overlap"), (extent - 4.0, r"covers only 0.\d+% of the fixed")):
+        touching = sitk.Image(fixed)
+        touching.SetOrigin(np.add(fixed.GetOrigin(), shift))
+        with pytest.raises(InputImageError, match=message):
+            DIRVNetLib.register(fixed, touching)
 
 
 def test_weights_of_the_wrong_dimension(small_pair):
