@@ -68,13 +68,17 @@ def add_parser(commands):
 
 
 def run(args):
-    from DIRVNetLib.cli.figures import write_qa_figure
     from DIRVNetLib.io.outputset import OutputSet
-    from DIRVNetLib.io.transforms import write_image, write_transform
-    from DIRVNetLib.registration.api import register
 
     inputs = [("fixed", args.fixed), ("moving", args.moving)]
     with _signals_interrupt(), OutputSet(args.output_dir, OUTPUT_NAMES, inputs) as outputs:
+        from DIRVNetLib.cli.tfstart import start_tensorflow
+
+        start_tensorflow(args.device)
+        from DIRVNetLib.cli.figures import write_qa_figure
+        from DIRVNetLib.io.transforms import write_image, write_transform
+        from DIRVNetLib.registration.api import register
+
         if outputs.recovered:
             print(f"{outputs.folder}: {outputs.recovered}")
         with tqdm(total=None, desc="registering", unit="unit", disable=args.no_progress) as bar:

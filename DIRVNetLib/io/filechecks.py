@@ -4,11 +4,9 @@ uneven slices, and capture of ITK's warnings (printed on stderr) so they can be 
 
 import contextlib
 import gzip
-import os
 import re
 import struct
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from DIRVNetLib.errors import InputImageError
+from DIRVNetLib.io.stderr import captured_stderr
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _NIFTI_HEADER_BYTES = 540  # a NIfTI-2 header; a NIfTI-1 header is 348
@@ -169,26 +168,11 @@ _ITK_WARNING = re.compile(r"WARNING: In [^\n]*\n(?P<text>.*?)(?:\n\s*\n|\Z)", re
 def capture_itk_warnings(warnings):
     """Collect ITK's warnings (written to the process's stderr) during the block into the list
     ``warnings`` (one line each); anything else written to stderr meanwhile is passed on."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
+    with captured_stderr() as captured:
         yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), fd)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, fd)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace")
-    for match in _ITK_WARNING.finditer(text):
+    for match in _ITK_WARNING.finditer(captured.text):
         line = " ".join(match["text"].split())
         warnings.append(re.sub(r"^\w+ \(0x[0-9a-f]+\): ", "", line))
-    rest = _ITK_WARNING.sub("", text).strip()
+    rest = _ITK_WARNING.sub("", captured.text).strip()
     if rest:
         print(rest, file=sys.stderr)

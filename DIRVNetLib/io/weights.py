@@ -1,12 +1,14 @@
 """Weight sets: a folder with ``config.json`` (network), ``weights.npz`` and ``metadata.json``.
 
 metadata.json holds ``dimension``, ``description``, ``training`` (data, command, figures),
-``library_version`` and ``weights_sha256``, which is checked on every load.
+``library_version``, ``weights_sha256`` (of weights.npz) and ``config_sha256`` (of config.json's values:
+:func:`config_sha256`); both are checked on every load, so every file that changes the result is covered.
 """
 
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -42,6 +44,12 @@ class WeightSet:
     @property
     def description(self):
         return self.metadata.get("description", "")
+
+    @property
+    def checksum(self):
+        """sha256 of the network config and the weights together (what determines the result)."""
+        both = f"{self.metadata.get('config_sha256')}:{self.metadata['weights_sha256']}"
+        return hashlib.sha256(both.encode()).hexdigest()
 
 
 def bundled_directories():
@@ -111,6 +119,12 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+def config_sha256(config_dict):
+    """sha256 of a network config's values: its JSON with sorted keys and no spaces, so that reformatting
+    or line endings do not change it, but any value does."""
+    return hashlib.sha256(json.dumps(config_dict, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def _read_json(path, what):
     try:
         return json.loads(Path(path).read_text())
@@ -125,8 +139,9 @@ def load_weight_set(path):
     path = Path(path)
     if not path.is_dir():
         raise WeightSetError(f"weight set folder {path} does not exist")
+    config_dict = _read_json(path / "config.json", "config")
     try:
-        config = NetworkConfig.from_dict(_read_json(path / "config.json", "config"))
+        config = NetworkConfig.from_dict(config_dict)
     except (TypeError, ValueError) as e:
         if isinstance(e, WeightSetError):
             raise
@@ -142,9 +157,25 @@ def load_weight_set(path):
             f"weight file {weights_path} is corrupt or was changed: sha256 {actual[:12]}... does not match "
             f"metadata.json ({str(expected)[:12]}...)"
         )
+    _check_config(path, metadata, config_dict)
     if metadata.get("dimension") != config.ndim:
         raise WeightSetError(f"weight set {path}: metadata dimension {metadata.get('dimension')} != config ndim {config.ndim}")
     return WeightSet(config=config, weights=_arrays(weights_path, actual), metadata=metadata, path=path)
+
+
+def _check_config(path, metadata, config_dict):
+    """Compare config.json's values with metadata's ``config_sha256`` (sets saved before it existed
+    carry none: they load with a logged warning)."""
+    expected = metadata.get("config_sha256")
+    if expected is None:
+        logging.getLogger(__name__).warning("weight set %s has no config_sha256: its config.json is not verified", path)
+        return
+    actual = config_sha256(config_dict)
+    if expected != actual:
+        raise WeightSetError(
+            f"weight set config {path / 'config.json'} was changed: sha256 {actual[:12]}... of its values does "
+            f"not match metadata.json ({str(expected)[:12]}...)"
+        )
 
 
 _ARRAYS = {}  # sha256 of a weight file -> its arrays (read-only): a verified file is unpacked once
@@ -179,6 +210,7 @@ def save_weight_set(path, config, weights, description, training):
         "training": training,
         "library_version": DIRVNetLib.__version__,
         "weights_sha256": digest,
+        "config_sha256": config_sha256(config.to_dict()),
     }
     for name, text in (("config.json", config.to_json()), ("metadata.json", json.dumps(metadata, indent=2))):
         with atomic_path(path / name) as tmp:

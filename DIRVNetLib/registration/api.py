@@ -53,7 +53,7 @@ def _normalised(image):
 
 
 def _network(weight_set):
-    key = (str(weight_set.path.resolve()), weight_set.metadata["weights_sha256"])
+    key = (str(weight_set.path.resolve()), weight_set.checksum)
     if key not in _NETWORKS:
         network = DIRVNet(weight_set.config)
         try:

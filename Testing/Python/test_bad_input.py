@@ -12,7 +12,7 @@ from conftest import shifted
 from DIRVNetLib.cli.main import main
 from DIRVNetLib.errors import InputImageError, InsufficientMemoryError, WeightSetError
 from DIRVNetLib.io.atomic import atomic_path
-from DIRVNetLib.io.weights import load_weight_set, resolve
+from DIRVNetLib.io.weights import config_sha256, load_weight_set, resolve
 from DIRVNetLib.registration import memory
 
 
@@ -117,16 +117,43 @@ def test_corrupt_weight_file_is_refused(small_pair, tmp_path):
         DIRVNetLib.register(*small_pair, weights=copy)
 
 
+def test_changed_config_is_refused(tmp_path):
+    """The checksum covers config.json's values (data_range changes the result), not its formatting."""
+    copy = tmp_path / "mr2d"
+    shutil.copytree(resolve("mr2d", 2), copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(config, indent=None).replace(",", ",\r\n"))  # reformatted: loads
+    load_weight_set(copy)
+    config["data_range"] *= 2
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightSetError, match=r"config .*config.json was changed: sha256"):
+        load_weight_set(copy)
+
+
 def test_weights_that_do_not_fit_their_config(tmp_path):
     copy = tmp_path / "mr2d"
     shutil.copytree(resolve("mr2d", 2), copy)
     config = json.loads((copy / "config.json").read_text())
     config["data_filters"] += 1
     (copy / "config.json").write_text(json.dumps(config))
-    weight_set = load_weight_set(copy)  # checksum is of the weights, so this loads ...
+    metadata = json.loads((copy / "metadata.json").read_text())
+    metadata["config_sha256"] = config_sha256(config)  # an edit that also updated the checksum ...
+    (copy / "metadata.json").write_text(json.dumps(metadata))
+    weight_set = load_weight_set(copy)  # ... loads ...
     image = sitk.GetImageFromArray(np.random.default_rng(0).uniform(size=(40, 40)).astype(np.float32))
     with pytest.raises(WeightSetError, match="weights do not match the network configuration"):
         DIRVNetLib.register(image, image, weights=weight_set.path)  # ... and is refused when built
+
+
+def test_weight_set_without_config_checksum_still_loads(tmp_path, caplog):
+    """Sets saved before config_sha256 existed load, with a warning that the config is not verified."""
+    copy = tmp_path / "old"
+    shutil.copytree(resolve("mr2d", 2), copy)
+    metadata = json.loads((copy / "metadata.json").read_text())
+    del metadata["config_sha256"]
+    (copy / "metadata.json").write_text(json.dumps(metadata))
+    assert load_weight_set(copy).config.ndim == 2
+    assert "has no config_sha256" in caplog.text
 
 
 def test_unreadable_file(small_pair, tmp_path):
