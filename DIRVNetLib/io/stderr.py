@@ -15,22 +15,24 @@ class Captured:
 
 @contextlib.contextmanager
 def captured_stderr():
-    """Redirect file descriptor 2 to a temporary file for the block; yields a :class:`Captured`.
-    Without a real stderr (embedded interpreters) nothing is captured."""
+    """Redirect file descriptor 2 (where native code writes, whatever ``sys.stderr`` is) to a temporary
+    file for the block; yields a :class:`Captured`. Without a descriptor 2 nothing is captured."""
     captured = Captured()
+    fd = 2
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
+        saved = os.dup(fd)
+    except OSError:
         yield captured
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
+    if sys.stderr is not None:
+        sys.stderr.flush()
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), fd)
         try:
             yield captured
         finally:
-            sys.stderr.flush()
+            if sys.stderr is not None:
+                sys.stderr.flush()
             os.dup2(saved, fd)
             os.close(saved)
             capture.seek(0)
