@@ -161,10 +161,14 @@ class OutputSet:
             if self.folder.is_dir():
                 os.chmod(self.staging, stat.S_IMODE(self.folder.stat().st_mode))
         except OSError as e:
+            self.discard()
             raise OutputFolderError(
                 f"cannot write beside output folder {self.folder} ({e.strerror}): the set is staged in a "
                 f"folder next to it, so {self.folder.parent} must be writable"
             ) from e
+        except BaseException:  # a signal turned into KeyboardInterrupt before the caller's with-block
+            self.discard()
+            raise
 
     def _check(self, inputs):
         folder = self.folder
