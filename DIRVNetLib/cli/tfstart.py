@@ -25,11 +25,16 @@ _NO_DRIVER = r"\S+ [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit: .
 def start_tensorflow(device="auto"):
     """Import TensorFlow and list its devices (where it looks for CUDA), dropping the known start-up
     lines from stderr; the missing-driver line is kept when ``device`` is "gpu"."""
-    noise = re.compile("|".join(_NOISE + ([] if device == "gpu" else [_NO_DRIVER])))
     with captured_stderr() as captured:
         import tensorflow as tf
 
         tf.config.list_physical_devices()
-    kept = [line for line in captured.text.splitlines() if line.strip() and not noise.fullmatch(line.strip())]
+    kept = kept_lines(captured.text, device)
     if kept:
         print("\n".join(kept), file=sys.stderr)
+
+
+def kept_lines(text, device="auto"):
+    """The lines of ``text`` that are not known start-up noise."""
+    noise = re.compile("|".join(_NOISE + ([] if device == "gpu" else [_NO_DRIVER])))
+    return [line for line in text.splitlines() if line.strip() and not noise.fullmatch(line.strip())]

@@ -2,6 +2,7 @@
 killed; inputs are never inside it; file modes follow the umask."""
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -152,3 +153,114 @@ def test_modes_follow_the_umask(tmp_path, umask):
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "out" / "a.txt").stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~umask
+
+
+# ---------------------------------------------------------------- through `dirvnet register`
+
+
+@pytest.fixture
+def images(tmp_path):
+    import SimpleITK as sitk
+
+    from conftest import DATA, shifted
+
+    image = sitk.ReadImage(str(DATA / "BrainT1Slice.png"), sitk.sitkFloat32)
+    sitk.WriteImage(image, str(tmp_path / "fixed.nrrd"))
+    sitk.WriteImage(shifted(image, 2.0), str(tmp_path / "moving.nrrd"))
+    return tmp_path / "fixed.nrrd", tmp_path / "moving.nrrd"
+
+
+def register_cli(fixed, moving, out, weights, *extra):
+    from DIRVNetLib.cli.main import main
+
+    return main(["register", "--fixed", str(fixed), "--moving", str(moving), "--output-dir", str(out),
+                 "--weights", str(weights), "--no-progress", *extra])
+
+
+def test_cli_writes_and_replaces_a_whole_set(images, tmp_path, tiny_weights, capsys):
+    import json
+
+    out = tmp_path / "out"
+    assert register_cli(*images, out, tiny_weights) == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert first == ["displacement.nrrd", "qa.png", "report.json", "transform.h5", "warped.nrrd"]
+    report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert report["warnings"] == [] and report["moving_labels"] is False
+    assert register_cli(*images, out, tiny_weights, "--no-figure") == 0  # the new set has no figure ...
+    assert sorted(p.name for p in out.iterdir()) == [n for n in first if n != "qa.png"]  # ... nor the folder
+    assert beside(out) == ["fixed.nrrd", "moving.nrrd"]
+    assert "outputs in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case,message", [
+    ("input-is-output", r"the moving image .*out/warped.nrrd lies inside the output folder"),
+    ("output-is-file", r"output folder .*out is a file"),
+    ("figure-is-folder", r"output folder .*out holds 'qa.png', not part of an output set"),
+])
+def test_cli_refuses_before_computing(images, tmp_path, tiny_weights, capsys, case, message):
+    import shutil
+
+    out = tmp_path / "out"
+    moving = images[1]
+    if case == "input-is-output":
+        out.mkdir()
+        moving = shutil.copy(images[1], out / "warped.nrrd")
+    elif case == "output-is-file":
+        out.write_text("x")
+    else:
+        (out / "qa.png").mkdir(parents=True)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert register_cli(images[0], moving, out, tiny_weights) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert beside(out) == ["fixed.nrrd", "moving.nrrd"]
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--working-spacing", "inf", "must be a finite spacing > 0 mm, got 'inf'"),
+    ("--working-spacing", "nan", "must be a finite spacing > 0 mm, got 'nan'"),
+    ("--working-spacing", "0", "must be a finite spacing > 0 mm"),
+    ("--coarse-pass", "1", "must be a finite factor > 1, got '1'"),
+    ("--refinement-rounds", "1.5", "must be a whole number >= 0, got '1.5'"),
+])
+def test_cli_options_out_of_range_are_named(images, tmp_path, tiny_weights, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        register_cli(*images, tmp_path / "out", tiny_weights, f"{option}={value}")
+    assert exit_.value.code == 2
+    assert f"argument {option}: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_working_grid_too_large_is_refused_before_it_exists(images, tmp_path, tiny_weights, capsys):
+    assert register_cli(*images, tmp_path / "out", tiny_weights, "--working-spacing", "1e-6") == 2
+    assert re.search(r"registering a \d+x\d+ working grid needs about .* GiB", capsys.readouterr().err)
+    assert not (tmp_path / "out").exists() and beside(tmp_path / "out") == ["fixed.nrrd", "moving.nrrd"]
+
+
+def test_cpu_start_drops_only_known_noise():
+    from DIRVNetLib.cli.tfstart import kept_lines
+
+    noise = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1796030463.827097   16016 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+        "GPU will not be used.\n"
+        "E0000 00:00:1796030489.257426   16016 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+        "Failed call to cuInit: UNKNOWN ERROR (303)\n"
+    )
+    real = "E0000 00:00:1796030489.257426   16016 cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR_NO_DEVICE (100)"
+    assert kept_lines(noise + real + "\n") == [real]
+    assert kept_lines(noise, device="gpu") == [noise.splitlines()[2]]  # asked for a GPU: the reason is kept
+
+
+def test_cpu_run_prints_no_cuda_line():
+    """TensorFlow started as the CLI starts it, in a fresh process: no cuInit or driver line on stderr."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = "from DIRVNetLib.cli.tfstart import start_tensorflow; start_tensorflow('cpu')"
+    err = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)}).stderr
+    assert "cuInit" not in err and "cuda drivers" not in err, err
