@@ -51,7 +51,8 @@ def add_parser(commands):
     parser.add_argument("--moving", required=True, help="moving image (file or DICOM folder)")
     parser.add_argument("--output-dir", required=True,
                         help="folder for the outputs (new, empty, or of an earlier run: replaced as a whole)")
-    parser.add_argument("--weights", default=None, help="bundled weight-set name or folder (default: for the dimension)")
+    parser.add_argument("--weights", default=None,
+                        help="bundled weight-set name or folder (default: for the dimension)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
     parser.add_argument("--refinement-rounds", type=_rounds, default=0, help="recurrent refinement rounds (default 0)")
     parser.add_argument("--working-spacing", type=_positive_mm, default=None, help="isotropic working spacing in mm")

@@ -161,7 +161,7 @@ def _is_dicom(path):
         return handle.read(4) == b"DICM"
 
 
-_ITK_WARNING = re.compile(r"WARNING: In [^\n]*\n(?P<text>.*?)(?:\n\s*\n|\Z)", re.S)
+_ITK_WARNING = re.compile(r"WARNING: In [^\n]*\n(?P<text>.*?)(?:\n\s*\n|\Z)", re.DOTALL)
 
 
 @contextlib.contextmanager

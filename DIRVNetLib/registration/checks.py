@@ -154,5 +154,7 @@ def check_finite_report(report):
             for v in value:
                 walk(v, key)
         elif _is_number(value) and not math.isfinite(value):
-            raise RegistrationFailedError(f"the registration failed: its report's {key} is {value}; nothing was written")
+            raise RegistrationFailedError(
+                f"the registration failed: its report's {key} is {value}; nothing was written"
+            )
     walk(report, "")

@@ -96,7 +96,8 @@ def write_dicom_series(folder, slices=8, thickness=3.0):
     writer.KeepOriginalImageUIDOn()
     for k in range(slices):
         image = volume[:, :, k]
-        tags = {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.1", "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
+        tags = {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+                "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
                 "0020|0032": f"0\\0\\{k * thickness}", "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(k + 1),
                 "0028|0030": "1\\1", "0018|0050": str(thickness)}
         for tag, value in tags.items():

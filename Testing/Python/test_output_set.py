@@ -1,14 +1,21 @@
 """The output folder holds the whole old set or the whole new one, whatever fails and wherever a run is
 killed; inputs are never inside it; file modes follow the umask."""
 
+import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import SimpleITK as sitk
 
+from conftest import DATA, shifted
+from DIRVNetLib.cli.main import main
+from DIRVNetLib.cli.tfstart import kept_lines
 from DIRVNetLib.errors import OutputFolderError
 from DIRVNetLib.io import outputset
 from DIRVNetLib.io.atomic import atomic_path
@@ -160,10 +167,6 @@ def test_modes_follow_the_umask(tmp_path, umask):
 
 @pytest.fixture
 def images(tmp_path):
-    import SimpleITK as sitk
-
-    from conftest import DATA, shifted
-
     image = sitk.ReadImage(str(DATA / "BrainT1Slice.png"), sitk.sitkFloat32)
     sitk.WriteImage(image, str(tmp_path / "fixed.nrrd"))
     sitk.WriteImage(shifted(image, 2.0), str(tmp_path / "moving.nrrd"))
@@ -171,15 +174,11 @@ def images(tmp_path):
 
 
 def register_cli(fixed, moving, out, weights, *extra):
-    from DIRVNetLib.cli.main import main
-
     return main(["register", "--fixed", str(fixed), "--moving", str(moving), "--output-dir", str(out),
                  "--weights", str(weights), "--no-progress", *extra])
 
 
 def test_cli_writes_and_replaces_a_whole_set(images, tmp_path, tiny_weights, capsys):
-    import json
-
     out = tmp_path / "out"
     assert register_cli(*images, out, tiny_weights) == 0
     first = sorted(p.name for p in out.iterdir())
@@ -198,8 +197,6 @@ def test_cli_writes_and_replaces_a_whole_set(images, tmp_path, tiny_weights, cap
     ("figure-is-folder", r"output folder .*out holds 'qa.png', not part of an output set"),
 ])
 def test_cli_refuses_before_computing(images, tmp_path, tiny_weights, capsys, case, message):
-    import shutil
-
     out = tmp_path / "out"
     moving = images[1]
     if case == "input-is-output":
@@ -239,8 +236,6 @@ def test_working_grid_too_large_is_refused_before_it_exists(images, tmp_path, ti
 
 
 def test_cpu_start_drops_only_known_noise():
-    from DIRVNetLib.cli.tfstart import kept_lines
-
     noise = (
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
         "I0000 00:00:1796030463.827097   16016 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
@@ -248,17 +243,14 @@ def test_cpu_start_drops_only_known_noise():
         "E0000 00:00:1796030489.257426   16016 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
         "Failed call to cuInit: UNKNOWN ERROR (303)\n"
     )
-    real = "E0000 00:00:1796030489.257426   16016 cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR_NO_DEVICE (100)"
+    real = ("E0000 00:00:1796030489.257426   16016 cuda_platform.cc:52] failed call to cuInit: "
+            "CUDA_ERROR_NO_DEVICE (100)")
     assert kept_lines(noise + real + "\n") == [real]
     assert kept_lines(noise, device="gpu") == [noise.splitlines()[2]]  # asked for a GPU: the reason is kept
 
 
 def test_cpu_run_prints_no_cuda_line():
     """TensorFlow started as the CLI starts it, in a fresh process: no cuInit or driver line on stderr."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[2]
     code = "from DIRVNetLib.cli.tfstart import start_tensorflow; start_tensorflow('cpu')"
     err = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,

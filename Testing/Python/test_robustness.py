@@ -266,7 +266,7 @@ def test_non_finite_field_is_an_error(pair, tmp_path):
     config = NetworkConfig(ndim=2, levels=1, units=1, control_spacing=4, data_filters=2, data_kernel=3,
                            reg_filters=2, reg_kernel=3)
     weights = DIRVNet(config, seed=0).get_weights()
-    name = sorted(weights)[0]
+    name = min(weights)
     weights[name] = np.full_like(weights[name], np.nan)
     save_weight_set(tmp_path / "nan", config, weights, "weights holding NaN", {})
     with pytest.raises(RegistrationFailedError, match=r"the network's displacement field has \d+ non-finite values"):
