@@ -85,7 +85,7 @@ def _nifti_bytes(head):
 
 def _check_metaimage(path, role):
     """A MetaImage header's data (in the .mha itself or in the file its ElementDataFile names) must hold
-    DimSize x channels x element bytes, unless compressed."""
+    DimSize x channels x element bytes, or CompressedDataSize bytes when compressed."""
     fields, header_bytes = {}, 0
     with open(path, "rb") as handle:
         for raw in handle:
@@ -95,7 +95,7 @@ def _check_metaimage(path, role):
             if key.strip().lower() == "elementdatafile":
                 break
     data_name = fields.get("elementdatafile")
-    if not data_name or fields.get("compresseddata", "false").lower() == "true" or fields.get("headersize"):
+    if not data_name or fields.get("headersize"):
         return
     if data_name.upper() == "LOCAL":
         data_file, available = path, path.stat().st_size - header_bytes
@@ -107,15 +107,19 @@ def _check_metaimage(path, role):
             raise InputImageError(f"{role} image {path}: its data file {data_file} does not exist")
         available = data_file.stat().st_size
     try:
-        voxels = int(np.prod([int(v) for v in fields.get("dimsize", "").split()], dtype=object))
-        channels = int(fields.get("elementnumberofchannels", "1"))
-        expected = voxels * channels * _META_BYTES[fields.get("elementtype", "").upper()]
+        if fields.get("compresseddata", "false").lower() == "true":
+            expected, what = int(fields["compresseddatasize"]), "compressed data"
+        else:
+            voxels = int(np.prod([int(v) for v in fields.get("dimsize", "").split()], dtype=object))
+            channels = int(fields.get("elementnumberofchannels", "1"))
+            expected = voxels * channels * _META_BYTES[fields.get("elementtype", "").upper()]
+            what = f"{fields.get('dimsize')} voxels"
     except (ValueError, KeyError):
-        return  # ITK reports a malformed header itself
+        return  # ITK reports a malformed header (or one without the compressed size) itself
     if available < expected:
         raise InputImageError(
-            f"{role} image {path} is truncated: its header promises {fields.get('dimsize')} voxels "
-            f"({expected} bytes) but {data_file.name} holds {available} bytes"
+            f"{role} image {path} is truncated: its header promises {what} ({expected} bytes) but "
+            f"{data_file.name} holds {available} bytes"
         )
 
 

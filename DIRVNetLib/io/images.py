@@ -37,7 +37,10 @@ def read_raw(path, role="image", warnings=None):
             with capture_itk_warnings(captured):
                 image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        raise InputImageError(f"{role} image {path} is unreadable: {str(e).strip().splitlines()[-1]}") from e
+        reason = str(e).strip().splitlines()[-1]
+        if "No such file or directory" in reason:  # what ITK says of a file it could not read to the end
+            reason = "its data is missing or cut short"
+        raise InputImageError(f"{role} image {path} is unreadable: {reason}") from e
     for text in captured:
         message = f"{role} image {path}: {text}"
         if warnings is None:

@@ -47,6 +47,18 @@ def test_truncated_files_are_refused(tmp_path, ext, keep):
         read_image(tmp_path / f"a.{ext}", "moving")
 
 
+@pytest.mark.parametrize("ext", ["mha", "mhd", "nrrd"])
+def test_truncated_compressed_files_are_refused(tmp_path, ext):
+    path = tmp_path / f"a.{ext}"
+    sitk.WriteImage(sample(ext), str(path), True)
+    data_file = path.with_suffix(".zraw") if ext == "mhd" else path
+    data = data_file.read_bytes()
+    data_file.write_bytes(data[: int(len(data) * 0.7)])
+    with pytest.raises(InputImageError, match=r"a\.\w+ (is truncated: its header promises compressed data|is unreadable: "
+                                              r"\[nrrd\] _nrrdEncodingGzip_read: expected)"):
+        read_image(path, "moving")
+
+
 def test_corrupt_gzip_stream_is_refused(tmp_path):
     path = write(sample("nii.gz"), tmp_path / "a.nii.gz")
     data = bytearray(path.read_bytes())
