@@ -1,10 +1,10 @@
 """An output folder replaced as a whole: every file of a new set is written into a staging folder beside
 it, then the staging folder takes the output folder's place in one step.
 
-Guarantee: at every instant, and after any failure or signal (SIGKILL included), the output folder
-``OUT`` holds the whole previous set or the whole new one, never a mix. Where the operating system can
-exchange two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``) there is no moment without
-``OUT``. Elsewhere the commit is two renames (``OUT`` aside, the new set in); a kill between them leaves
+Guarantee: after any failure or signal (SIGKILL included) the output folder ``OUT`` holds the whole
+previous set or the whole new one, never a mix. Where the operating system can exchange two folders
+atomically (Linux ``renameat2(RENAME_EXCHANGE)``) this holds at every instant, for readers too.
+Elsewhere the commit is two renames (``OUT`` aside, the new set in); a kill between them leaves
 ``OUT`` absent and the complete new set in ``.OUT.dirvnet-complete-PID`` beside it, which
 :func:`recover` (run at the start of every :class:`OutputSet`) moves into place. Staging folders left by
 killed runs are removed by the next run into the same folder.
