@@ -172,11 +172,13 @@ _ITK_WARNING = re.compile(r"WARNING: In [^\n]*\n(?P<text>.*?)(?:\n\s*\n|\Z)", re
 def capture_itk_warnings(warnings):
     """Collect ITK's warnings (written to the process's stderr) during the block into the list
     ``warnings`` (one line each); anything else written to stderr meanwhile is passed on."""
-    with captured_stderr() as captured:
-        yield
-    for match in _ITK_WARNING.finditer(captured.text):
-        line = " ".join(match["text"].split())
-        warnings.append(re.sub(r"^\w+ \(0x[0-9a-f]+\): ", "", line))
-    rest = _ITK_WARNING.sub("", captured.text).strip()
-    if rest:
-        print(rest, file=sys.stderr)
+    try:
+        with captured_stderr() as captured:
+            yield
+    finally:
+        for match in _ITK_WARNING.finditer(captured.text):
+            line = " ".join(match["text"].split())
+            warnings.append(re.sub(r"^\w+ \(0x[0-9a-f]+\): ", "", line))
+        rest = _ITK_WARNING.sub("", captured.text).strip()
+        if rest:
+            print(rest, file=sys.stderr)

@@ -5,6 +5,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 
 
 class Captured:
@@ -13,10 +14,19 @@ class Captured:
     text = ""
 
 
+_LOCK = threading.RLock()  # descriptor 2 is the process's: one capture at a time (nested ones are fine)
+
+
 @contextlib.contextmanager
 def captured_stderr():
     """Redirect file descriptor 2 (where native code writes, whatever ``sys.stderr`` is) to a temporary
-    file for the block; yields a :class:`Captured`. Without a descriptor 2 nothing is captured."""
+    file for the block; yields a :class:`Captured`. Without a descriptor 2 nothing is captured. Captures
+    in other threads wait for this one to end."""
+    with _LOCK:
+        yield from _capture()
+
+
+def _capture():
     captured = Captured()
     fd = 2
     try:

@@ -157,3 +157,16 @@ def test_reading_never_modifies_the_file(tmp_path):
     before, mtime = path.read_bytes(), path.stat().st_mtime_ns
     read_raw(path, "moving")
     assert path.read_bytes() == before and path.stat().st_mtime_ns == mtime
+
+
+def test_reading_in_threads_leaves_stderr_where_it_was(tmp_path):
+    """Captures of descriptor 2 from several threads at once end with stderr restored, each read whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [write(sample("nii.gz"), tmp_path / f"a{i}.nii.gz") for i in range(8)]
+    before = os.fstat(2)
+    with ThreadPoolExecutor(4) as pool:
+        images = list(pool.map(lambda p: read_image(p, "moving", []), paths))
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    assert all(image.GetSize() == (40, 30, 12) for image in images)
