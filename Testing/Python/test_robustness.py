@@ -104,7 +104,7 @@ def grid_of(image):
     return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
 
 
-CASES = [(2, seed) for seed in range(5)] + [(3, seed) for seed in range(2)]  # each traces the network anew
+CASES = [(2, seed) for seed in range(3)] + [(3, 0)]  # each traces the network anew: a few, and many below
 
 
 @pytest.mark.parametrize("ndim,seed", CASES, ids=[f"{n}d-{s}" for n, s in CASES])
@@ -284,7 +284,7 @@ class Run:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "DIRVNetLib.cli.main", "register", "--fixed", str(fixed), "--moving", str(moving),
              "--output-dir", str(out), "--weights", str(weights)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
         )
         self.err = ""
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -329,7 +329,7 @@ UNIT_DONE = re.compile(r"\| *[1-9]\d*/\d+ ")  # the progress bar after a variati
 
 
 @pytest.mark.parametrize("stage,signal_number", [
-    ("starting", signal.SIGINT), ("network", signal.SIGTERM), ("network", signal.SIGINT), ("writing", signal.SIGKILL),
+    ("starting", signal.SIGINT), ("network", signal.SIGTERM), ("writing", signal.SIGKILL),
 ])
 def test_interrupted_run_leaves_one_whole_set(tmp_path, tiny_weights, pair, stage, signal_number):
     """A real `dirvnet register` is signalled as it starts (staging folder made), after a unit of the
@@ -362,3 +362,5 @@ def test_interrupted_run_leaves_one_whole_set(tmp_path, tiny_weights, pair, stag
         assert code == 130 and "interrupted" in err, err
         assert assert_one_whole_set(out, old) == "old"
     assert staging(out) == []
+    if stage == "network":  # TensorFlow started and ran: its CPU start-up noise was dropped
+        assert "cuInit" not in err and "cuda drivers" not in err, err
