@@ -2,24 +2,30 @@
 
 Tensors are channels-last, ``[B, *S, C]`` with ``S`` the spatial shape in array order ([z, y, x] in 3D).
 Displacements ``[B, *S, N]`` are in voxels; component ``i`` moves along array axis ``i``.
+
+Importing this package does not import TensorFlow (``NetworkConfig`` needs ``GRADIENT_SCHEMES`` where
+TensorFlow is not installed, e.g. a fresh Slicer); the operators load their module on first use.
 """
 
-from DIRVNetLib.ops.bspline import (
-    bspline_adjoint,
-    bspline_interpolate,
-    control_grid_shape,
-    upsample_control_grid,
-)
-from DIRVNetLib.ops.filters import GRADIENT_SCHEMES, binomial_downsample, image_gradient
-from DIRVNetLib.ops.warp import warp
+GRADIENT_SCHEMES = ("forward", "central")
+"""Finite-difference schemes of :func:`image_gradient`."""
 
-__all__ = [
-    "bspline_adjoint",
-    "bspline_interpolate",
-    "control_grid_shape",
-    "upsample_control_grid",
-    "binomial_downsample",
-    "image_gradient",
-    "GRADIENT_SCHEMES",
-    "warp",
-]
+_OPERATORS = {
+    "bspline_adjoint": "bspline",
+    "bspline_interpolate": "bspline",
+    "control_grid_shape": "bspline",
+    "upsample_control_grid": "bspline",
+    "binomial_downsample": "filters",
+    "image_gradient": "filters",
+    "warp": "warp",
+}
+
+__all__ = [*_OPERATORS, "GRADIENT_SCHEMES"]
+
+
+def __getattr__(name):
+    if name in _OPERATORS:
+        import importlib
+
+        return getattr(importlib.import_module(f"DIRVNetLib.ops.{_OPERATORS[name]}"), name)
+    raise AttributeError(f"module 'DIRVNetLib.ops' has no attribute '{name}'")
