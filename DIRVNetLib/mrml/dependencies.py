@@ -9,9 +9,11 @@ Pure Python: nothing here imports Qt or TensorFlow, so the panel can ask before 
 """
 
 import importlib.metadata
+import importlib.util
 import platform
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +41,17 @@ def read_requirements(path) -> list:
     return [line for line in lines if line]
 
 
+def is_importable(module: str) -> bool:
+    """True when ``module`` can be found by the import system (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def is_satisfied(requirement: str) -> bool:
-    """True when the installed distribution matches ``requirement`` (name, version, environment marker)."""
+    """True when the installed distribution matches ``requirement`` (name, version, environment marker)
+    and its module (the distribution's name in lower case, ``-`` as ``_``) can be imported."""
     parsed = _requirement_class()(requirement)
     if parsed.marker is not None and not parsed.marker.evaluate():
         return True
@@ -48,7 +59,8 @@ def is_satisfied(requirement: str) -> bool:
         installed = importlib.metadata.version(parsed.name)
     except importlib.metadata.PackageNotFoundError:
         return False
-    return parsed.specifier.contains(installed, prereleases=True)
+    return (parsed.specifier.contains(installed, prereleases=True)
+            and is_importable(parsed.name.lower().replace("-", "_")))
 
 
 def nvidia_gpus() -> list:
@@ -88,6 +100,20 @@ class InstallPlan:
             lines += ["", "Kept as Slicer ships them (never reinstalled or changed): "
                       + ", ".join(c.replace("==", " ") for c in self.constraints) + "."]
         return "\n".join(lines)
+
+    def panel_text(self) -> str:
+        """One line for the panel: what the first Apply installs and its size, or that nothing is needed."""
+        if not self.needed:
+            return "Python packages: installed."
+        size = (f"{self.download_mb / 1000:.1f} GB" if self.download_mb >= 1000 else f"{self.download_mb} MB")
+        return f"Apply first installs {', '.join(self.requirements)} (about {size} download, after asking)."
+
+    def missing_message(self) -> str:
+        """A sentence for a registration asked for before the packages are installed ("" when none is missing)."""
+        if not self.needed:
+            return ""
+        return (f"DIRVNet needs {', '.join(self.requirements)}, which is not installed: press Apply in the DIRVNet "
+                f"module, or run DIRVNet.DIRVNetLogic().installDependencies() in the Python console.")
 
     def write_constraints(self, path) -> Path:
         """Write the pip constraints file (one ``name==version`` per line) and return its path."""
@@ -137,3 +163,14 @@ def plan(requirements, system=None, machine=None, gpus=None) -> InstallPlan:
             continue  # Slicer's own VTK build is not a pip distribution: nothing can replace it by name
     return InstallPlan(requirements=to_install, constraints=constraints, download_mb=download_mb,
                        gpu_build=gpu_build, notes=notes)
+
+
+def device_description() -> str:
+    """One line for the panel: the GPUs TensorFlow sees once it is loaded in this process, otherwise the
+    NVIDIA GPUs the driver reports (TensorFlow itself is never imported here)."""
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is not None and hasattr(tensorflow, "config"):
+        gpus = tensorflow.config.list_physical_devices("GPU")
+        return f"TensorFlow sees {len(gpus)} GPU(s)." if gpus else "TensorFlow sees no GPU: the CPU is used."
+    gpus = nvidia_gpus()
+    return f"NVIDIA GPU detected: {', '.join(gpus)}." if gpus else "No NVIDIA GPU detected: the CPU is used."

@@ -27,5 +27,9 @@ def __getattr__(name):
     if name in _OPERATORS:
         import importlib
 
-        return getattr(importlib.import_module(f"DIRVNetLib.ops.{_OPERATORS[name]}"), name)
+        module = importlib.import_module(f"DIRVNetLib.ops.{_OPERATORS[name]}")
+        # Bind the module's operators here: importing a submodule set the package attribute of the same
+        # name (``warp``) to the submodule.
+        globals().update({op: getattr(module, op) for op, home in _OPERATORS.items() if home == _OPERATORS[name]})
+        return globals()[name]
     raise AttributeError(f"module 'DIRVNetLib.ops' has no attribute '{name}'")
