@@ -10,14 +10,14 @@ TensorFlow is not installed, e.g. a fresh Slicer); the operators load their modu
 GRADIENT_SCHEMES = ("forward", "central")
 """Finite-difference schemes of :func:`image_gradient`."""
 
-_OPERATORS = {
-    "bspline_adjoint": "bspline",
-    "bspline_interpolate": "bspline",
-    "control_grid_shape": "bspline",
-    "upsample_control_grid": "bspline",
-    "binomial_downsample": "filters",
-    "image_gradient": "filters",
-    "warp": "warp",
+_OPERATORS = {  # operator -> its module (full names: tools/package_files.py finds them)
+    "bspline_adjoint": "DIRVNetLib.ops.bspline",
+    "bspline_interpolate": "DIRVNetLib.ops.bspline",
+    "control_grid_shape": "DIRVNetLib.ops.bspline",
+    "upsample_control_grid": "DIRVNetLib.ops.bspline",
+    "binomial_downsample": "DIRVNetLib.ops.filters",
+    "image_gradient": "DIRVNetLib.ops.filters",
+    "warp": "DIRVNetLib.ops.warp",
 }
 
 __all__ = [*_OPERATORS, "GRADIENT_SCHEMES"]
@@ -27,7 +27,7 @@ def __getattr__(name):
     if name in _OPERATORS:
         import importlib
 
-        module = importlib.import_module(f"DIRVNetLib.ops.{_OPERATORS[name]}")
+        module = importlib.import_module(_OPERATORS[name])
         # Bind the module's operators here: importing a submodule set the package attribute of the same
         # name (``warp``) to the submodule.
         globals().update({op: getattr(module, op) for op, home in _OPERATORS.items() if home == _OPERATORS[name]})
