@@ -122,18 +122,20 @@ class InstallPlan:
         return path
 
 
-def plan(requirements, system=None, machine=None, gpus=None) -> InstallPlan:
+def plan(requirements, system=None, machine=None, gpus=None, missing_only=True) -> InstallPlan:
     """The installation plan for ``requirements`` on this machine (or the given system/machine/GPUs).
 
     ``system``/``machine``: as ``platform.system()``/``platform.machine()``; ``gpus``: NVIDIA GPU
     names (default: :func:`nvidia_gpus`). TensorFlow becomes ``tensorflow[and-cuda]`` on 64-bit Linux
-    with an NVIDIA GPU. Requirements on protected packages are never installed.
+    with an NVIDIA GPU. Requirements on protected packages are never installed. ``missing_only=False``
+    plans the installed requirements too (what a Slicer without them would install).
     """
     system = system or platform.system()
     machine = (machine or platform.machine()).lower()
     protected = {name.lower() for name in PROTECTED_PACKAGES}
     Requirement = _requirement_class()
-    missing = [r for r in requirements if Requirement(r).name.lower() not in protected and not is_satisfied(r)]
+    missing = [r for r in requirements
+               if Requirement(r).name.lower() not in protected and not (missing_only and is_satisfied(r))]
     notes = []
     gpu_build = False
     to_install = []

@@ -24,6 +24,7 @@ from DIRVNetLib.mrml.background import (  # noqa: E402
     DependencyError,
     RegistrationProcessError,
     RegistrationWorker,
+    python_executable,
     worker_command,
 )
 from DIRVNetLib.mrml.convert import RAS_TO_LPS  # noqa: E402
@@ -223,7 +224,8 @@ def test_worker_without_tensorflow_says_so(tmp_path, monkeypatch, demo_scene):
         worker.close()
 
 
-def test_worker_command_runs_the_worker_module_on_the_given_python():
-    command = worker_command(sys.executable, idle_timeout=60)
+def test_worker_command_runs_the_worker_module_on_this_python_outside_slicer():
+    assert python_executable() == sys.executable  # PythonSlicer inside the Slicer application
+    command = worker_command(idle_timeout=60)
     assert command[:3] == [sys.executable, "-m", "DIRVNetLib.registration.worker"]
     assert command[-2:] == ["--idle-timeout", "60"]
