@@ -44,7 +44,8 @@ class DependencyError(errors.DIRVNetError):
 
 _ERRORS = {"InputImageError": errors.InputImageError, "WeightSetError": errors.WeightSetError,
            "InsufficientMemoryError": errors.InsufficientMemoryError,
-           "RegistrationCancelled": errors.RegistrationCancelled, "DependencyError": DependencyError}
+           "RegistrationCancelled": errors.RegistrationCancelled, "DependencyError": DependencyError,
+           "RegistrationError": errors.DIRVNetError}
 
 
 def python_executable() -> str:

@@ -51,7 +51,7 @@ def is_importable(module: str) -> bool:
 
 def is_satisfied(requirement: str) -> bool:
     """True when the installed distribution matches ``requirement`` (name, version, environment marker)
-    and its module (the distribution's name in lower case, ``-`` as ``_``) can be imported."""
+    and its module (the distribution's name, as written or in lower case, ``-`` as ``_``) can be imported."""
     parsed = _requirement_class()(requirement)
     if parsed.marker is not None and not parsed.marker.evaluate():
         return True
@@ -59,8 +59,9 @@ def is_satisfied(requirement: str) -> bool:
         installed = importlib.metadata.version(parsed.name)
     except importlib.metadata.PackageNotFoundError:
         return False
-    return (parsed.specifier.contains(installed, prereleases=True)
-            and is_importable(parsed.name.lower().replace("-", "_")))
+    module = parsed.name.replace("-", "_")
+    return parsed.specifier.contains(installed, prereleases=True) and (is_importable(module)
+                                                                       or is_importable(module.lower()))
 
 
 def nvidia_gpus() -> list:

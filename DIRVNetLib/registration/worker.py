@@ -30,7 +30,8 @@ from pathlib import Path
 DEFAULT_IDLE_TIMEOUT_S = 900.0
 
 ERROR_NAMES = ("InputImageError", "WeightSetError", "InsufficientMemoryError", "RegistrationCancelled")
-"""Exceptions of :mod:`DIRVNetLib.errors` reported under their own name; anything else is "RegistrationError"."""
+"""Exceptions of :mod:`DIRVNetLib.errors` reported under their own name; out of memory (TensorFlow's or
+Python's) as "InsufficientMemoryError"; anything else as "RegistrationError"."""
 
 
 class _Channel:
@@ -67,8 +68,8 @@ def describe_error(error: BaseException) -> tuple:
     if name == "ResourceExhaustedError" or isinstance(error, MemoryError):
         return "InsufficientMemoryError", (
             "The registration ran out of memory: use a coarser working spacing, or the CPU when the GPU is small.")
-    if isinstance(error, ValueError):
-        return "InputImageError", message
+    if isinstance(error, ValueError):  # DIRVNetLib's checks of options and images: the message says it all
+        return "RegistrationError", message
     return "RegistrationError", f"{name}: {message}"
 
 

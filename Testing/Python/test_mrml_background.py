@@ -229,3 +229,19 @@ def test_worker_command_runs_the_worker_module_on_this_python_outside_slicer():
     command = worker_command(idle_timeout=60)
     assert command[:3] == [sys.executable, "-m", "DIRVNetLib.registration.worker"]
     assert command[-2:] == ["--idle-timeout", "60"]
+
+
+@pytest.mark.parametrize("error, name, words", [
+    (WeightSetError("weight file x is corrupt"), "WeightSetError", "corrupt"),
+    (MemoryError(), "InsufficientMemoryError", "ran out of memory"),
+    (type("ResourceExhaustedError", (Exception,), {})("OOM when allocating tensor"), "InsufficientMemoryError",
+     "coarser working spacing"),
+    (ValueError("device 'gpu' was asked for but TensorFlow sees no GPU\nmore"), "RegistrationError", "sees no GPU"),
+    (KeyError("x"), "RegistrationError", "KeyError"),
+])
+def test_worker_names_each_error_with_one_sentence(error, name, words):
+    from DIRVNetLib.registration.worker import describe_error
+
+    reported, message = describe_error(error)
+    assert reported == name and words in message and "\n" not in message
+
