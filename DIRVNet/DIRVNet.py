@@ -219,7 +219,7 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self):
         self._cancelRun()
-        self.logic.worker().close()
+        DIRVNetLogic.worker().close()
         self.removeObservers()
 
     def enter(self):
