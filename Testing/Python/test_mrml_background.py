@@ -204,6 +204,26 @@ def test_a_worker_killed_from_outside_gives_a_clean_error(demo_scene):
     assert scene_node_ids(scene) == before
 
 
+def test_an_idle_worker_ends_by_itself_and_the_next_registration_starts_a_new_one(demo_scene):
+    scene, fixed, moving = demo_scene
+    worker = RegistrationWorker(python=sys.executable, idle_timeout=1.0)
+    try:
+        worker.start()
+        deadline = time.monotonic() + 600
+        while worker.info is None:  # TensorFlow loaded: the idle clock starts
+            assert worker.alive and time.monotonic() < deadline
+            worker.poll()
+            time.sleep(0.05)
+        first = worker.pid
+        worker._process.wait(timeout=30)
+        assert worker._process.returncode == 0 and not worker.alive
+
+        worker.submit(mrml.prepare(fixed, moving, **OPTIONS))
+        assert worker.alive and worker.pid != first
+    finally:
+        worker.close()
+
+
 def test_worker_without_tensorflow_says_so(tmp_path, monkeypatch, demo_scene):
     """The worker's Python lacks TensorFlow (a sitecustomize blocks it): a DependencyError, not a traceback."""
     scene, fixed, moving = demo_scene
