@@ -4,4 +4,7 @@ demo:
 test:
 	python3 dev.py test
 
-.PHONY: demo test
+slicer-test:
+	python3 dev.py slicer-test
+
+.PHONY: demo test slicer-test

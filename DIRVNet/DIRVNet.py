@@ -1,7 +1,9 @@
 """DIRVNet: deep-learning deformable registration of MR volumes (DIRV-Net) as a 3D Slicer module.
 
-Module (title, help, sample data), parameter node, Widget (panel, background run, QA views), Logic
-(console entry point; delegates to DIRVNetLib.mrml) and Test (self-test on the sample pair).
+Module (title, help, sample data), parameter node, Widget (panel, registration in a worker process, QA
+views), Logic (console entry point; delegates to DIRVNetLib.mrml) and Test (self-test on the sample pair).
+Needs Slicer 5.10 or later (Python 3.12). TensorFlow is never imported in Slicer's process: registrations
+run in a worker process (DIRVNetLib.mrml.background).
 
 Console use (blocks, returns the grid transform node)::
 
@@ -15,11 +17,16 @@ is displayed as moving(p + u(p)), aligned to the fixed volume.
 import enum
 import logging
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Annotated
+
+MINIMUM_PYTHON = (3, 12)
+if sys.version_info < MINIMUM_PYTHON:
+    raise ImportError(
+        f"DIRVNet needs 3D Slicer 5.10 or later (Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]}); this Slicer runs "
+        f"Python {sys.version_info[0]}.{sys.version_info[1]}. Install a newer Slicer to use DIRVNet.")
 
 import qt
 import vtk
@@ -84,7 +91,8 @@ Deformable registration of MR volumes with DIRV-Net, a variational network that 
 field level by level. Choose a fixed and a moving volume and press Apply: the result is a grid transform
 that shows the moving volume aligned to the fixed one. Optional outputs: the warped volume, the Jacobian
 determinant of the deformation, and the intermediate fields of every level and unit.
-The first Apply offers to install TensorFlow into Slicer's Python.
+The first Apply offers to install TensorFlow into Slicer's Python. Registrations run in a separate
+process; while one runs, Apply becomes Cancel. Needs Slicer 5.10 or later.
 """
         self.parent.acknowledgementText = """
 DIRV-Net: Jia, Thorley, Chen, Qiu, Shen, Duan, "Learning a model-driven variational network for deformable
@@ -167,37 +175,6 @@ class DIRVNetParameterNode:
 #
 
 
-class _BackgroundRun:
-    """A registration job on a worker thread; the widget polls ``progress`` and the outcome with a QTimer.
-
-    The worker only runs :meth:`DIRVNetLib.mrml.RegistrationJob.run` (no scene access); the widget writes
-    the result into the scene on the main thread.
-    """
-
-    def __init__(self, job):
-        self.job = job
-        self.cancel = threading.Event()
-        self.progress = None
-        self.result = None
-        self.error = None
-        self.errorDetails = ""
-        self.startTime = time.monotonic()
-        self.thread = threading.Thread(target=self._work, name="DIRVNet registration", daemon=True)
-
-    def start(self):
-        self.thread.start()
-
-    def _work(self):
-        try:
-            self.result = self.job.run(progress=self._onProgress, cancel=self.cancel)
-        except Exception as e:  # handed to the main thread, which reports it
-            self.error = e
-            self.errorDetails = traceback.format_exc()
-
-    def _onProgress(self, info):
-        self.progress = info
-
-
 class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel: inputs, model, options, outputs, Apply/Cancel with progress, and the registration steps."""
 
@@ -209,7 +186,8 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._run = None
+        self._run = None  # the BackgroundRegistration in the worker process, while one runs
+        self._installing = False
         self._stepsTransform = None
         self._pollTimer = None
 
@@ -236,13 +214,12 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self._populateWeightSets()
         self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
+        self.ui.installInfoLabel.text = self.logic.installationPlan().panel_text()
         self.initializeParameterNode()
 
     def cleanup(self):
-        if self._run is not None:
-            self._run.cancel.set()
-        if self._pollTimer is not None:
-            self._pollTimer.stop()
+        self._cancelRun()
+        DIRVNetLogic.worker().close()
         self.removeObservers()
 
     def enter(self):
@@ -255,8 +232,7 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event):
-        if self._run is not None:
-            self._run.cancel.set()
+        self._cancelRun()
         self._stepsTransform = None
         self.setParameterNode(None)
 
@@ -307,7 +283,11 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         reason = None
-        if not p.fixedVolume or not p.movingVolume:
+        if p is None:
+            reason = "No parameter node (the scene is closing)."
+        elif self._installing:
+            reason = "Installing Python packages: wait until pip has finished."
+        elif not p.fixedVolume or not p.movingVolume:
             reason = "Select a fixed and a moving volume."
         elif p.fixedVolume == p.movingVolume:
             reason = "The fixed and moving volumes must be different volumes."
@@ -352,25 +332,30 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # Running
 
     def onApplyButton(self):
-        """Apply starts a background registration; while it runs the same button cancels it."""
+        """Apply starts a registration in the worker process; while it runs the same button cancels it."""
         if self._run is not None:
-            self._run.cancel.set()
-            self.ui.applyButton.text = "Cancelling..."
-            self.ui.applyButton.enabled = False
-            self.ui.statusLabel.text = "Cancelling: the registration stops after the current unit."
+            self._cancelRun()
+            return
+        if self._installing:
             return
         try:
             if not self._ensureDependencies():
                 return
             with slicer.util.WaitCursor():
                 job = self.logic.prepare(**self.logic.registrationArguments(self._parameterNode))
+                self._run = self.logic.worker().submit(job)
         except Exception as e:  # any failure to start is shown as one message; details go to the log
             self._showError("DIRVNet could not start the registration.", e, traceback.format_exc())
             return
-        self._startRun(job)
+        self._setRunningState(True)
+        self._pollTimer.start()
 
     def _ensureDependencies(self):
-        """Ask once (exact packages, approximate size) and install what is missing; False if not installed."""
+        """Ask once (exact packages, approximate size) and install what is missing; False if not installed.
+
+        Apply stays disabled while pip runs. TensorFlow is only imported by the worker process, so no
+        restart of Slicer is needed after installing it.
+        """
         plan = self.logic.installationPlan()
         if not plan.needed:
             return True
@@ -378,24 +363,29 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                   "DIRVNet - install Python packages"):
             self.ui.statusLabel.text = "DIRVNet needs TensorFlow: press Apply again to install it."
             return False
+        self._installing = True
+        self._checkCanApply()
         self.ui.statusLabel.text = "Installing Python packages (see the progress window)..."
         slicer.app.processEvents()
-        restartNeeded = self.logic.installDependencies(plan)
-        if restartNeeded:
-            if slicer.util.confirmYesNoDisplay(
-                    "The packages were installed, but Slicer must restart before DIRVNet can use them. Restart now?",
-                    "DIRVNet - restart needed"):
-                slicer.util.restart()
-            self.ui.statusLabel.text = "Restart Slicer to finish installing DIRVNet's packages."
-            return False
-        self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
+        try:
+            self.logic.installDependencies(plan)
+        finally:
+            self._installing = False
+            self._checkCanApply()
+        self.ui.installInfoLabel.text = self.logic.installationPlan().panel_text()
         return True
 
-    def _startRun(self, job):
-        self._run = _BackgroundRun(job)
-        self._setRunningState(True)
-        self._run.start()
-        self._pollTimer.start()
+    def _cancelRun(self):
+        """End the worker's current registration (the scene stays as it was); nothing when none runs."""
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
+        if self._run is None:
+            return
+        self._run = None
+        self.logic.worker().cancel()
+        self._setRunningState(False)
+        self._checkCanApply()
+        self.ui.statusLabel.text = "Cancelled: the scene is unchanged."
 
     def _setRunningState(self, running):
         for section in ("inputsCollapsibleButton", "modelCollapsibleButton", "optionsCollapsibleButton",
@@ -408,37 +398,40 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if running:
             self.ui.progressBar.value = 0
             self.ui.progressBar.format = "Starting... %p%"
-            self.ui.statusLabel.text = "Registering (TensorFlow loads on the first run)..."
+            self.ui.statusLabel.text = ("Registering (the first run starts TensorFlow in a worker process)..."
+                                        if self.logic.worker().info is None else "Registering...")
 
     def _pollRun(self):
-        """Show progress; when the worker has finished, write the result on the main thread or report why not."""
+        """Read the worker's progress; when it has finished, write the result on the main thread or say why not."""
         run = self._run
+        if run is None:
+            self._pollTimer.stop()
+            return
+        self.logic.worker().poll()
         info = run.progress
         if info is not None and info.total:
             self.ui.progressBar.value = int(100 * info.done / info.total)
             self.ui.progressBar.format = f"Level {info.level}, unit {info.unit}: %p%"
-            if not run.cancel.is_set():
-                self.ui.statusLabel.text = f"{info.stage} ({time.monotonic() - run.startTime:.0f} s)"
-        if run.thread.is_alive():
+            self.ui.statusLabel.text = f"{info.stage} ({time.monotonic() - run.started:.0f} s)"
+        if not run.finished:
             return
         self._pollTimer.stop()
         self._run = None
         self._setRunningState(False)
         self._checkCanApply()
-        from DIRVNetLib.errors import RegistrationCancelled
-
-        if isinstance(run.error, RegistrationCancelled) or (run.error is None and run.cancel.is_set()):
+        self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
+        if run.state == "cancelled":
             self.ui.statusLabel.text = "Cancelled: the scene is unchanged."
             return
-        if run.error is not None:
-            self._showError("The registration failed.", run.error, run.errorDetails)
+        if run.state == "failed":
+            self._showError("The registration failed.", run.error, run.details)
             return
         try:
             transformNode = run.job.apply(run.result)
         except Exception as e:  # a failure while writing the outputs; apply() already removed its nodes
             self._showError("The result could not be added to the scene.", e, traceback.format_exc())
             return
-        self._showResult(run.job, transformNode, run.result.report, time.monotonic() - run.startTime)
+        self._showResult(run.job, transformNode, run.result.report, time.monotonic() - run.started)
 
     def _showError(self, message, error, details):
         logging.error("%s\n%s", message, details)
@@ -520,45 +513,49 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
         return dependencies.plan(dependencies.read_requirements(self.requirementsPath()))
 
     def installDependencies(self, plan=None):
-        """Install the missing packages with Slicer's pip (progress shown by Slicer); True if a restart is needed.
+        """Install the missing packages into Slicer's Python with pip (Slicer shows the progress).
 
-        Slicer's numpy and SimpleITK are pinned by a constraints file, so pip never changes them.
+        Slicer's numpy and SimpleITK are pinned by a constraints file, so pip never changes them. Slicer 5.12
+        and later install through ``slicer.packaging.pip_ensure``, 5.10 through ``slicer.util.pip_install``.
+        Raises RuntimeError when the packages are still missing afterwards.
         """
         import importlib
-        import inspect
 
         plan = plan or self.installationPlan()
         if not plan.needed:
-            return False
+            return
         constraints = plan.write_constraints(Path(slicer.app.temporaryPath) / "DIRVNet-constraints.txt")
-        pipEnsure = getattr(getattr(slicer, "packaging", None), "pip_ensure", None)
-        if pipEnsure is not None and "constraints" in inspect.signature(pipEnsure).parameters:
-            from packaging.requirements import Requirement
-
-            # We asked already, with sizes; pip_ensure shows progress and offers a restart when one is needed.
-            options = {"constraints": str(constraints), "prompt_install": False, "requester": "DIRVNet"}
-            accepted = inspect.signature(pipEnsure).parameters
-            pipEnsure([Requirement(r) for r in plan.requirements],
-                      **{key: value for key, value in options.items() if key in accepted})
-        else:
-            slicer.util.pip_install(plan.requirements + ["-c", str(constraints)])
-        importlib.invalidate_caches()
         try:
-            importlib.import_module("tensorflow")
-        except ImportError as e:
-            logging.warning("DIRVNet: TensorFlow was installed but cannot be imported in this session: %s", e)
-            return True
-        return False
+            packaging = importlib.import_module("slicer.packaging")
+        except ImportError:  # Slicer 5.10
+            slicer.util.pip_install(plan.requirements + ["-c", str(constraints)])
+        else:
+            # The user was asked already (with sizes); TensorFlow is never imported here, so no restart prompt.
+            packaging.pip_ensure(plan.requirements, constraints=str(constraints), prompt_install=False,
+                                 prompt_restart=False, requester="DIRVNet")
+        importlib.invalidate_caches()
+        remaining = self.installationPlan()
+        if remaining.needed:
+            raise RuntimeError(f"pip finished, but {', '.join(remaining.requirements)} is still missing; see the "
+                               f"Python console for pip's messages.")
 
     def deviceDescription(self):
-        """One line for the panel: the GPUs TensorFlow sees, or before TensorFlow is loaded, the NVIDIA GPUs."""
-        if "tensorflow" in sys.modules:
-            gpus = sys.modules["tensorflow"].config.list_physical_devices("GPU")
-            return f"TensorFlow sees {len(gpus)} GPU(s)." if gpus else "TensorFlow sees no GPU: the CPU is used."
-        from DIRVNetLib.mrml.dependencies import nvidia_gpus
+        """One line for the panel: the worker's GPUs once it has started, before that the driver's NVIDIA GPUs."""
+        from DIRVNetLib.mrml.dependencies import device_description
 
-        gpus = nvidia_gpus()
-        return (f"NVIDIA GPU detected: {', '.join(gpus)}." if gpus else "No NVIDIA GPU detected: the CPU is used.")
+        info = self.worker().info
+        if info is None:
+            return device_description()
+        gpus = info.get("gpus") or []
+        return (f"TensorFlow {info.get('tensorflow', '')} (worker process) sees {len(gpus)} GPU(s)." if gpus
+                else f"TensorFlow {info.get('tensorflow', '')} (worker process) sees no GPU: the CPU is used.")
+
+    @staticmethod
+    def worker():
+        """The worker process that runs registrations (shared by the panel and the console; kept warm)."""
+        from DIRVNetLib.mrml.background import shared_worker
+
+        return shared_worker()
 
     def registrationArguments(self, parameterNode):
         """Keyword arguments of :meth:`register` / :meth:`prepare` from the panel's parameter node."""
@@ -579,17 +576,16 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
                     **options)
 
     def _checkInstalled(self):
-        plan = self.installationPlan()
-        if plan.needed:
-            raise RuntimeError(
-                f"DIRVNet needs {', '.join(plan.requirements)}, which is not installed. Press Apply in the DIRVNet "
-                f"module, or run DIRVNet.DIRVNetLogic().installDependencies() in the Python console.")
+        message = self.installationPlan().missing_message()
+        if message:
+            raise RuntimeError(message)
 
     def prepare(self, fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
                 outputVolumeNode=None, **options):
         """Check the inputs and read the volumes (DIRVNetLib.mrml.prepare), then that TensorFlow is installed.
 
-        The returned job runs on any thread (``job.run``) and writes its result on the main one (``job.apply``).
+        The returned job is run by the worker (``self.worker().submit(job)``) and written into the scene by
+        ``job.apply`` on the main thread.
         """
         from DIRVNetLib import mrml
 
@@ -600,15 +596,19 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
 
     def register(self, fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
                  outputVolumeNode=None, progress=None, cancel=None, **options):
-        """Register ``movingVolumeNode`` to ``fixedVolumeNode`` (blocks); returns the grid transform node.
+        """Register ``movingVolumeNode`` to ``fixedVolumeNode`` in the worker process (blocks); returns the grid
+        transform node.
 
-        The steps of ``DIRVNetLib.mrml.register``, with the same arguments (``jacobianVolumeNode``,
-        ``keepIntermediate``, ``placeMovingUnderTransform``, ``progress``, ``cancel``, ``refinement_rounds``,
-        ``working_spacing``...), plus a clear error when TensorFlow is not installed yet.
+        The arguments of ``DIRVNetLib.mrml.register`` (``jacobianVolumeNode``, ``keepIntermediate``,
+        ``placeMovingUnderTransform``, ``progress``, ``cancel``, ``refinement_rounds``, ``working_spacing``...),
+        plus a clear error when TensorFlow is not installed yet.
         """
-        job = self.prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=outputTransformNode,
-                           weights=weights, device=device, outputVolumeNode=outputVolumeNode, **options)
-        return job.apply(job.run(progress=progress, cancel=cancel))
+        from DIRVNetLib.mrml.background import register
+
+        self._checkInstalled()
+        return register(fixedVolumeNode, movingVolumeNode, outputTransformNode=outputTransformNode,
+                        weights=weights, device=device, outputVolumeNode=outputVolumeNode, progress=progress,
+                        cancel=cancel, worker=self.worker(), **options)
 
 
 #
@@ -651,8 +651,9 @@ class DIRVNetTest(ScriptedLoadableModuleTest):
         from DIRVNetLib.mrml.convert import volume_to_image
 
         logic = DIRVNetLogic()
-        if logic.installationPlan().needed:
-            self.skipTest("TensorFlow is not installed in this Slicer (press Apply in DIRVNet to install it)")
+        missing = logic.installationPlan().missing_message()
+        if missing:
+            self.skipTest(missing)
         fixed, moving = self._loadSamplePair()
         fixedImage, _ = volume_to_image(fixed)
         movingOnFixedGrid = sitk.Resample(volume_to_image(moving)[0], fixedImage, sitk.Transform(), sitk.sitkLinear)

@@ -16,12 +16,14 @@ from .register import (
     WEIGHTS_ATTRIBUTE,
     RegistrationJob,
     prepare,
+    previous_result,
     register,
 )
 
 __all__ = [
     "register",
     "prepare",
+    "previous_result",
     "RegistrationJob",
     "FIXED_VOLUME_ROLE",
     "MOVING_VOLUME_ROLE",

@@ -88,12 +88,16 @@ def volume_grid(volumeNode) -> Grid:
     return Grid(matrix_to_numpy(matrix), tuple(volumeNode.GetImageData().GetDimensions()))
 
 
-def world_volume_copy(volumeNode):
+_OWN_PARENT = object()
+
+
+def world_volume_copy(volumeNode, parent=_OWN_PARENT):
     """A new scalar volume node, outside any scene, with the node's voxels in world coordinates.
 
-    The voxels are deep-copied and the node's parent transforms are hardened into the copy: a linear
-    transform only changes the copy's IJK-to-RAS matrix; a non-linear one resamples the copy's voxels
-    on the node's own grid. The input node is not modified.
+    The voxels are deep-copied and the node's parent transforms (or those of ``parent`` and above it,
+    None = no transform) are hardened into the copy: a linear transform only changes the copy's
+    IJK-to-RAS matrix; a non-linear one resamples the copy's voxels on the node's own grid. The input
+    node is not modified.
     """
     copy = slicer.vtkMRMLScalarVolumeNode()
     copy.SetName(volumeNode.GetName())
@@ -103,7 +107,8 @@ def world_volume_copy(volumeNode):
     voxels = vtk.vtkImageData()
     voxels.DeepCopy(volumeNode.GetImageData())
     copy.SetAndObserveImageData(voxels)
-    parent = volumeNode.GetParentTransformNode()
+    if parent is _OWN_PARENT:
+        parent = volumeNode.GetParentTransformNode()
     if parent is None:
         return copy
     if parent.IsTransformToWorldLinear():
@@ -145,12 +150,13 @@ def array_to_image(array: np.ndarray, grid: Grid) -> sitk.Image:
     return image
 
 
-def volume_to_image(volumeNode):
+def volume_to_image(volumeNode, parent=_OWN_PARENT):
     """(image, grid): the node's voxels in world space as a SimpleITK image in LPS mm, and its grid.
 
-    Parent transforms are applied as in :func:`world_volume_copy`; the node is not modified.
+    Parent transforms (or ``parent`` instead of the node's own) are applied as in :func:`world_volume_copy`;
+    the node is not modified.
     """
-    world = world_volume_copy(volumeNode)
+    world = world_volume_copy(volumeNode, parent)
     grid = volume_grid(world)
     return array_to_image(volume_array(world), grid), grid
 

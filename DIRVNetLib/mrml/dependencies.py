@@ -9,9 +9,11 @@ Pure Python: nothing here imports Qt or TensorFlow, so the panel can ask before 
 """
 
 import importlib.metadata
+import importlib.util
 import platform
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +41,17 @@ def read_requirements(path) -> list:
     return [line for line in lines if line]
 
 
+def is_importable(module: str) -> bool:
+    """True when ``module`` can be found by the import system (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def is_satisfied(requirement: str) -> bool:
-    """True when the installed distribution matches ``requirement`` (name, version, environment marker)."""
+    """True when the installed distribution matches ``requirement`` (name, version, environment marker)
+    and its module (the distribution's name, as written or in lower case, ``-`` as ``_``) can be imported."""
     parsed = _requirement_class()(requirement)
     if parsed.marker is not None and not parsed.marker.evaluate():
         return True
@@ -48,7 +59,9 @@ def is_satisfied(requirement: str) -> bool:
         installed = importlib.metadata.version(parsed.name)
     except importlib.metadata.PackageNotFoundError:
         return False
-    return parsed.specifier.contains(installed, prereleases=True)
+    module = parsed.name.replace("-", "_")
+    return parsed.specifier.contains(installed, prereleases=True) and (is_importable(module)
+                                                                       or is_importable(module.lower()))
 
 
 def nvidia_gpus() -> list:
@@ -89,6 +102,20 @@ class InstallPlan:
                       + ", ".join(c.replace("==", " ") for c in self.constraints) + "."]
         return "\n".join(lines)
 
+    def panel_text(self) -> str:
+        """One line for the panel: what the first Apply installs and its size, or that nothing is needed."""
+        if not self.needed:
+            return "Python packages: installed."
+        size = (f"{self.download_mb / 1000:.1f} GB" if self.download_mb >= 1000 else f"{self.download_mb} MB")
+        return f"Apply first installs {', '.join(self.requirements)} (about {size} download, after asking)."
+
+    def missing_message(self) -> str:
+        """A sentence for a registration asked for before the packages are installed ("" when none is missing)."""
+        if not self.needed:
+            return ""
+        return (f"DIRVNet needs {', '.join(self.requirements)}, which is not installed: press Apply in the DIRVNet "
+                f"module, or run DIRVNet.DIRVNetLogic().installDependencies() in the Python console.")
+
     def write_constraints(self, path) -> Path:
         """Write the pip constraints file (one ``name==version`` per line) and return its path."""
         path = Path(path)
@@ -96,18 +123,20 @@ class InstallPlan:
         return path
 
 
-def plan(requirements, system=None, machine=None, gpus=None) -> InstallPlan:
+def plan(requirements, system=None, machine=None, gpus=None, missing_only=True) -> InstallPlan:
     """The installation plan for ``requirements`` on this machine (or the given system/machine/GPUs).
 
     ``system``/``machine``: as ``platform.system()``/``platform.machine()``; ``gpus``: NVIDIA GPU
     names (default: :func:`nvidia_gpus`). TensorFlow becomes ``tensorflow[and-cuda]`` on 64-bit Linux
-    with an NVIDIA GPU. Requirements on protected packages are never installed.
+    with an NVIDIA GPU. Requirements on protected packages are never installed. ``missing_only=False``
+    plans the installed requirements too (what a Slicer without them would install).
     """
     system = system or platform.system()
     machine = (machine or platform.machine()).lower()
     protected = {name.lower() for name in PROTECTED_PACKAGES}
     Requirement = _requirement_class()
-    missing = [r for r in requirements if Requirement(r).name.lower() not in protected and not is_satisfied(r)]
+    missing = [r for r in requirements
+               if Requirement(r).name.lower() not in protected and not (missing_only and is_satisfied(r))]
     notes = []
     gpu_build = False
     to_install = []
@@ -137,3 +166,14 @@ def plan(requirements, system=None, machine=None, gpus=None) -> InstallPlan:
             continue  # Slicer's own VTK build is not a pip distribution: nothing can replace it by name
     return InstallPlan(requirements=to_install, constraints=constraints, download_mb=download_mb,
                        gpu_build=gpu_build, notes=notes)
+
+
+def device_description() -> str:
+    """One line for the panel: the GPUs TensorFlow sees once it is loaded in this process, otherwise the
+    NVIDIA GPUs the driver reports (TensorFlow itself is never imported here)."""
+    tensorflow = sys.modules.get("tensorflow")
+    if tensorflow is not None and hasattr(tensorflow, "config"):
+        gpus = tensorflow.config.list_physical_devices("GPU")
+        return f"TensorFlow sees {len(gpus)} GPU(s)." if gpus else "TensorFlow sees no GPU: the CPU is used."
+    gpus = nvidia_gpus()
+    return f"NVIDIA GPU detected: {', '.join(gpus)}." if gpus else "No NVIDIA GPU detected: the CPU is used."

@@ -102,6 +102,38 @@ def _remove_node(scene, node) -> None:
             scene.RemoveNode(helper)
 
 
+def _is_dirvnet_result(node) -> bool:
+    return node is not None and node.IsA("vtkMRMLTransformNode") and node.GetAttribute(REPORT_ATTRIBUTE) is not None
+
+
+def previous_result(movingVolumeNode):
+    """The DIRVNet result the moving volume is shown through, or None.
+
+    That is its parent transform when the parent is a DIRVNet output transform made for this volume, or
+    the replay proxy (browser proxy node) of such a transform's intermediate fields; only results that
+    sit directly in world space (no parent of their own) count. A new registration reads the moving
+    volume without it.
+    """
+    parent = movingVolumeNode.GetParentTransformNode()
+    scene = movingVolumeNode.GetScene()
+    if parent is None or scene is None:
+        return None
+    candidates = [parent] if _is_dirvnet_result(parent) else [
+        scene.GetNthNodeByClass(n, "vtkMRMLTransformNode")
+        for n in range(scene.GetNumberOfNodesByClass("vtkMRMLTransformNode"))]
+    for result in candidates:
+        if (not _is_dirvnet_result(result) or result.GetParentTransformNode() is not None
+                or result.GetNodeReference(MOVING_VOLUME_ROLE) is not movingVolumeNode):
+            continue
+        if parent is result:
+            return result
+        sequence = result.GetNodeReference(INTERMEDIATE_SEQUENCE_ROLE)
+        browser = result.GetNodeReference(INTERMEDIATE_BROWSER_ROLE)
+        if sequence is not None and browser is not None and browser.GetProxyNode(sequence) is parent:
+            return result
+    return None
+
+
 @dataclass
 class RegistrationJob:
     """One registration: the nodes it reads and writes, and the images read from them.
@@ -217,14 +249,16 @@ def prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights
     _check_output(jacobianVolumeNode, "Jacobian volume", "vtkMRMLScalarVolumeNode", inputs)
     if outputVolumeNode is not None and outputVolumeNode is jacobianVolumeNode:
         raise InputImageError("The output volume and the Jacobian volume must be different nodes.")
-    if placeMovingUnderTransform and movingVolumeNode.GetParentTransformNode() is not None:
+    previous = previous_result(movingVolumeNode)
+    if placeMovingUnderTransform and previous is None and movingVolumeNode.GetParentTransformNode() is not None:
         raise InputImageError(
             f"The moving volume {_describe(movingVolumeNode)} is already under the transform "
             f"{_describe(movingVolumeNode.GetParentTransformNode())}. Harden that transform first, or do "
             f"not place the moving volume under the result.")
 
     fixed, grid = volume_to_image(fixedVolumeNode)
-    moving, _ = volume_to_image(movingVolumeNode)
+    # Under an earlier DIRVNet result (or its replay proxy) the original moving volume is registered again.
+    moving, _ = volume_to_image(movingVolumeNode, None) if previous is not None else volume_to_image(movingVolumeNode)
     if fixed.GetDimension() != moving.GetDimension():
         raise InputImageError(
             f"The fixed volume {_describe(fixedVolumeNode)} is {fixed.GetDimension()}D and the moving volume "

@@ -2,24 +2,34 @@
 
 Tensors are channels-last, ``[B, *S, C]`` with ``S`` the spatial shape in array order ([z, y, x] in 3D).
 Displacements ``[B, *S, N]`` are in voxels; component ``i`` moves along array axis ``i``.
+
+Importing this package does not import TensorFlow (``NetworkConfig`` needs ``GRADIENT_SCHEMES`` where
+TensorFlow is not installed, e.g. a fresh Slicer); the operators load their module on first use.
 """
 
-from DIRVNetLib.ops.bspline import (
-    bspline_adjoint,
-    bspline_interpolate,
-    control_grid_shape,
-    upsample_control_grid,
-)
-from DIRVNetLib.ops.filters import GRADIENT_SCHEMES, binomial_downsample, image_gradient
-from DIRVNetLib.ops.warp import warp
+GRADIENT_SCHEMES = ("forward", "central")
+"""Finite-difference schemes of :func:`image_gradient`."""
 
-__all__ = [
-    "bspline_adjoint",
-    "bspline_interpolate",
-    "control_grid_shape",
-    "upsample_control_grid",
-    "binomial_downsample",
-    "image_gradient",
-    "GRADIENT_SCHEMES",
-    "warp",
-]
+_OPERATORS = {  # operator -> its module (full names: tools/package_files.py finds them)
+    "bspline_adjoint": "DIRVNetLib.ops.bspline",
+    "bspline_interpolate": "DIRVNetLib.ops.bspline",
+    "control_grid_shape": "DIRVNetLib.ops.bspline",
+    "upsample_control_grid": "DIRVNetLib.ops.bspline",
+    "binomial_downsample": "DIRVNetLib.ops.filters",
+    "image_gradient": "DIRVNetLib.ops.filters",
+    "warp": "DIRVNetLib.ops.warp",
+}
+
+__all__ = [*_OPERATORS, "GRADIENT_SCHEMES"]
+
+
+def __getattr__(name):
+    if name in _OPERATORS:
+        import importlib
+
+        module = importlib.import_module(_OPERATORS[name])
+        # Bind the module's operators here: importing a submodule set the package attribute of the same
+        # name (``warp``) to the submodule.
+        globals().update({op: getattr(module, op) for op, home in _OPERATORS.items() if home == _OPERATORS[name]})
+        return globals()[name]
+    raise AttributeError(f"module 'DIRVNetLib.ops' has no attribute '{name}'")

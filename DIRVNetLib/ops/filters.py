@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from DIRVNetLib.ops import GRADIENT_SCHEMES
+
 _BINOMIAL = np.array([1.0, 4.0, 6.0, 4.0, 1.0], dtype=np.float32) / 16.0
 
 
@@ -19,8 +21,6 @@ def convolve(x, kernels, strides=1, padding="SAME"):
         return tf.nn.conv2d(x, kernels, strides, padding, data_format="NHWC")
     return tf.nn.conv3d(x, kernels, strides, padding, data_format="NDHWC")
 
-
-GRADIENT_SCHEMES = ("forward", "central")
 
 
 def image_gradient(image, scheme="forward"):

@@ -1,4 +1,5 @@
-"""The Slicer extension's files: CMake lists complete, catalog entry valid, panel (.ui) consistent with DIRVNet.py.
+"""The Slicer extension's files: package contents derived from the imports, catalog entry valid, panel (.ui)
+consistent with DIRVNet.py.
 
 No Slicer build here: these checks read the files. The catalog rules are those of Slicer's
 ExtensionsIndex (scripts/check_description_files.py and the catalog-entry JSON schema v1.0.1).
@@ -6,8 +7,11 @@ ExtensionsIndex (scripts/check_description_files.py and the catalog-entry JSON s
 
 import ast
 import json
+import os
 import re
 import struct
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +30,8 @@ CATALOG_ENTRY = ROOT / "DIRVNet.json"
 CATALOG_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                       "build_subdirectory", "enabled", "tier"}
 CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
+SLICER_SHIPPED = {"numpy", "SimpleITK", "vtk", "slicer", "qt", "ctk", "SampleData", "pip"}
+"""Modules every Slicer 5.10+ has (its Python, VTK, Qt bindings, SimpleITK, numpy, pip, the SampleData module)."""
 EXTENSION_VARIABLES = ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS",
                        "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS")
 
@@ -50,27 +56,124 @@ def files_under(folder, suffixes=None):
                   and (suffixes is None or p.suffix in suffixes))
 
 
-def missing_message(missing, variable):
-    lines = "\n".join(f"  {path}" for path in missing)
-    return f"not listed in {variable} of {MODULE_CMAKE.relative_to(ROOT)} (python tools/update_cmake_lists.py):\n{lines}"
+def package_lists():
+    """The lists tools/package_files.py writes for CMake: {variable: [repository-relative path, ...]}."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import package_files
+    finally:
+        sys.path.pop(0)
+    text = package_files.cmake_text()
+    return {name: cmake_list(text, name)
+            for name in ("DIRVNETLIB_PYTHON_SCRIPTS", "DIRVNETLIB_RESOURCES", "DIRVNET_SAMPLE_DATA")}
 
 
 # --- What the extension package installs ----------------------------------------------------------
 
-def test_every_dirvnetlib_python_file_is_listed():
-    listed = cmake_list(MODULE_CMAKE.read_text(), "DIRVNETLIB_PYTHON_SCRIPTS")
-    missing = [path for path in files_under("DIRVNetLib", {".py"}) if path not in listed]
-    assert not missing, missing_message(missing, "DIRVNETLIB_PYTHON_SCRIPTS")
-    assert all((ROOT / path).is_file() for path in listed), "listed files that do not exist"
+def test_package_lists_are_generated_at_configure_time():
+    text = MODULE_CMAKE.read_text()
+    assert "tools/package_files.py --cmake ${DIRVNET_PACKAGE_LISTS}" in text
+    assert "include(${DIRVNET_PACKAGE_LISTS})" in text
+    assert "CMAKE_CONFIGURE_DEPENDS" in text
+    assert not re.search(r"^\s+(DIRVNetLib|model_weights|Testing)/", text, re.MULTILINE), "a file list kept by hand"
+    for variable in ("DIRVNETLIB_PYTHON_SCRIPTS", "DIRVNETLIB_RESOURCES", "DIRVNET_SAMPLE_DATA"):
+        assert f"${{{variable}}}" in text
 
 
-def test_every_weight_file_and_package_data_file_is_listed():
-    listed = cmake_list(MODULE_CMAKE.read_text(), "DIRVNETLIB_RESOURCES")
-    expected = files_under("model_weights") + [p for p in files_under("DIRVNetLib") if not p.endswith(".py")]
-    missing = [path for path in expected if path not in listed]
-    assert not missing, missing_message(missing, "DIRVNETLIB_RESOURCES")
-    gone = [path for path in listed if not (ROOT / path).is_file()]
-    assert not gone, f"listed in DIRVNETLIB_RESOURCES but missing: {gone}"
+def test_generated_lists_name_existing_files_and_every_bundled_weight_set():
+    lists = package_lists()
+    for variable, paths in lists.items():
+        assert paths, f"{variable} is empty"
+        gone = [path for path in paths if not (ROOT / path).is_file()]
+        assert not gone, f"{variable} names files that do not exist: {gone}"
+    weight_sets = {p.parent.name for p in (ROOT / "model_weights").glob("*/metadata.json")}
+    assert {"mr2d", "mr3d"} <= weight_sets
+    files = ("config.json", "metadata.json", "weights.npz")
+    assert sorted(lists["DIRVNETLIB_RESOURCES"]) == sorted(
+        f"model_weights/{name}/{file}" for name in weight_sets for file in files)
+
+
+def test_package_holds_the_inference_core_and_not_training_cli_or_benchmarks():
+    scripts = package_lists()["DIRVNETLIB_PYTHON_SCRIPTS"]
+    for needed in ("DIRVNetLib/registration/worker.py", "DIRVNetLib/registration/api.py",
+                   "DIRVNetLib/mrml/background.py", "DIRVNetLib/ops/bspline.py", "DIRVNetLib/model/network.py",
+                   "DIRVNetLib/io/weights.py"):
+        assert needed in scripts
+    for folder in ("training", "cli", "benchmark"):
+        assert not [path for path in scripts if path.startswith(f"DIRVNetLib/{folder}/")]
+
+
+def guarded_imports(tree):
+    """ids of the nodes inside a ``try`` whose handler catches ImportError (optional imports)."""
+    guarded = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                for h in node.handlers):
+            guarded.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return guarded
+
+
+def third_party_imports(path):
+    """Top-level names of the non-standard-library modules ``path`` imports unconditionally."""
+    tree = ast.parse(path.read_text())
+    guarded = guarded_imports(tree)
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"DIRVNetLib"}
+
+
+def test_every_import_of_the_package_is_shipped_by_slicer_or_installed_by_the_plan():
+    from DIRVNetLib.mrml.dependencies import read_requirements
+
+    planned = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower()
+               for r in read_requirements(MODULE_DIR / "Resources" / "requirements.txt")}
+    files = [MODULE_PY] + [ROOT / p for p in package_lists()["DIRVNETLIB_PYTHON_SCRIPTS"]]
+    imported = {}
+    for path in files:
+        for name in third_party_imports(path):
+            imported.setdefault(name, []).append(path.relative_to(ROOT).as_posix())
+    unplanned = {name: where for name, where in imported.items()
+                 if name not in SLICER_SHIPPED and name.lower() not in planned}
+    assert not unplanned, f"imported by the package, but neither in Slicer nor in the install plan: {unplanned}"
+    assert "tensorflow" in imported
+
+
+def test_what_the_module_and_a_registration_load_is_in_the_package(tmp_path):
+    """A fresh interpreter runs DIRVNet.py's DIRVNetLib imports and a registration as the worker runs it
+    (a tiny 2D network): every DIRVNetLib module it loads must be in the package."""
+    from test_mrml_register import tiny_weight_set
+    from test_slicer_without_tensorflow import dirvnetlib_imports
+
+    weights = tiny_weight_set(tmp_path / "tiny2d", 2)
+    statements = "\n".join(f"    {statement}" for statement in dirvnetlib_imports())
+    script = tmp_path / "run.py"
+    script.write_text(f"""
+import json, sys
+import SimpleITK as sitk
+
+def module_imports():
+{statements}
+
+module_imports()
+import DIRVNetLib, DIRVNetLib.registration.worker
+image = sitk.ReadImage({str(ROOT / "Testing" / "Data" / "BrainT1Slice.png")!r}, sitk.sitkFloat32)
+DIRVNetLib.register(image, image, weights={weights!r}, keep_intermediate=True)
+print(json.dumps(sorted(m.__file__ for name, m in sys.modules.items() if name.split(".")[0] == "DIRVNetLib")))
+""")
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = {Path(f).resolve().relative_to(ROOT).as_posix() for f in json.loads(done.stdout.splitlines()[-1])}
+    packaged = set(package_lists()["DIRVNETLIB_PYTHON_SCRIPTS"])
+    assert loaded - packaged == set()
+    assert {"DIRVNetLib/ops/bspline.py", "DIRVNetLib/registration/api.py"} <= loaded
 
 
 def test_module_resources_are_listed_and_exist():
@@ -84,13 +187,12 @@ def test_module_resources_are_listed_and_exist():
 
 
 def test_sample_pair_is_installed_and_known_to_the_module():
-    listed = cmake_list(MODULE_CMAKE.read_text(), "DIRVNET_SAMPLE_DATA")
+    listed = package_lists()["DIRVNET_SAMPLE_DATA"]
     module = ast.parse(MODULE_PY.read_text())
     sample_files = next(ast.literal_eval(node.value) for node in module.body
                         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SAMPLE_FILES")
     assert [Path(path).name for path in listed] == list(sample_files)
-    gone = [path for path in listed if not (ROOT / path).is_file()]
-    assert not gone, f"sample data files missing from the repository: {gone}"
+    assert "DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/DIRVNetSampleData" in MODULE_CMAKE.read_text()
 
 
 def test_requirements_name_only_what_slicer_lacks():

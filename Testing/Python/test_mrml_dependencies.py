@@ -41,6 +41,7 @@ def test_satisfied_requirements_need_nothing():
     result = plan(["pytest>=1", "tensorflow>=2.0 ; python_version < '3'"], system="Linux", machine="x86_64", gpus=[])
     assert not result.needed and result.requirements == [] and result.download_mb == 0
     assert is_satisfied("pytest>=1") and not is_satisfied("pytest>=9999")
+    assert is_satisfied("SimpleITK>=1")  # module name as the distribution writes it
     assert not is_satisfied("a-distribution-that-is-not-installed")
 
 

@@ -20,7 +20,7 @@ pytest.importorskip("DIRVNetLib.registration.api", reason="DIRVNetLib.register i
 
 import DIRVNetLib  # noqa: E402
 from DIRVNetLib import mrml  # noqa: E402
-from DIRVNetLib.errors import RegistrationCancelled  # noqa: E402
+from DIRVNetLib.errors import InputImageError, RegistrationCancelled  # noqa: E402
 from DIRVNetLib.metrics import displacement_transform, jacobian_determinant, ncc  # noqa: E402
 from DIRVNetLib.mrml.weightsets import bundled  # noqa: E402
 from test_mrml_convert import DATA, assert_unchanged, load_volume, node_state, rotation, scene_node_ids  # noqa: E402
@@ -188,3 +188,54 @@ def test_result_figure_tool_renders_the_sample_pair(files, tmp_path):
     figure = sitk.ReadImage(str(output))
     assert figure.GetSize()[:2] == (1400, 640)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]  # no temporary left behind
+
+
+def field_of(transformNode):
+    """The grid transform node's displacement vectors (RAS mm) as an array."""
+    grid = transformNode.GetTransformFromParent().GetDisplacementGrid()
+    return numpy_support.vtk_to_numpy(grid.GetPointData().GetScalars()).copy()
+
+
+def test_apply_again_registers_the_original_moving_volume_and_moves_it_to_the_new_result(scene_pair, files):
+    scene, fixed, moving = scene_pair
+    state = node_state(moving)
+    first = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True)
+    assert moving.GetParentTransformNode() is first
+
+    again = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True)
+    changed = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True, working_spacing=4.0)
+
+    assert again is not first and moving.GetParentTransformNode() is changed
+    # the same registration of the same original volume: a moving volume read through the first result
+    # would have given a different (near zero) field
+    np.testing.assert_allclose(field_of(again), field_of(first), atol=1e-4)
+    assert np.abs(field_of(changed) - field_of(first)).max() > 1e-3
+    assert json.loads(changed.GetAttribute(mrml.REPORT_ATTRIBUTE))["working_grid"]["spacing_mm"] == [4.0] * 3
+    moving.SetAndObserveTransformNodeID(None)
+    assert_unchanged(moving, state)
+
+
+def test_apply_again_from_the_replay_proxy(scene_pair, files):
+    scene, fixed, moving = scene_pair
+    first = mrml.register(fixed, moving, weights=files[2], keepIntermediate=True, placeMovingUnderTransform=True)
+    sequence = first.GetNodeReference(mrml.INTERMEDIATE_SEQUENCE_ROLE)
+    browser = first.GetNodeReference(mrml.INTERMEDIATE_BROWSER_ROLE)
+    browser.SetSelectedItemNumber(1)  # what the panel's replay slider does
+    moving.SetAndObserveTransformNodeID(browser.GetProxyNode(sequence).GetID())
+    assert mrml.previous_result(moving) is first
+
+    again = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True)
+
+    assert moving.GetParentTransformNode() is again
+    np.testing.assert_allclose(field_of(again), field_of(first), atol=1e-4)
+
+
+def test_a_transform_dirvnet_did_not_make_still_has_to_be_hardened(scene_pair, files):
+    scene, fixed, moving = scene_pair
+    first = mrml.register(fixed, moving, weights=files[2])
+    other = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "user transform")
+    first.SetAndObserveTransformNodeID(other.GetID())  # a DIRVNet result under another transform: not replaced
+    moving.SetAndObserveTransformNodeID(first.GetID())
+    assert mrml.previous_result(moving) is None
+    with pytest.raises(InputImageError, match="Harden"):
+        mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True)
