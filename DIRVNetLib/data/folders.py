@@ -184,6 +184,7 @@ class PairFolderSampler:
         return self.batch(size)
 
     def summary(self):
-        return {"kind": "image pairs (unsupervised)", "folder": self.folder, "pairs": [p[0] for p in self.pairs],
+        folder = None if self.folder is None else str(Path(self.folder).resolve())
+        return {"kind": "image pairs (unsupervised)", "folder": folder, "pairs": [p[0] for p in self.pairs],
                 "shape": list(self.shape), "spacing_mm": self.spacing, "augmentation": self.augmentation,
                 "image_shapes": [list(f.shape) for f, _ in self.images]}

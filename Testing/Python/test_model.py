@@ -18,7 +18,7 @@ def test_config_json_round_trip_and_validation():
     assert NetworkConfig.from_json(config.to_json()) == config
     assert NetworkConfig.from_dict({"ndim": 2}).image_gradient == "forward"  # weight sets from before the option
     assert json.loads(config.to_json())["data_filters"] == 8
-    with pytest.raises(ValueError, match="unknown network configuration keys: colour"):
+    with pytest.raises(ValueError, match="unknown keys in the network configuration: colour"):
         NetworkConfig.from_dict({"ndim": 2, "colour": "red"})
     with pytest.raises(ValueError, match="ndim must be 2 or 3"):
         NetworkConfig(ndim=4)

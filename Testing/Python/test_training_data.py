@@ -19,7 +19,8 @@ from DIRVNetLib.training.losses import (
     LossConfig, diffusion, folding, jacobian_determinant, level_epe, local_ncc, overshoot, registration_loss,
     supervised_epe,
 )
-from DIRVNetLib.training.schedule import learning_rate, schedule_config
+from DIRVNetLib.training.config import ScheduleConfig
+from DIRVNetLib.training.schedule import learning_rate
 
 
 def test_normalise_intensity_maps_robust_percentiles_to_the_unit_range():
@@ -285,7 +286,7 @@ def test_loss_configuration_presets_and_errors():
     ncc = LossConfig.from_value({"preset": "ncc", "smoothness": 0.5})
     assert ncc.smoothness == 0.5 and not ncc.supervised and ncc.similarity == "ncc"
     assert LossConfig.from_value("hybrid").supervised and LossConfig.from_value("hybrid").unsupervised
-    with pytest.raises(ValueError, match="unknown loss keys: smoothnes"):
+    with pytest.raises(ValueError, match='unknown keys in \'loss\': smoothnes'):
         LossConfig.from_value({"smoothnes": 1.0})
     with pytest.raises(ValueError, match="unknown loss preset 'nccc'"):
         LossConfig.from_value("nccc")
@@ -294,12 +295,12 @@ def test_loss_configuration_presets_and_errors():
 
 
 def test_learning_rate_schedules():
-    cosine = schedule_config({"kind": "cosine", "warmup_steps": 10, "final_fraction": 0.1})
+    cosine = ScheduleConfig.from_value({"kind": "cosine", "warmup_steps": 10, "final_fraction": 0.1})
     assert learning_rate(0, 1.0, 110, cosine) == pytest.approx(1 / 11)
     assert learning_rate(10, 1.0, 110, cosine) == pytest.approx(1.0)
     assert learning_rate(109, 1.0, 110, cosine) == pytest.approx(0.1)
-    step = schedule_config({"kind": "step", "milestones": [5, 8], "factor": 0.5})
+    step = ScheduleConfig.from_value({"kind": "step", "milestones": [5, 8], "factor": 0.5})
     assert [learning_rate(s, 1.0, 10, step) for s in (4, 5, 8)] == [1.0, 0.5, 0.25]
-    assert learning_rate(7, 2e-4, 10, schedule_config(None)) == 2e-4
-    with pytest.raises(ValueError, match="unknown schedule keys: warmup"):
-        schedule_config({"warmup": 3})
+    assert learning_rate(7, 2e-4, 10, None) == 2e-4
+    with pytest.raises(ValueError, match="unknown keys in 'schedule': warmup"):
+        ScheduleConfig.from_value({"warmup": 3})

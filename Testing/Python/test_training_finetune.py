@@ -10,6 +10,7 @@ from conftest import write_pairs
 from DIRVNetLib.cli.main import main
 from DIRVNetLib.io.weights import load_weight_set, save_weight_set
 from DIRVNetLib.model import DIRVNet, NetworkConfig
+from DIRVNetLib.training.config import load_run
 from DIRVNetLib.training.trainer import network_config
 
 TINY = {"ndim": 2, "levels": 2, "units": 2, "control_spacing": 4, "data_filters": 4, "data_kernel": 5,
@@ -42,7 +43,14 @@ def test_finetuning_on_a_folder_of_pairs_changes_the_weights(tmp_path, tiny_weig
     assert training["init"]["path"] == str(tiny_weights / "tiny2d")
     assert training["loss"]["similarity"] == "ncc" and training["loss"]["epe"] == 0.0
     assert training["data"]["pairs"] == ["a", "b"] and training["steps"] == 3
-    assert "--pairs" in training["command"] and tuned.description == "tiny2d test weights"
+    assert "--pairs" in training["command"]
+    # its own description and the absolute folder and checksums of what it was tuned on
+    assert tuned.description.startswith(f"tiny2d fine-tuned for 3 steps on the image pairs in {pairs.resolve()}")
+    assert training["data"]["folder"] == str(pairs.resolve())
+    assert [f["path"] for f in training["data_files"]] == [str(pairs.resolve() / n) for n in (
+        "a_fixed.nrrd", "a_moving.nii.gz", "b_fixed.nrrd", "b_moving.nii.gz")]
+    assert all(len(f["sha256"]) == 64 for f in training["data_files"])
+    assert training["init"]["sha256"] and training["init"]["name"] == "tiny2d"
     assert "lncc_after" in training["validation"]
 
 
@@ -61,10 +69,11 @@ def _error(argv, capsys):
 
 def test_finetuning_may_switch_the_gradient_scheme_but_not_the_architecture(tiny_weights):
     init = str(tiny_weights / "tiny2d")
-    config, init_set = network_config({"init": init, "network": {**TINY, "image_gradient": "central"}})
+    config, init_set = network_config(load_run({"init": init, "network": {**TINY, "image_gradient": "central"}}, need_data=False))
     assert config.image_gradient == "central" and init_set.config.image_gradient == "forward"
     with pytest.raises(ValueError, match="in control_spacing; only centred_activations, image_gradient may change"):
-        network_config({"init": init, "network": {**TINY, "control_spacing": 8, "image_gradient": "central"}})
+        network_config(load_run({"init": init, "network": {**TINY, "control_spacing": 8, "image_gradient": "central"}},
+                                need_data=False))
 
 
 def test_training_errors_name_the_problem(tmp_path, tiny_weights, t1_slice, t1_volume, capsys):
