@@ -51,7 +51,7 @@ def adjoint_convolution(y, kernels, polyphase=False):
     of each response correlated with its flipped kernel. Returns ``[B, *S, 1]``.
 
     Without polyphase: in 2D a depthwise correlation summed over filters (2-4x faster than the
-    alternatives at 64^2-512^2 on CPU, docs/benchmarks.md); in 3D, with no depthwise 3D convolution
+    alternatives at 64^2-512^2 on CPU, docs/notes/benchmarks.md); in 3D, with no depthwise 3D convolution
     in TensorFlow, a correlation with the channels swapped."""
     if polyphase:
         return depth_to_space(convolve(y, polyphase_kernels(_adjoint_kernels(kernels))))

@@ -47,7 +47,7 @@ def variational_unit(
 
 
 # The pointwise and gather-based operators run under XLA (several times faster on CPU, see
-# docs/benchmarks.md); the convolutions stay outside, where the CPU libraries beat XLA's.
+# docs/notes/benchmarks.md); the convolutions stay outside, where the CPU libraries beat XLA's.
 
 
 def _spatial_shape(tensor):
@@ -61,7 +61,7 @@ def _warp_residual(control, fixed, moving, spacing, scheme):
     ``W = M o (x + B d)``.
 
     Two XLA clusters, not one: fused together, XLA recomputed the warp's gathers for every neighbour
-    the finite differences read (3.7x slower at 1 mm, docs/benchmarks.md)."""
+    the finite differences read (3.7x slower at 1 mm, docs/notes/benchmarks.md)."""
     warped = _warped_moving(control, moving, spacing, _spatial_shape(fixed))
     return _residual_and_gradient(warped, fixed, scheme)
 

@@ -7,7 +7,7 @@ separably, one axis at a time, on blocks of ``s`` dense voxels: voxel ``k s + j`
 ``(1 - j / s) c[k] + (j / s) c[k + 1]`` (``c[K] = 0`` past the last control point), so the adjoint is
 the same per-axis sums transposed. (This block form replaced products with dense per-axis
 interpolation matrices: under XLA on CPU 1.4-2.7x faster for the interpolation and 4-5x for the
-adjoint at 2 and 1 mm brain sizes, docs/benchmarks.md.)
+adjoint at 2 and 1 mm brain sizes, docs/notes/benchmarks.md.)
 """
 
 import tensorflow as tf

@@ -5,7 +5,7 @@ correlation of its polyphase components (``space_to_depth``: ``[B, *S/2, 2^N C]`
 ``k'``-tap kernel (``k' = 2 ceil(c/2) + 1``, ``c = k // 2``) mapping ``2^N C_in`` to ``2^N C_out``
 channels, followed by ``depth_to_space``. It does ~1.7x the multiply-adds of the direct form in 3D
 with 5-tap kernels, but CPU convolution libraries run the wide-channel form several times faster
-than the direct one with one input or one output channel (see docs/benchmarks.md). Zero padding
+than the direct one with one input or one output channel (see docs/notes/benchmarks.md). Zero padding
 ("SAME") carries over exactly because every axis is even. Used for the 3D data-term field of
 experts (:mod:`DIRVNetLib.model.foe`), whose activations apply to the polyphase responses directly.
 """
@@ -81,5 +81,5 @@ def polyphase_kernels(kernels):
 
 def polyphase_applicable(spatial_shape, kernel_size):
     """Whether the polyphase form pays: 3D, every axis even (static sizes) and kernels of at least 5
-    taps (in 2D the direct convolutions were faster, docs/benchmarks.md)."""
+    taps (in 2D the direct convolutions were faster, docs/notes/benchmarks.md)."""
     return len(spatial_shape) == 3 and kernel_size >= 5 and all(n is not None and n % 2 == 0 for n in spatial_shape)
