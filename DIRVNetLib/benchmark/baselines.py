@@ -3,7 +3,7 @@
 Every adapter has ``name``, ``label``, ``package`` (what ``pip install DIRVNet[benchmark]`` brings),
 ``settings`` (the parameters used, for the report), ``available() -> (bool, reason)`` and
 ``register(fixed, moving) -> displacement``: a SimpleITK vector image (float64) on the fixed grid in
-LPS mm, pull convention ``warped(p) = moving(p + u(p))`` (DESIGN.md), whatever the tool's own
+LPS mm, pull convention ``warped(p) = moving(p + u(p))`` (docs/architecture.md), whatever the tool's own
 convention. ``stages`` holds the seconds of the last call split by stage. The tools run at their
 documented default settings for deformable-only registration (the inputs are already pre-aligned).
 """

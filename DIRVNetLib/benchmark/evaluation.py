@@ -1,7 +1,7 @@
 """Measure one displacement field: accuracy (EPE, Dice, HD95, TRE), smoothness (Jacobian) and
 similarity before/after, all in physical units. Shared by ``dirvnet evaluate`` and ``dirvnet benchmark``.
 
-Convention (DESIGN.md): ``displacement`` is a vector image in LPS mm, warped(p) = moving(p + u(p)).
+Convention (docs/architecture.md): ``displacement`` is a vector image in LPS mm, warped(p) = moving(p + u(p)).
 Every "before" figure is the same measure for the identity (u = 0): what registration has to improve.
 """
 

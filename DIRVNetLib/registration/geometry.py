@@ -55,8 +55,8 @@ class WorkingGrid:
     def flow_to_displacement(self, flow):
         """A voxel flow ``[*shape, N]`` (array component order) as a SimpleITK vector image on this grid
         in physical LPS mm (x, y, z components), float64; same pull convention."""
-        # The matrix's rows reordered to the flow's array component order: the flow is read as it
-        # is (reading a reversed view of it was 25% slower at 1 mm). float64, as the matrix.
+        # The matrix's rows reordered to the flow's array component order, so the flow is read as it
+        # is, not through a reversed view. float64, as the matrix.
         physical = np.matmul(np.asarray(flow), np.ascontiguousarray(self.voxel_to_physical.T[::-1]))
         image = sitk.GetImageFromArray(physical, isVector=True)
         image.CopyInformation(self.reference)
