@@ -4,4 +4,7 @@ demo:
 test:
 	python3 dev.py test
 
-.PHONY: demo test
+lint:
+	python3 dev.py lint
+
+.PHONY: demo test lint

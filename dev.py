@@ -3,6 +3,7 @@
 
     python3 dev.py demo   # create/reuse .venv, install, register the bundled sample pair, print figures
     python3 dev.py test   # create/reuse .venv, install with test extras, run the whole test suite
+    python3 dev.py lint   # ruff (format check and lint, pyproject.toml's settings) and mypy (typed modules)
 
 The virtual environment is reinstalled only when pyproject.toml changes.
 """
@@ -47,11 +48,26 @@ def demo():
     fixed, moving = DATA / "sample_fixed.nii.gz", DATA / "KmeansTest_T1UCharRaw.nii.gz"
     run(PYTHON, DATA / "make_sample_pair.py", "--true-field", DEMO_OUT / "true_displacement.nrrd")
     run(BIN / "dirvnet", "register", "--fixed", fixed, "--moving", moving, "--output-dir", DEMO_OUT)
-    run(BIN / "dirvnet", "evaluate", "--fixed", fixed, "--moving", moving, "--transform", DEMO_OUT / "transform.h5",
-        "--true-field", DEMO_OUT / "true_displacement.nrrd", "--mask", DATA / "KmeansTest_T1RawSkullStrip.nii.gz",
-        "--output-json", DEMO_OUT / "evaluation.json")
-    print(f"\nDemo outputs in {DEMO_OUT}: transform.h5 (ITK, LPS), displacement.nrrd, warped.nrrd, qa.png, "
-          "report.json, evaluation.json")
+    run(
+        BIN / "dirvnet",
+        "evaluate",
+        "--fixed",
+        fixed,
+        "--moving",
+        moving,
+        "--transform",
+        DEMO_OUT / "transform.h5",
+        "--true-field",
+        DEMO_OUT / "true_displacement.nrrd",
+        "--mask",
+        DATA / "KmeansTest_T1RawSkullStrip.nii.gz",
+        "--output-json",
+        DEMO_OUT / "evaluation.json",
+    )
+    print(
+        f"\nDemo outputs in {DEMO_OUT}: transform.h5 (ITK, LPS), displacement.nrrd, warped.nrrd, qa.png, "
+        "report.json, evaluation.json"
+    )
 
 
 def test():
@@ -59,8 +75,15 @@ def test():
     run(PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", *sys.argv[2:])
 
 
+def lint():
+    ensure_environment()
+    run(PYTHON, "-m", "ruff", "format", "--check", ".")
+    run(PYTHON, "-m", "ruff", "check", ".")
+    run(PYTHON, "-m", "mypy")
+
+
 if __name__ == "__main__":
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "lint": lint}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: python3 dev.py {{{'|'.join(commands)}}} [pytest arguments for test]")
     try:

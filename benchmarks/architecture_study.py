@@ -109,7 +109,8 @@ def main():
     print("|---|---|---|---|---|---|")
     for name, last, seconds in rows:
         print(f"| {name} | {json.dumps(VARIANTS[name])} | {float(last['epe_voxels']):.3f} | "
-              f"{float(last['epe_before_voxels']):.3f} | {float(last.get('folding_percent', 'nan')):.3f} | {seconds:.3f} |")
+              f"{float(last['epe_before_voxels']):.3f} | {float(last.get('folding_percent', 'nan')):.3f} | "
+              f"{seconds:.3f} |")
 
 
 if __name__ == "__main__":

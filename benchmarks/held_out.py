@@ -67,7 +67,8 @@ def main():
 
     how = f", registered with a coarse pass {args.coarse_pass:g}" if args.coarse_pass else ""
     print(f"{args.pairs} held-out pairs of {args.config}{how}\n")
-    print("| weights | EPE (vox) | relative EPE | small half: EPE / relative | large half: EPE / relative | worst reduction |")
+    print("| weights | EPE (vox) | relative EPE | small half: EPE / relative | large half: EPE / relative "
+          "| worst reduction |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.weights:
         weight_set = load_weight_set(resolve(name, config.ndim))

@@ -33,7 +33,8 @@ def summary(weight_set):
         lines.append(f"step sizes   level {level}: " + " ".join(f"{a:.3g}" for a in alphas))
     training = meta.get("training") or {}
     if training:
-        lines.append(f"training     {training.get('steps', '?')} steps; final loss {training.get('final_loss', training.get('final_loss_voxels'))}")
+        final = training.get("final_loss", training.get("final_loss_voxels"))
+        lines.append(f"training     {training.get('steps', '?')} steps; final loss {final}")
         if training.get("command"):
             lines.append(f"command      {training['command']}")
         if training.get("init"):
@@ -44,8 +45,10 @@ def summary(weight_set):
         validation = training.get("validation") or {}
         figures = {k: v for k, v in validation.items() if isinstance(v, (int, float)) and k != "pairs"}
         if figures:
-            lines.append(f"validation   {validation.get('pairs', '?')} pairs: "
-                         + ", ".join(f"{k} {v:.4g}" for k, v in sorted(figures.items())))
+            lines.append(
+                f"validation   {validation.get('pairs', '?')} pairs: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in sorted(figures.items()))
+            )
     lines.append(f"library      {meta.get('library_version', '?')}; weights sha256 {checksum(weight_set)[:16]}...")
     return lines
 

@@ -51,7 +51,8 @@ def adjoint_convolution(y, kernels, polyphase=False):
     of each response correlated with its flipped kernel. Returns ``[B, *S, 1]``.
 
     Without polyphase: in 2D a depthwise correlation summed over filters; in 3D, with no depthwise 3D
-    convolution in TensorFlow, a correlation with the channels swapped (docs/notes/benchmarks.md, "Speed and memory")."""
+    convolution in TensorFlow, a correlation with the channels swapped (docs/notes/benchmarks.md, "Speed
+    and memory")."""
     if polyphase:
         return depth_to_space(convolve(y, polyphase_kernels(_adjoint_kernels(kernels))))
     if len(kernels.shape) == 4:

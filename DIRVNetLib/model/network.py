@@ -47,7 +47,8 @@ def image_pyramid(image, padded_shape, levels):
     return pyramid
 
 
-# Called eagerly, the pyramid and the upsampling run as graphs, not under XLA (docs/notes/benchmarks.md, "Speed and memory").
+# Called eagerly, the pyramid and the upsampling run as graphs, not under XLA (docs/notes/benchmarks.md,
+# "Speed and memory").
 _compiled_pyramid = tf.function(image_pyramid, autograph=False)
 _compiled_upsample = tf.function(upsample_control_grid, autograph=False)
 

@@ -46,7 +46,8 @@ def variational_unit(
     return control - tf.abs(params.alpha) * (data_gradient + reg_gradient)
 
 
-# The pointwise and gather-based operators run under XLA, the convolutions outside it (docs/notes/benchmarks.md, "Speed and memory").
+# The pointwise and gather-based operators run under XLA, the convolutions outside it
+# (docs/notes/benchmarks.md, "Speed and memory").
 
 
 def _spatial_shape(tensor):

@@ -293,7 +293,7 @@ def load_run(values: Any, need_network: bool = True, need_data: bool = True) -> 
 def read_run(path: str | Path, need_network: bool = True, need_data: bool = True) -> RunConfig:
     """:func:`load_run` of a JSON file; the error names the file."""
     try:
-        values = json.loads(Path(path).read_text())
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ValueError(f"training configuration {path} is unreadable: {e}") from e
     try:
@@ -306,8 +306,13 @@ FINETUNE_DEFAULTS = {"steps": 500, "learning_rate": 1e-4}
 """Steps and learning rate of ``dirvnet train --init W`` without a configuration file."""
 
 
-def finetune_run(run: RunConfig | None, init: str | Path | None = None, pairs: str | Path | None = None,
-                 patch_shape: list[int] | None = None, **overrides: Any) -> RunConfig:
+def finetune_run(
+    run: RunConfig | None,
+    init: str | Path | None = None,
+    pairs: str | Path | None = None,
+    patch_shape: list[int] | None = None,
+    **overrides: Any,
+) -> RunConfig:
     """``run`` (or a fine-tuning default) with what the command line gives.
 
     init: weight set to start from; pairs: folder of image pairs (unsupervised; a supervised loss

@@ -271,9 +271,9 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
             epe = _reduce_epe(error, length, level, loss.relative_epe)
             earlier = output.unit_controls[level][:-1] if loss.unit_epe > 0 else []
             if earlier:
-                earlier_sum = tf.add_n([
-                    level_epe(c, true_field, level, config.control_spacing, loss.relative_epe) for c in earlier
-                ])
+                earlier_sum = tf.add_n(
+                    [level_epe(c, true_field, level, config.control_spacing, loss.relative_epe) for c in earlier]
+                )
                 epe = (epe + loss.unit_epe * earlier_sum) / (1.0 + loss.unit_epe * len(earlier))
             total += loss.epe * epe
         if unsupervised:

@@ -63,8 +63,9 @@ def activation_figure(weights, config, levels=None, title=None):
     fig.legend(handles, labels, loc="upper right", fontsize=5, ncol=min(len(labels), 8), frameon=False)
     heading = f"learned activations phi and potentials rho = integral of phi ({config.activation})"
     fig.suptitle(f"{title}\n{heading}" if title else heading, fontsize=9, x=0.02, ha="left")
-    fig.subplots_adjust(left=0.6 / (1.9 * cols), right=0.99, bottom=0.35 / rows + 0.03, top=1 - 0.75 / rows,
-                        wspace=0.4, hspace=0.45)
+    fig.subplots_adjust(
+        left=0.6 / (1.9 * cols), right=0.99, bottom=0.35 / rows + 0.03, top=1 - 0.75 / rows, wspace=0.4, hspace=0.45
+    )
     return fig
 
 

@@ -70,8 +70,11 @@ def identity(run, network, init_set, files):
     data["pairs"] = None if data.get("pairs") is None else str(Path(data["pairs"]).resolve())
     data.pop("volumes", None)  # their files are compared instead
     values["data"] = data
-    values["init"] = None if init_set is None else {
-        "path": str(Path(init_set.path).resolve()), "sha256": init_set_digest(init_set.path)}
+    values["init"] = (
+        None
+        if init_set is None
+        else {"path": str(Path(init_set.path).resolve()), "sha256": init_set_digest(init_set.path)}
+    )
     for key in MUTABLE:
         values.pop(key, None)
     return {"run": values, "data_files": files}
@@ -120,16 +123,18 @@ def prepare(folder, record, fresh=False):
     hint = "use another --output-dir, or --fresh to move the old run aside and start again"
     path = folder / RECORD
     if path.exists():
-        old = json.loads(path.read_text())
+        old = json.loads(path.read_text(encoding="utf-8"))
         changed = differences(old, record)
         if changed:
             raise ValueError(f"run folder {folder} holds a different run: " + "; ".join(changed) + f"; {hint}")
         return True
     if present:
-        raise ValueError(f"run folder {folder} holds training output ({', '.join(present)}) but no {RECORD} "
-                         f"saying which run it is; {hint}")
+        raise ValueError(
+            f"run folder {folder} holds training output ({', '.join(present)}) but no {RECORD} "
+            f"saying which run it is; {hint}"
+        )
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
+        Path(tmp).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return False
 
 

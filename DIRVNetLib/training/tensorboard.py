@@ -18,8 +18,10 @@ class SummaryLogger:
 
     def __init__(self, log_dir):
         if log_dir and importlib.util.find_spec("tensorboard") is None:
-            raise ValueError('TensorBoard summaries need the tensorboard package (pip install "DIRVNet[train]"); '
-                             'or set "tensorboard": false in the run configuration')
+            raise ValueError(
+                'TensorBoard summaries need the tensorboard package (pip install "DIRVNet[train]"); '
+                'or set "tensorboard": false in the run configuration'
+            )
         self.writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
 
     def scalars(self, values, step, prefix=""):
@@ -71,9 +73,11 @@ def log_registration_images(logger, network, fixed, moving, step):
     logger.image("images/pair", montage(tiles, len(tiles)), step)
     flow = flow.numpy()[0]
     limit = max(float(np.abs(flow).max()), 1e-3)
-    logger.image("images/displacement",
-                 montage([to_unit_range(mid_slice(flow[..., c]), True, limit) for c in range(config.ndim)], config.ndim),
-                 step)
+    logger.image(
+        "images/displacement",
+        montage([to_unit_range(mid_slice(flow[..., c]), True, limit) for c in range(config.ndim)], config.ndim),
+        step,
+    )
     spatial = list(f.shape)
     padded = config.padded_shape(spatial)
     for level in range(config.levels):

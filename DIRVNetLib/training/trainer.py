@@ -27,7 +27,7 @@ from DIRVNetLib.data.folders import PairFolderSampler, expand_volume_sources, fi
 from DIRVNetLib.data.pairs import PairSampler, step_dataset
 from DIRVNetLib.io.images import load_training_volume, read_image
 from DIRVNetLib.io.weights import load_weight_set, resolve, save_weight_set
-from DIRVNetLib.model import DIRVNet, NetworkConfig
+from DIRVNetLib.model import DIRVNet
 from DIRVNetLib.ops import warp
 from DIRVNetLib.training import runs
 from DIRVNetLib.training.config import RunConfig, load_run
@@ -48,7 +48,8 @@ def network_config(run):
         wanted = run.network if run.network is not None else init_set.config
         if wanted.ndim != init_set.config.ndim:
             raise ValueError(
-                f"weight set {init_set.path} is for {init_set.config.ndim}D images but the run's network is {wanted.ndim}D"
+                f"weight set {init_set.path} is for {init_set.config.ndim}D images "
+                f"but the run's network is {wanted.ndim}D"
             )
         # Only switches that keep every weight's meaning and shape may change when fine-tuning.
         switchable = {"centred_activations", "image_gradient"}
@@ -66,7 +67,9 @@ def network_config(run):
         raise ValueError("the run has no network section and no --init weight set")
     shape = run.data.patch_shape if run.data is not None else None
     if shape is not None and len(shape) != config.ndim:
-        origin = f"weight set {init_set.path} is for {config.ndim}D images" if init_set else f"network is {config.ndim}D"
+        origin = (
+            f"weight set {init_set.path} is for {config.ndim}D images" if init_set else f"network is {config.ndim}D"
+        )
         raise ValueError(f"the {origin} but patch_shape {list(shape)} has {len(shape)} axes")
     return config, init_set
 
@@ -106,9 +109,18 @@ def build_sampler(run, config, init_set=None):
         raise ValueError("data needs 'max_magnitude' (largest synthetic displacement, voxels)")
     volumes = [load_training_volume(v, data.volume_spacing) for v in expand_volume_sources(data.volumes or ())]
     max_magnitude = data.max_magnitude if data.max_magnitude is not None else 2.0 * config.control_spacing
-    return PairSampler(shape, max_magnitude, data.sources or ("chessboard", "shapes"), volumes, seed=run.seed,
-                       affine_scale=data.affine_scale, shape_blur=data.shape_blur, control_points=data.control_points,
-                       slice_thickness=1.0 if data.slice_thickness is None else data.slice_thickness, **augmentation)
+    return PairSampler(
+        shape,
+        max_magnitude,
+        data.sources or ("chessboard", "shapes"),
+        volumes,
+        seed=run.seed,
+        affine_scale=data.affine_scale,
+        shape_blur=data.shape_blur,
+        control_points=data.control_points,
+        slice_thickness=1.0 if data.slice_thickness is None else data.slice_thickness,
+        **augmentation,
+    )
 
 
 def _check_pair_dimension(folder, config, init_set):
@@ -116,7 +128,9 @@ def _check_pair_dimension(folder, config, init_set):
     _, fixed_path, _ = find_pairs(folder)[0]
     dimension = read_image(fixed_path, "fixed").GetDimension()
     if dimension < config.ndim:
-        origin = f"weight set {init_set.path} is for {config.ndim}D images" if init_set else f"network is {config.ndim}D"
+        origin = (
+            f"weight set {init_set.path} is for {config.ndim}D images" if init_set else f"network is {config.ndim}D"
+        )
         raise ValueError(f"the {origin} but pairs folder {folder} holds {dimension}D images")
 
 
@@ -195,8 +209,9 @@ class Trainer:
             self.validation_sampler = PairFolderSampler(run.validation.folder, self.sampler.shape, seed=0)
             if self.loss.supervised:
                 raise ValueError("validation.folder holds image pairs without true fields; the loss needs them")
-        self.validation_set = validation_batches(self.validation_sampler, run.validation.pairs, run.validation.seed,
-                                                 run.batch_size)
+        self.validation_set = validation_batches(
+            self.validation_sampler, run.validation.pairs, run.validation.seed, run.batch_size
+        )
         self.preview = validation_batches(self.validation_sampler, 1, run.validation.seed, 1)[0]
         self.schedule = WarmupSchedule(run.learning_rate, run.steps, run.schedule)
         # Every check passed: the folder now holds this run (refused if it holds another).
@@ -213,7 +228,9 @@ class Trainer:
             self.optimizer.build(self.variables)
             self.step = tf.Variable(0, dtype=tf.int64, name="step")
         self.checkpoint = tf.train.Checkpoint(network=self.network, optimizer=self.optimizer, step=self.step)
-        checkpoint_dir = self.output_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp(prefix="dirvnet-worker-"))
+        checkpoint_dir = (
+            self.output_dir / "checkpoints" if self.chief else Path(tempfile.mkdtemp(prefix="dirvnet-worker-"))
+        )
         self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir, max_to_keep=2)
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
@@ -239,7 +256,9 @@ class Trainer:
         def train_step(fixed, moving, field):
             total, terms = strategy.run(replica_step, args=(fixed, moving, field))
             mean = tf.distribute.ReduceOp.MEAN
-            return strategy.reduce(mean, total, axis=None), {k: strategy.reduce(mean, v, axis=None) for k, v in terms.items()}
+            return strategy.reduce(mean, total, axis=None), {
+                k: strategy.reduce(mean, v, axis=None) for k, v in terms.items()
+            }
 
         return train_step
 
@@ -248,11 +267,15 @@ class Trainer:
         output = self.network(fixed, moving)
         total, terms = registration_loss(output, fixed, moving, field, self.config, self.loss)
         warped = warp(moving, output.flow)
-        metrics = {"loss": total, **terms,
-                   "lncc_before": local_ncc(fixed, moving), "lncc_after": local_ncc(fixed, warped),
-                   "mse_before": tf.reduce_mean(tf.square(fixed - moving)),
-                   "mse_after": tf.reduce_mean(tf.square(fixed - warped)),
-                   "folding_percent": 100.0 * tf.reduce_mean(tf.cast(jacobian_determinant(output.flow) <= 0, tf.float32))}
+        metrics = {
+            "loss": total,
+            **terms,
+            "lncc_before": local_ncc(fixed, moving),
+            "lncc_after": local_ncc(fixed, warped),
+            "mse_before": tf.reduce_mean(tf.square(fixed - moving)),
+            "mse_after": tf.reduce_mean(tf.square(fixed - warped)),
+            "folding_percent": 100.0 * tf.reduce_mean(tf.cast(jacobian_determinant(output.flow) <= 0, tf.float32)),
+        }
         if self.validation_sampler.supervised:
             metrics["epe_voxels"] = tf.reduce_mean(tf.norm(output.flow - field, axis=-1))
             metrics["epe_before_voxels"] = tf.reduce_mean(tf.norm(field, axis=-1))
@@ -293,12 +316,22 @@ class Trainer:
         finally:
             if ended != "failed":  # after an error the step under way may be half applied
                 self.manager.save(checkpoint_number=int(self.step.numpy()))
-            segments.write({"command": self.command, "from_step": start, "to_step": int(self.step.numpy()),
-                            "steps": run.steps, "seconds": f"{time.time() - started:.1f}", "ended": ended})
+            segments.write(
+                {
+                    "command": self.command,
+                    "from_step": start,
+                    "to_step": int(self.step.numpy()),
+                    "steps": run.steps,
+                    "seconds": f"{time.time() - started:.1f}",
+                    "ended": ended,
+                }
+            )
             segments.close()
         if ended == "interrupted":
-            print(f"checkpoint saved at step {int(self.step.numpy())}; run the same command again to resume",
-                  file=sys.stderr)
+            print(
+                f"checkpoint saved at step {int(self.step.numpy())}; run the same command again to resume",
+                file=sys.stderr,
+            )
             raise KeyboardInterrupt(signals.received)
         if start >= run.steps and self.validation_set:
             validation = self.evaluate()
@@ -325,8 +358,14 @@ class Trainer:
                 self.step.assign_add(1)
                 done = current + 1
                 values = {"loss": float(total), **{k: float(v) for k, v in terms.items()}}
-                train_log.write({"step": done, **{k: f"{v:.5f}" for k, v in values.items()},
-                                 "learning_rate": f"{rate:.3g}", "seconds": f"{time.time() - started:.1f}"})
+                train_log.write(
+                    {
+                        "step": done,
+                        **{k: f"{v:.5f}" for k, v in values.items()},
+                        "learning_rate": f"{rate:.3g}",
+                        "seconds": f"{time.time() - started:.1f}",
+                    }
+                )
                 if done % run.tensorboard.scalars_every == 0:
                     logger.scalars({**values, "learning_rate": rate}, done, "train/")
                 if done % run.validation_every == 0 or done == run.steps:
@@ -369,22 +408,29 @@ class Trainer:
         steps = int(self.step.numpy())
         init = None
         if self.init_set is not None:
-            init = {"path": str(Path(self.init_set.path).resolve()), "name": self.init_set.name,
-                    "sha256": runs.init_set_digest(self.init_set.path),
-                    "weights_sha256": self.init_set.metadata.get("weights_sha256")}
+            init = {
+                "path": str(Path(self.init_set.path).resolve()),
+                "name": self.init_set.name,
+                "sha256": runs.init_set_digest(self.init_set.path),
+                "weights_sha256": self.init_set.metadata.get("weights_sha256"),
+            }
         training = {
             "run": self.run.to_dict(),
             "command": self.command,
             "steps": steps,
             "final_loss": runs.recent_mean(log_path),
-            "final_loss_voxels": runs.recent_mean(log_path) if self.loss.supervised and not self.loss.unsupervised else None,
+            "final_loss_voxels": runs.recent_mean(log_path)
+            if self.loss.supervised and not self.loss.unsupervised
+            else None,
             "loss": self.loss.to_dict(),
             "schedule": self.run.schedule.to_dict(),
             "data": self.sampler.summary(),
             "data_files": self.data_files,
-            "validation": {"pairs": sum(b[0].shape[0] for b in self.validation_set),
-                           "source": self.run.validation.folder or "held-out draws of the training data",
-                           **validation},
+            "validation": {
+                "pairs": sum(b[0].shape[0] for b in self.validation_set),
+                "source": self.run.validation.folder or "held-out draws of the training data",
+                **validation,
+            },
             "strategy": {"name": self.run.strategy, "replicas": self.strategy.num_replicas_in_sync},
             "init": init,
             "host": {"cpu_count": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))},
@@ -403,7 +449,9 @@ class Trainer:
             what = f"the image pairs in {Path(data.pairs).resolve()}"
         else:
             what = "synthetic deformations of " + ", ".join(data.sources or ("chessboard", "shapes"))
-        return f"{self.init_set.name} fine-tuned for {steps} steps on {what} (from {Path(self.init_set.path).resolve()})"
+        return (
+            f"{self.init_set.name} fine-tuned for {steps} steps on {what} (from {Path(self.init_set.path).resolve()})"
+        )
 
 
 def train(run, output_dir, command=None, progress=True, stop_at=None, fresh=False):

@@ -133,7 +133,7 @@ def test_network_pads_crops_and_reports_every_unit(gradient):
     seen = []
     output = network(fixed, fixed[:, ::-1], on_unit=lambda level, unit, control: seen.append((level, unit, control)))
     assert output.flow.shape == (1, 21, 19, 2)
-    assert [(l, u) for l, u, _ in seen] == [(1, 0), (1, 1), (0, 0), (0, 1)]
+    assert [(level, unit) for level, unit, _ in seen] == [(1, 0), (1, 1), (0, 0), (0, 1)]
     padded = config.padded_shape([21, 19])
     last = network.control_to_flow(seen[-1][2], 0, padded, [21, 19])
     np.testing.assert_allclose(last.numpy(), output.flow.numpy(), atol=1e-5)

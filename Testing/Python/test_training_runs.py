@@ -21,11 +21,27 @@ from DIRVNetLib.training.runs import RECORD
 from DIRVNetLib.training.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = {"ndim": 2, "levels": 2, "units": 1, "control_spacing": 4, "data_filters": 2, "data_kernel": 3,
-        "reg_filters": 2, "reg_kernel": 3}
-RUN = {"network": TINY, "data": {"patch_shape": [32, 32], "max_magnitude": 2.0, "sources": ["chessboard"]},
-       "steps": 4, "batch_size": 1, "learning_rate": 0.01, "seed": 0, "checkpoint_every": 100,
-       "validation": {"pairs": 0}, "tensorboard": False}
+TINY = {
+    "ndim": 2,
+    "levels": 2,
+    "units": 1,
+    "control_spacing": 4,
+    "data_filters": 2,
+    "data_kernel": 3,
+    "reg_filters": 2,
+    "reg_kernel": 3,
+}
+RUN = {
+    "network": TINY,
+    "data": {"patch_shape": [32, 32], "max_magnitude": 2.0, "sources": ["chessboard"]},
+    "steps": 4,
+    "batch_size": 1,
+    "learning_rate": 0.01,
+    "seed": 0,
+    "checkpoint_every": 100,
+    "validation": {"pairs": 0},
+    "tensorboard": False,
+}
 
 
 def _steps(folder):
@@ -41,7 +57,9 @@ def _segments(folder):
 def test_a_run_folder_is_resumed_only_by_the_same_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert train(RUN, out, progress=False, stop_at=1) is None
-    with pytest.raises(ValueError, match=r"holds a different run: run.learning_rate \(0.01 -> 0.02\); run.seed \(0 -> 5\)"):
+    with pytest.raises(
+        ValueError, match=r"holds a different run: run.learning_rate \(0.01 -> 0.02\); run.seed \(0 -> 5\)"
+    ):
         train({**RUN, "seed": 5, "learning_rate": 0.02}, out, progress=False)
     with pytest.raises(ValueError, match=r"run.network.units \(1 -> 2\)"):
         train({**RUN, "network": {**TINY, "units": 2}}, out, progress=False)
@@ -139,7 +157,9 @@ def test_the_bundled_weight_sets_record_a_loadable_run(name):
 def test_the_run_loader_names_every_unknown_key_once():
     with pytest.raises(ValueError) as error:
         load_run({**RUN, "stepz": 1, "seeds": 2})
-    assert str(error.value).count("stepz") == 1 and "unknown keys in the run configuration: seeds, stepz" in str(error.value)
+    assert str(error.value).count("stepz") == 1 and "unknown keys in the run configuration: seeds, stepz" in str(
+        error.value
+    )
     with pytest.raises(ValueError, match=r"unknown keys in 'data.augmentation': blur"):
         load_run({**RUN, "data": {**RUN["data"], "augmentation": {"blur": 1}}})
     with pytest.raises(ValueError, match=r"unknown keys in 'validation': pair"):
