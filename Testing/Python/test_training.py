@@ -37,6 +37,7 @@ def _validation_loss(config, weights, batch):
     return float(supervised_epe(network(fixed, moving), field, config.control_spacing)[0])
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_exports_a_usable_weight_set(tmp_path, data_dir):
     run = {
         "network": TINY,
@@ -117,6 +118,7 @@ def test_training_in_chunks_resumes_from_its_checkpoint(tmp_path, capsys):
     assert segments[0]["command"].endswith("--stop-at 3")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "loss", ["ncc", "mse", "hybrid", {"preset": "supervised", "unit_epe": 1.0, "relative_epe": True, "overshoot": 0.5}]
 )
