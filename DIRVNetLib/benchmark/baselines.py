@@ -339,9 +339,10 @@ class VoxelMorphMethod(Method):
     settings = "VxmPairwise (default U-Net 16x5 features, 5 integration steps), our synthetic training data"
 
     def __init__(self, model_dir=None):
+        """model_dir: the folder of the trained models (default: ``$DIRVNET_VOXELMORPH_DIR``, else
+        ``benchmarks/voxelmorph`` of the current folder, where the repository keeps them)."""
         super().__init__()
-        self.model_dir = Path(model_dir or os.environ.get(VOXELMORPH_ENV) or Path(__file__).resolve().parents[2]
-                              / "benchmarks" / "voxelmorph")
+        self.model_dir = Path(model_dir or os.environ.get(VOXELMORPH_ENV) or Path("benchmarks") / "voxelmorph").resolve()
         self._models = {}
 
     def model_path(self, dimension):
@@ -370,7 +371,7 @@ class VoxelMorphMethod(Method):
         import torch
 
         from DIRVNetLib.benchmark.voxelmorph_training import pad_to, vxm_to_flow
-        from DIRVNetLib.data.images import normalise_intensity
+        from DIRVNetLib.preprocessing import normalise_intensity
         from DIRVNetLib.registration.geometry import WorkingGrid, resample_displacement
 
         self.stages = {}

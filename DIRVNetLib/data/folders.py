@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from DIRVNetLib.data.images import augment_intensity, normalise_intensity
+from DIRVNetLib.data.images import augment_intensity
 from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.images import read_image
 from DIRVNetLib.io.resample import resample_isotropic, resample_like
+from DIRVNetLib.preprocessing import normalise_intensity
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff", ".dcm")
 

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 import tensorflow as tf
 
-from DIRVNetLib.data.images import normalise_intensity
+from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.errors import InputImageError, WeightSetError
 from DIRVNetLib.io.images import check_image, read_image
 from DIRVNetLib.io.resample import coarser_reference, resample_like

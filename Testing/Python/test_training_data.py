@@ -9,11 +9,12 @@ import SimpleITK as sitk
 import tensorflow as tf
 
 from DIRVNetLib.data.folders import PairFolderSampler, expand_volume_sources, find_pairs
-from DIRVNetLib.data.images import augment_intensity, bias_field, normalise_intensity
+from DIRVNetLib.data.images import augment_intensity, bias_field
 from DIRVNetLib.data.pairs import PairSampler, step_dataset, thick_slices
 from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.images import load_training_volume
 from DIRVNetLib.model import DIRVNet, NetworkConfig
+from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.training.config import ScheduleConfig
 from DIRVNetLib.training.losses import (
     LossConfig,
