@@ -30,8 +30,9 @@ class Grid:
     @classmethod
     def of(cls, image: sitk.Image) -> Grid:
         """The grid of a SimpleITK image."""
-        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
-                   tuple(image.GetDirection()))
+        return cls(
+            tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection())
+        )
 
     @property
     def ndim(self) -> int:
@@ -73,8 +74,10 @@ class Grid:
         def numbers(values: tuple[float, ...]) -> str:
             return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
-        return (f"size {self.size}, spacing {numbers(self.spacing)}, origin {numbers(self.origin)}, "
-                f"direction {numbers(self.direction)}")
+        return (
+            f"size {self.size}, spacing {numbers(self.spacing)}, origin {numbers(self.origin)}, "
+            f"direction {numbers(self.direction)}"
+        )
 
     def image(self, pixel: int = sitk.sitkFloat32, components: int = 1) -> sitk.Image:
         """An image of zeros on this grid (a resampling reference, or an identity field with

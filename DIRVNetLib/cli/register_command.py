@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from DIRVNetLib.registration.devices import DEVICES
+
 
 def add_parser(commands):
     parser = commands.add_parser("register", help="register a moving image to a fixed image")
@@ -14,7 +16,7 @@ def add_parser(commands):
     parser.add_argument("--moving", required=True, help="moving image (file or DICOM folder)")
     parser.add_argument("--output-dir", required=True, help="folder for the outputs (created)")
     parser.add_argument("--weights", default=None, help="bundled weight-set name or folder (default: for the dimension)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--refinement-rounds", type=int, default=0, help="recurrent refinement rounds (default 0)")
     parser.add_argument("--working-spacing", type=float, default=None, help="isotropic working spacing in mm")
     parser.add_argument("--coarse-pass", type=float, default=None, metavar="FACTOR",

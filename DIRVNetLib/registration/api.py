@@ -14,7 +14,6 @@ import numpy as np
 import SimpleITK as sitk
 import tensorflow as tf
 
-from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.errors import InputImageError, WeightSetError
 from DIRVNetLib.io.images import check_image, read_image
 from DIRVNetLib.io.resample import coarser_reference, resample_like
@@ -22,12 +21,13 @@ from DIRVNetLib.io.weights import load_weight_set, resolve
 from DIRVNetLib.metrics import displacement_transform, jacobian_statistics, similarity_report
 from DIRVNetLib.model import DIRVNet
 from DIRVNetLib.ops import warp
+from DIRVNetLib.preprocessing import normalise_intensity
+from DIRVNetLib.registration.devices import DEVICES
 from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.memory import check_memory
 from DIRVNetLib.registration.progress import UnitMonitor
 
-DEVICES = ("auto", "cpu", "gpu")
 _NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip building and tracing
 
 
