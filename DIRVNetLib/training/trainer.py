@@ -312,7 +312,10 @@ class Trainer:
         try:
             with _Signals() as signals:
                 validation = self._train(start, end, started, signals)
-            ended = "interrupted" if signals.received else "completed" if end == run.steps else "stopped"
+            reached = int(self.step.numpy())
+            ended = (
+                "interrupted" if signals.received and reached < end else "completed" if end == run.steps else "stopped"
+            )
         finally:
             if ended != "failed":  # after an error the step under way may be half applied
                 self.manager.save(checkpoint_number=int(self.step.numpy()))

@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -170,3 +172,41 @@ def test_the_run_loader_names_every_unknown_key_once():
         load_run({**RUN, "batch_size": 0})
     assert load_run({**RUN, "tensorboard": True}).tensorboard.enabled
     assert load_run({**RUN, "loss": "ncc", "schedule": "cosine"}).schedule.kind == "cosine"
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_command_saves_a_checkpoint_and_records_the_invocation(tmp_path):
+    """The real command in its own process: SIGTERM during training exits with 130 after writing a
+    checkpoint at the step reached; the logs agree with it."""
+    (tmp_path / "run.json").write_text(json.dumps({**RUN, "steps": 100000, "checkpoint_every": 2}))
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "DIRVNetLib.cli.main",
+        "train",
+        "--config",
+        str(tmp_path / "run.json"),
+        "--output-dir",
+        str(out),
+        "--no-progress",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    deadline = time.time() + 240
+    while not (out / "checkpoints").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    reached = int(err.split("checkpoint saved at step ")[1].split(";")[0])
+    assert reached >= 2
+    assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith(f"ckpt-{reached}")
+    assert _steps(out) == list(range(1, reached + 1))
+    assert _segments(out) == [(0, reached, "interrupted")]
