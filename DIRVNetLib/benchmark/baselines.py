@@ -355,7 +355,8 @@ class VoxelMorphMethod(Method):
                 return False, reason
         missing = [d for d in ([dimension] if dimension else [2, 3]) if not self.model_path(d).is_file()]
         if missing:
-            return False, (f"no VoxelMorph model trained for {', '.join(f'{d}D' for d in missing)} ({self.model_path(missing[0])}): "
+            dimensions = ", ".join(f"{d}D" for d in missing)
+            return False, (f"no VoxelMorph model trained for {dimensions} ({self.model_path(missing[0])}): "
                            "training it on the same synthetic data with the same budget as the bundled weights "
                            "was not done on this machine (2D: 10 min; 3D: hours on a 2-core CPU; see benchmarks/README.md)")
         return True, ""

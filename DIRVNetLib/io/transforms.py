@@ -43,7 +43,8 @@ def read_displacement(path, reference=None):
                     transform = sitk.CompositeTransform(transform).GetNthTransform(0)
                 return sitk.DisplacementFieldTransform(transform).GetDisplacementField()
             if transform.GetDimension() != reference.GetDimension():
-                raise ValueError(f"{path}: a {transform.GetDimension()}D transform for {reference.GetDimension()}D images")
+                dimensions = f"{transform.GetDimension()}D transform for {reference.GetDimension()}D images"
+                raise ValueError(f"{path}: a {dimensions}")
             return sitk.TransformToDisplacementField(
                 transform, sitk.sitkVectorFloat64, reference.GetSize(), reference.GetOrigin(),
                 reference.GetSpacing(), reference.GetDirection())
