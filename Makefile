@@ -7,4 +7,7 @@ test:
 slicer-test:
 	python3 dev.py slicer-test
 
-.PHONY: demo test slicer-test
+lint:
+	python3 dev.py lint
+
+.PHONY: demo test slicer-test lint

@@ -4,6 +4,7 @@
     python3 dev.py demo          # create/reuse .venv, install, register the bundled sample pair, print figures
     python3 dev.py test          # the test suite in .venv, then the Slicer-side tests in .venv-slicer
     python3 dev.py slicer-test   # only the Slicer-side tests, on the Python of the oldest supported Slicer
+    python3 dev.py lint          # ruff (format check and lint, pyproject.toml's settings) and mypy (typed modules)
 
 .venv-slicer is Slicer 5.10's Python (3.12) with Slicer's numpy and SimpleITK pins and what the module's
 first Apply installs (Testing/slicer-python.txt, DIRVNet/Resources/requirements.txt); its interpreter is
@@ -96,11 +97,26 @@ def demo():
     fixed, moving = DATA / "sample_fixed.nii.gz", DATA / "KmeansTest_T1UCharRaw.nii.gz"
     run(PYTHON, DATA / "make_sample_pair.py", "--true-field", DEMO_OUT / "true_displacement.nrrd")
     run(BIN / "dirvnet", "register", "--fixed", fixed, "--moving", moving, "--output-dir", DEMO_OUT)
-    run(BIN / "dirvnet", "evaluate", "--fixed", fixed, "--moving", moving, "--transform", DEMO_OUT / "transform.h5",
-        "--true-field", DEMO_OUT / "true_displacement.nrrd", "--mask", DATA / "KmeansTest_T1RawSkullStrip.nii.gz",
-        "--output-json", DEMO_OUT / "evaluation.json")
-    print(f"\nDemo outputs in {DEMO_OUT}: transform.h5 (ITK, LPS), displacement.nrrd, warped.nrrd, qa.png, "
-          "report.json, evaluation.json")
+    run(
+        BIN / "dirvnet",
+        "evaluate",
+        "--fixed",
+        fixed,
+        "--moving",
+        moving,
+        "--transform",
+        DEMO_OUT / "transform.h5",
+        "--true-field",
+        DEMO_OUT / "true_displacement.nrrd",
+        "--mask",
+        DATA / "KmeansTest_T1RawSkullStrip.nii.gz",
+        "--output-json",
+        DEMO_OUT / "evaluation.json",
+    )
+    print(
+        f"\nDemo outputs in {DEMO_OUT}: transform.h5 (ITK, LPS), displacement.nrrd, warped.nrrd, qa.png, "
+        "report.json, evaluation.json"
+    )
 
 
 def slicer_tests():
@@ -114,8 +130,15 @@ def test():
     slicer_test()
 
 
+def lint():
+    ensure_environment()
+    run(PYTHON, "-m", "ruff", "format", "--check", ".")
+    run(PYTHON, "-m", "ruff", "check", ".")
+    run(PYTHON, "-m", "mypy")
+
+
 if __name__ == "__main__":
-    commands = {"demo": demo, "test": test, "slicer-test": slicer_test}
+    commands = {"demo": demo, "test": test, "slicer-test": slicer_test, "lint": lint}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: python3 dev.py {{{'|'.join(commands)}}} [pytest arguments for test]")
     try:

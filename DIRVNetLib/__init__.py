@@ -1,6 +1,6 @@
 """DIRVNetLib: DIRV-Net deformable registration core (TensorFlow), usable outside Slicer.
 
-Conventions (see DESIGN.md): arrays are in numpy/SimpleITK order ([z, y, x] for 3D); inside the
+Conventions (see docs/architecture.md): arrays are in numpy/SimpleITK order ([z, y, x] for 3D); inside the
 network displacements are in voxels of the working grid, at every public boundary they are physical
 millimetres in LPS; resampling convention warped(x) = moving(x + u(x)), u defined on the fixed grid.
 """

@@ -38,7 +38,8 @@ VARIANTS = {
 def variant_run(base, name, steps):
     """The run configuration of one variant; ValueError naming the variant if it cannot train (e.g. a
     control spacing whose size rule the base's patch shape breaks)."""
-    from DIRVNetLib.training.trainer import complete_run, network_config, patch_shape
+    from DIRVNetLib.training.config import load_run
+    from DIRVNetLib.training.trainer import network_config, patch_shape
 
     run = json.loads(json.dumps(base))
     run["network"].update(VARIANTS[name])
@@ -47,8 +48,9 @@ def variant_run(base, name, steps):
     run.setdefault("validation", {"pairs": 16})
     run["tensorboard"] = {"enabled": False}
     try:
-        config, _ = network_config(complete_run(run))
-        patch_shape(run["data"], config)
+        typed = load_run(run)
+        config, _ = network_config(typed)
+        patch_shape(typed.data, config)
     except ValueError as error:
         raise ValueError(f"variant {name}: {error}") from None
     return run
@@ -107,7 +109,8 @@ def main():
     print("|---|---|---|---|---|---|")
     for name, last, seconds in rows:
         print(f"| {name} | {json.dumps(VARIANTS[name])} | {float(last['epe_voxels']):.3f} | "
-              f"{float(last['epe_before_voxels']):.3f} | {float(last.get('folding_percent', 'nan')):.3f} | {seconds:.3f} |")
+              f"{float(last['epe_before_voxels']):.3f} | {float(last.get('folding_percent', 'nan')):.3f} | "
+              f"{seconds:.3f} |")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,8 @@ from DIRVNetLib.io.weights import load_weight_set, resolve  # noqa: E402
 from DIRVNetLib.model import DIRVNet  # noqa: E402
 from DIRVNetLib.registration.geometry import WorkingGrid  # noqa: E402
 from DIRVNetLib.training.losses import RELATIVE_FLOOR  # noqa: E402
-from DIRVNetLib.training.trainer import (  # noqa: E402
-    VALIDATION_DEFAULTS, build_sampler, complete_run, load_run_config, network_config, validation_batches,
-)
+from DIRVNetLib.training.config import ValidationConfig, read_run  # noqa: E402
+from DIRVNetLib.training.trainer import build_sampler, network_config, validation_batches  # noqa: E402
 
 
 def pair_errors(weight_set, batches, coarse_pass=None):
@@ -57,18 +56,19 @@ def registered_flow(weight_set, fixed, moving, coarse_pass):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="training run configuration whose validation pairs to use")
-    parser.add_argument("--pairs", type=int, default=VALIDATION_DEFAULTS["pairs"])
+    parser.add_argument("--pairs", type=int, default=ValidationConfig.pairs)
     parser.add_argument("--coarse-pass", type=float, default=None, metavar="F",
                         help="register every pair with a first pass F times coarser (as in dirvnet register)")
     parser.add_argument("weights", nargs="+", help="bundled names or weight-set folders")
     args = parser.parse_args()
-    run = complete_run(load_run_config(args.config))
+    run = read_run(args.config)
     config, init_set = network_config(run)
-    batches = validation_batches(build_sampler(run, config, init_set), args.pairs, VALIDATION_DEFAULTS["seed"], 2)
+    batches = validation_batches(build_sampler(run, config, init_set), args.pairs, ValidationConfig.seed, 2)
 
     how = f", registered with a coarse pass {args.coarse_pass:g}" if args.coarse_pass else ""
     print(f"{args.pairs} held-out pairs of {args.config}{how}\n")
-    print("| weights | EPE (vox) | relative EPE | small half: EPE / relative | large half: EPE / relative | worst reduction |")
+    print("| weights | EPE (vox) | relative EPE | small half: EPE / relative | large half: EPE / relative "
+          "| worst reduction |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.weights:
         weight_set = load_weight_set(resolve(name, config.ndim))

@@ -31,7 +31,7 @@ def main():
     import SimpleITK as sitk
     import tensorflow as tf
 
-    from DIRVNetLib.data.images import normalise_intensity
+    from DIRVNetLib.preprocessing import normalise_intensity
     from DIRVNetLib.io.weights import load_weight_set, resolve
     from DIRVNetLib.model import DIRVNet
 

@@ -3,7 +3,7 @@
 Every adapter has ``name``, ``label``, ``package`` (what ``pip install DIRVNet[benchmark]`` brings),
 ``settings`` (the parameters used, for the report), ``available() -> (bool, reason)`` and
 ``register(fixed, moving) -> displacement``: a SimpleITK vector image (float64) on the fixed grid in
-LPS mm, pull convention ``warped(p) = moving(p + u(p))`` (DESIGN.md), whatever the tool's own
+LPS mm, pull convention ``warped(p) = moving(p + u(p))`` (docs/architecture.md), whatever the tool's own
 convention. ``stages`` holds the seconds of the last call split by stage. The tools run at their
 documented default settings for deformable-only registration (the inputs are already pre-aligned).
 """
@@ -339,9 +339,10 @@ class VoxelMorphMethod(Method):
     settings = "VxmPairwise (default U-Net 16x5 features, 5 integration steps), our synthetic training data"
 
     def __init__(self, model_dir=None):
+        """model_dir: the folder of the trained models (default: ``$DIRVNET_VOXELMORPH_DIR``, else
+        ``benchmarks/voxelmorph`` of the current folder, where the repository keeps them)."""
         super().__init__()
-        self.model_dir = Path(model_dir or os.environ.get(VOXELMORPH_ENV) or Path(__file__).resolve().parents[2]
-                              / "benchmarks" / "voxelmorph")
+        self.model_dir = Path(model_dir or os.environ.get(VOXELMORPH_ENV) or Path("benchmarks") / "voxelmorph").resolve()
         self._models = {}
 
     def model_path(self, dimension):
@@ -354,7 +355,8 @@ class VoxelMorphMethod(Method):
                 return False, reason
         missing = [d for d in ([dimension] if dimension else [2, 3]) if not self.model_path(d).is_file()]
         if missing:
-            return False, (f"no VoxelMorph model trained for {', '.join(f'{d}D' for d in missing)} ({self.model_path(missing[0])}): "
+            dimensions = ", ".join(f"{d}D" for d in missing)
+            return False, (f"no VoxelMorph model trained for {dimensions} ({self.model_path(missing[0])}): "
                            "training it on the same synthetic data with the same budget as the bundled weights "
                            "was not done on this machine (2D: 10 min; 3D: hours on a 2-core CPU; see benchmarks/README.md)")
         return True, ""
@@ -370,7 +372,7 @@ class VoxelMorphMethod(Method):
         import torch
 
         from DIRVNetLib.benchmark.voxelmorph_training import pad_to, vxm_to_flow
-        from DIRVNetLib.data.images import normalise_intensity
+        from DIRVNetLib.preprocessing import normalise_intensity
         from DIRVNetLib.registration.geometry import WorkingGrid, resample_displacement
 
         self.stages = {}

@@ -1,7 +1,7 @@
 """Measure one displacement field: accuracy (EPE, Dice, HD95, TRE), smoothness (Jacobian) and
 similarity before/after, all in physical units. Shared by ``dirvnet evaluate`` and ``dirvnet benchmark``.
 
-Convention (DESIGN.md): ``displacement`` is a vector image in LPS mm, warped(p) = moving(p + u(p)).
+Convention (docs/architecture.md): ``displacement`` is a vector image in LPS mm, warped(p) = moving(p + u(p)).
 Every "before" figure is the same measure for the identity (u = 0): what registration has to improve.
 """
 
@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from DIRVNetLib.grid import Grid
 from DIRVNetLib.io.resample import resample_like
+from DIRVNetLib.io.transforms import read_displacement
 from DIRVNetLib.metrics import (
     dice,
     displacement_transform,
@@ -25,27 +27,19 @@ from DIRVNetLib.metrics import (
 )
 from DIRVNetLib.registration.geometry import resample_displacement
 
-TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
-
 
 def zero_field(reference):
     """The identity displacement (all zeros, float64) on ``reference``'s grid."""
-    zero = sitk.Image(reference.GetSize(), sitk.sitkVectorFloat64, reference.GetDimension())
-    zero.CopyInformation(reference)
-    return zero
+    return Grid.of(reference).image(sitk.sitkVectorFloat64, reference.GetDimension())
 
 
 def on_grid(displacement, reference):
     """``displacement`` (vector image, mm) on ``reference``'s grid as float64 (resampled linearly only
-    where the grids differ)."""
+    where the grids differ beyond header rounding, :meth:`Grid.same_as`)."""
     if displacement.GetNumberOfComponentsPerPixel() != reference.GetDimension():
         raise ValueError(f"a {reference.GetDimension()}D displacement needs {reference.GetDimension()} components, "
                          f"got {displacement.GetNumberOfComponentsPerPixel()}")
-    same = (displacement.GetSize() == reference.GetSize()
-            and np.allclose(displacement.GetSpacing(), reference.GetSpacing())
-            and np.allclose(displacement.GetOrigin(), reference.GetOrigin())
-            and np.allclose(displacement.GetDirection(), reference.GetDirection()))
-    if same:
+    if Grid.of(displacement).same_as(Grid.of(reference)):
         field = sitk.Cast(displacement, sitk.sitkVectorFloat64)
         field.CopyInformation(reference)
         return field
@@ -53,25 +47,9 @@ def on_grid(displacement, reference):
 
 
 def read_field(path, reference):
-    """A displacement on ``reference``'s grid from a transform file (any ITK transform: displacement
-    field, affine, composite; sampled as T(p) - p) or a vector image (pull convention, LPS mm)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: transform or displacement file not found")
-    try:
-        if path.suffix.lower() in TRANSFORM_SUFFIXES:
-            transform = sitk.ReadTransform(str(path))
-            if transform.GetDimension() != reference.GetDimension():
-                raise ValueError(f"{path}: a {transform.GetDimension()}D transform for {reference.GetDimension()}D images")
-            return sitk.TransformToDisplacementField(
-                transform, sitk.sitkVectorFloat64, reference.GetSize(), reference.GetOrigin(),
-                reference.GetSpacing(), reference.GetDirection())
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        raise ValueError(f"{path}: unreadable: {str(e).strip().splitlines()[-1]}") from e
-    if image.GetDimension() != reference.GetDimension():
-        raise ValueError(f"{path}: a {image.GetDimension()}D field for {reference.GetDimension()}D images")
-    return on_grid(image, reference)
+    """A displacement on ``reference``'s grid from a transform file (sampled on it) or a vector image
+    (resampled onto it); see :func:`DIRVNetLib.io.transforms.read_displacement`."""
+    return on_grid(read_displacement(path, reference), reference)
 
 
 def read_label_image(path, role="labels"):

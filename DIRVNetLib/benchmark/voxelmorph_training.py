@@ -66,18 +66,18 @@ def train(run, output, steps=None, progress=True, command=None):
     import torch
     from tqdm import tqdm
 
-    from DIRVNetLib.training.trainer import build_sampler, complete_run, network_config
+    from DIRVNetLib.training.config import load_run
+    from DIRVNetLib.training.trainer import build_sampler, network_config
 
-    run = complete_run(run)
-    data = run["data"]
-    ndim = int(run["network"]["ndim"])
-    steps = int(steps or run["steps"])
-    batch = int(run["batch_size"])
-    torch.manual_seed(int(run["seed"]))
+    run = load_run(run)
     config, _ = network_config(run)
+    ndim = config.ndim
+    steps = int(steps or run.steps)
+    batch = run.batch_size
+    torch.manual_seed(run.seed)
     sampler = build_sampler(run, config)  # the DIRV-Net run's own data: sources, fields, augmentation
     model = build_model(ndim)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(run["learning_rate"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(run.learning_rate))
     losses = []
     started = time.perf_counter()
     for _ in tqdm(range(steps), desc="training VoxelMorph", disable=not progress):
@@ -89,7 +89,7 @@ def train(run, output, steps=None, progress=True, command=None):
         loss.backward()
         optimizer.step()
         losses.append(float(loss))
-    record = {"steps": steps, "batch_size": batch, "learning_rate": run["learning_rate"], "data": data,
+    record = {"steps": steps, "batch_size": batch, "learning_rate": run.learning_rate, "data": run.data.to_dict(),
               "loss": "supervised mean end-point error (voxels)", "final_loss_mean_last_50": float(np.mean(losses[-50:])),
               "seconds": time.perf_counter() - started, "command": command}
     Path(output).parent.mkdir(parents=True, exist_ok=True)

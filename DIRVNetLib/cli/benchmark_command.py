@@ -40,7 +40,8 @@ def add_parser(commands):
     parser.add_argument("--working-spacing", type=float, default=None, metavar="MM",
                         help="DIRV-Net isotropic working grid spacing in mm, as in dirvnet register "
                              "(default: the finest fixed spacing)")
-    parser.add_argument("--voxelmorph-dir", help="folder holding vxm2d.pt / vxm3d.pt (default: benchmarks/voxelmorph)")
+    parser.add_argument("--voxelmorph-dir",
+                        help="folder holding vxm2d.pt / vxm3d.pt (default: $DIRVNET_VOXELMORPH_DIR, else ./benchmarks/voxelmorph)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 

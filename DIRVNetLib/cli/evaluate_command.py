@@ -8,6 +8,8 @@ identity transform.
 import json
 from pathlib import Path
 
+from DIRVNetLib.registration.devices import DEVICES
+
 KEYS = ("epe_mean_mm", "epe_median_mm", "epe_p95_mm", "epe_max_mm", "epe_before_mean_mm",
         "dice_mean", "dice_before_mean", "hd95_mean_mm", "hd95_before_mean_mm",
         "tre_mean_mm", "tre_median_mm", "tre_max_mm", "tre_before_mean_mm",
@@ -28,7 +30,7 @@ def add_parser(commands):
     parser.add_argument("--moving-landmarks", help="the corresponding moving points, same order")
     parser.add_argument("--mask", help="measure end-point error only where this label image is nonzero")
     parser.add_argument("--weights", default=None, help="weight set when registering (default: bundled for the dimension)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--output-json", required=True)
     parser.set_defaults(run=run)
 

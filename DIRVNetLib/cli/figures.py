@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from DIRVNetLib.data.images import normalise_intensity  # noqa: E402
+from DIRVNetLib.preprocessing import normalise_intensity  # noqa: E402
 from DIRVNetLib.io.atomic import atomic_path  # noqa: E402
 from DIRVNetLib.metrics import jacobian_determinant  # noqa: E402
 

@@ -33,18 +33,29 @@ def summary(weight_set):
         lines.append(f"step sizes   level {level}: " + " ".join(f"{a:.3g}" for a in alphas))
     training = meta.get("training") or {}
     if training:
-        lines.append(f"training     {training.get('steps', '?')} steps; final loss {training.get('final_loss', training.get('final_loss_voxels'))}")
+        final = training.get("final_loss", training.get("final_loss_voxels"))
+        lines.append(f"training     {training.get('steps', '?')} steps; final loss {final}")
         if training.get("command"):
             lines.append(f"command      {training['command']}")
         if training.get("init"):
-            lines.append(f"fine-tuned   from {training['init'].get('path')}")
+            init = training["init"]
+            lines.append(f"fine-tuned   from {init.get('path')} (sha256 {str(init.get('sha256', '?'))[:16]}...)")
+        if training.get("data", {}).get("folder"):
+            lines.append(f"trained on   image pairs in {training['data']['folder']}")
         validation = training.get("validation") or {}
         figures = {k: v for k, v in validation.items() if isinstance(v, (int, float)) and k != "pairs"}
         if figures:
-            lines.append(f"validation   {validation.get('pairs', '?')} pairs: "
-                         + ", ".join(f"{k} {v:.4g}" for k, v in sorted(figures.items())))
-    lines.append(f"library      {meta.get('library_version', '?')}; weights sha256 {meta.get('weights_sha256', '?')[:16]}...")
+            lines.append(
+                f"validation   {validation.get('pairs', '?')} pairs: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in sorted(figures.items()))
+            )
+    lines.append(f"library      {meta.get('library_version', '?')}; weights sha256 {checksum(weight_set)[:16]}...")
     return lines
+
+
+def checksum(weight_set):
+    """The weight set's recorded checksum ("?" when none is recorded)."""
+    return str(weight_set.metadata.get("weights_sha256", "?"))
 
 
 def run(args):
@@ -54,7 +65,8 @@ def run(args):
 
     weight_set = load_weight_set(resolve(args.weights, None))
     figure = Path(args.figure) if args.figure else Path(f"{weight_set.name}-activations.png")
-    png = figure_png(activation_figure(weight_set.weights, weight_set.config), dpi=100)
+    title = f"{weight_set.name} ({weight_set.path}), weights sha256 {checksum(weight_set)[:16]}"
+    png = figure_png(activation_figure(weight_set.weights, weight_set.config, title=title), dpi=100)
     figure.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(figure) as tmp:
         Path(tmp).write_bytes(png)

@@ -11,6 +11,8 @@ import time
 
 from tqdm import tqdm
 
+from DIRVNetLib.registration.devices import DEVICES
+
 OUTPUT_NAMES = ("transform.h5", "displacement.nrrd", "warped.nrrd", "report.json", "qa.png")
 
 
@@ -53,7 +55,7 @@ def add_parser(commands):
                         help="folder for the outputs (new, empty, or of an earlier run: replaced as a whole)")
     parser.add_argument("--weights", default=None,
                         help="bundled weight-set name or folder (default: for the dimension)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--refinement-rounds", type=_rounds, default=0, help="recurrent refinement rounds (default 0)")
     parser.add_argument("--working-spacing", type=_positive_mm, default=None, help="isotropic working spacing in mm")
     parser.add_argument("--coarse-pass", type=_factor, default=None, metavar="FACTOR",

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from DIRVNetLib.data.images import augment_intensity, normalise_intensity
+from DIRVNetLib.data.images import augment_intensity
 from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.images import read_image
 from DIRVNetLib.io.resample import resample_isotropic, resample_like
+from DIRVNetLib.preprocessing import normalise_intensity
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff", ".dcm")
 
@@ -184,6 +185,7 @@ class PairFolderSampler:
         return self.batch(size)
 
     def summary(self):
-        return {"kind": "image pairs (unsupervised)", "folder": self.folder, "pairs": [p[0] for p in self.pairs],
+        folder = None if self.folder is None else str(Path(self.folder).resolve())
+        return {"kind": "image pairs (unsupervised)", "folder": folder, "pairs": [p[0] for p in self.pairs],
                 "shape": list(self.shape), "spacing_mm": self.spacing, "augmentation": self.augmentation,
                 "image_shapes": [list(f.shape) for f, _ in self.images]}

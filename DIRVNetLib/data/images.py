@@ -34,18 +34,6 @@ def random_shapes(shape, rng, classes=6, smoothness=4.0, blur=0.7):
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def normalise_intensity(image, low=1.0, high=99.0):
-    """Map the ``low``-th and ``high``-th percentiles to 0 and 1 and clip (robust to outliers).
-    Returns a new float32 array (computed in float32, in place: no float64 temporaries)."""
-    lo, hi = np.percentile(image, [low, high])
-    if hi <= lo:
-        hi = lo + 1e-6
-    out = np.array(image, dtype=np.float32)
-    out -= np.float32(lo)
-    out *= np.float32(1.0 / (hi - lo))
-    return np.clip(out, 0.0, 1.0, out=out)
-
-
 def bias_field(shape, rng, strength=0.3, control_points=4):
     """A smooth multiplicative field ``exp(b)`` with ``b`` a cubic B-spline of random values on a
     ``control_points^N`` grid, scaled so ``|b| <= strength`` (MR receive-coil inhomogeneity)."""

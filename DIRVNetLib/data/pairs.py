@@ -8,8 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from DIRVNetLib.data.deformations import smooth_random_field
-from DIRVNetLib.data.images import augment_intensity, gradient_chessboard, normalise_intensity, random_shapes
+from DIRVNetLib.data.images import augment_intensity, gradient_chessboard, random_shapes
 from DIRVNetLib.ops import warp
+from DIRVNetLib.preprocessing import normalise_intensity
 
 SOURCES = ("chessboard", "shapes", "volumes")
 

@@ -1,7 +1,11 @@
 """Resampling helpers shared by training and registration (physical space, SimpleITK)."""
 
+import dataclasses
+
 import numpy as np
 import SimpleITK as sitk
+
+from DIRVNetLib.grid import Grid
 
 
 def isotropic_reference(image, spacing):
@@ -24,11 +28,7 @@ def coarser_reference(image, factor):
 
 def _reference_like(image, size, spacing):
     """An empty float32 image of ``size`` and ``spacing`` with ``image``'s origin and direction."""
-    reference = sitk.Image(size, sitk.sitkFloat32)
-    reference.SetOrigin(image.GetOrigin())
-    reference.SetDirection(image.GetDirection())
-    reference.SetSpacing(spacing)
-    return reference
+    return dataclasses.replace(Grid.of(image), size=tuple(size), spacing=tuple(spacing)).image()
 
 
 def resample_like(image, reference, interpolator=sitk.sitkLinear):

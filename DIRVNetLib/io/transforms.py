@@ -19,12 +19,38 @@ def write_image(image, path, compress=True):
         sitk.WriteImage(image, str(tmp), compress)
 
 
-def read_displacement(path):
-    """A displacement field (sitkVectorFloat64, LPS mm) from a transform file or a vector image."""
+TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
+"""Suffixes read as ITK transform files; anything else is read as a vector image."""
+
+
+def read_displacement(path, reference=None):
+    """A displacement field (sitkVectorFloat64, LPS mm, pull convention) from a transform file or a
+    vector image; ValueError naming the file when it is missing, unreadable or of the wrong dimension.
+
+    reference: an image whose grid a transform file is sampled on (any ITK transform: displacement
+    field, affine, composite; ``T(p) - p``), and whose dimension the file must have. Without it a
+    transform file must hold a displacement-field transform (first of a composite), returned on its
+    own grid. A vector image is returned on its own grid either way.
+    """
     path = Path(path)
-    if path.suffix.lower() in (".h5", ".hdf5", ".tfm", ".txt"):
-        transform = sitk.ReadTransform(str(path))
-        if transform.GetTransformEnum() == sitk.sitkComposite:
-            transform = sitk.CompositeTransform(transform).GetNthTransform(0)
-        return sitk.DisplacementFieldTransform(transform).GetDisplacementField()
-    return sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkVectorFloat64)
+    if not path.is_file():
+        raise ValueError(f"{path}: transform or displacement file not found")
+    try:
+        if path.suffix.lower() in TRANSFORM_SUFFIXES:
+            transform = sitk.ReadTransform(str(path))
+            if reference is None:
+                if transform.GetTransformEnum() == sitk.sitkComposite:
+                    transform = sitk.CompositeTransform(transform).GetNthTransform(0)
+                return sitk.DisplacementFieldTransform(transform).GetDisplacementField()
+            if transform.GetDimension() != reference.GetDimension():
+                dimensions = f"{transform.GetDimension()}D transform for {reference.GetDimension()}D images"
+                raise ValueError(f"{path}: a {dimensions}")
+            return sitk.TransformToDisplacementField(
+                transform, sitk.sitkVectorFloat64, reference.GetSize(), reference.GetOrigin(),
+                reference.GetSpacing(), reference.GetDirection())
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise ValueError(f"{path}: unreadable: {str(e).strip().splitlines()[-1]}") from e
+    if reference is not None and image.GetDimension() != reference.GetDimension():
+        raise ValueError(f"{path}: a {image.GetDimension()}D field for {reference.GetDimension()}D images")
+    return sitk.Cast(image, sitk.sitkVectorFloat64)

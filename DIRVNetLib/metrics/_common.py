@@ -1,43 +1,22 @@
 """Shared helpers of the metrics package: array conversion, grid checks, masks.
 
-Grids are compared in physical terms (size, origin, spacing, direction) with small tolerances that
+Grids are compared with :meth:`DIRVNetLib.grid.Grid.same_as`: in physical terms, within tolerances that
 absorb the float32 rounding of NIfTI/NRRD headers.
 """
 
 import numpy as np
 import SimpleITK as sitk
 
-_SPACING_RTOL = 1e-5
-_DIRECTION_ATOL = 1e-5
-_ORIGIN_ATOL_FRACTION = 1e-3  # of the smallest spacing
-
-
-def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    """True when two images share size, spacing, origin and direction (within tolerances)."""
-    if a.GetDimension() != b.GetDimension() or a.GetSize() != b.GetSize():
-        return False
-    spacing_a, spacing_b = np.array(a.GetSpacing()), np.array(b.GetSpacing())
-    if not np.allclose(spacing_a, spacing_b, rtol=_SPACING_RTOL, atol=0.0):
-        return False
-    if not np.allclose(a.GetDirection(), b.GetDirection(), rtol=0.0, atol=_DIRECTION_ATOL):
-        return False
-    atol = _ORIGIN_ATOL_FRACTION * float(min(spacing_a.min(), spacing_b.min()))
-    return bool(np.allclose(a.GetOrigin(), b.GetOrigin(), rtol=0.0, atol=atol))
-
-
-def describe_grid(image: sitk.Image) -> str:
-    """One-line description of an image grid for error messages."""
-    fmt = lambda v: "(" + ", ".join(f"{x:.6g}" for x in v) + ")"  # noqa: E731
-    return (f"size {image.GetSize()}, spacing {fmt(image.GetSpacing())}, "
-            f"origin {fmt(image.GetOrigin())}, direction {fmt(image.GetDirection())}")
+from DIRVNetLib.grid import Grid
 
 
 def check_same_grid(a: sitk.Image, b: sitk.Image, name_a: str, name_b: str) -> None:
     """Raise ValueError naming both images when their grids differ."""
-    if not same_grid(a, b):
+    grid_a, grid_b = Grid.of(a), Grid.of(b)
+    if not grid_a.same_as(grid_b):
         raise ValueError(
             f"grid mismatch: {name_a} and {name_b} must share one grid; "
-            f"{name_a}: {describe_grid(a)}; {name_b}: {describe_grid(b)}")
+            f"{name_a}: {grid_a.describe()}; {name_b}: {grid_b.describe()}")
 
 
 def check_displacement(displacement, name: str = "displacement") -> None:

@@ -94,7 +94,7 @@ def _read_plain_csv(path: Path) -> np.ndarray:
     except ValueError:  # a header row
         header = [c.strip().lower() for c in rows.pop(0)]
         if "x" not in header or "y" not in header:
-            raise ValueError(f"{path}: the CSV header {header} must name columns x, y[, z]")
+            raise ValueError(f"{path}: the CSV header {header} must name columns x, y[, z]") from None
         ix = [header.index(h) for h in ("x", "y", "z") if h in header]
     points = []
     for n, row in enumerate(rows):

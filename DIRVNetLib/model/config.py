@@ -81,12 +81,25 @@ class NetworkConfig:
 
     @classmethod
     def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown network configuration keys: {', '.join(unknown)}")
-        return cls(**values)
+        return from_mapping(cls, values, "the network configuration")
 
     @classmethod
     def from_json(cls, text):
         return cls.from_dict(json.loads(text))
+
+
+def from_mapping(cls, values, where):
+    """``cls(**values)`` for the dataclass ``cls``: the one strict reader of every configuration section.
+
+    Raises ValueError naming ``where`` when ``values`` is not a dict, names every unknown key (with the
+    known ones), or a value has the wrong type."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be an object, got {values!r}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown keys in {where}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ValueError(f"{where}: a value has the wrong type ({e})") from e

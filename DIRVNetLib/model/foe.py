@@ -50,9 +50,9 @@ def adjoint_convolution(y, kernels, polyphase=False):
     """``K^T y``, the exact adjoint of :func:`convolve_filters` (same ``polyphase``): the sum over filters
     of each response correlated with its flipped kernel. Returns ``[B, *S, 1]``.
 
-    Without polyphase: in 2D a depthwise correlation summed over filters (2-4x faster than the
-    alternatives at 64^2-512^2 on CPU, docs/benchmarks.md); in 3D, with no depthwise 3D convolution
-    in TensorFlow, a correlation with the channels swapped."""
+    Without polyphase: in 2D a depthwise correlation summed over filters; in 3D, with no depthwise 3D
+    convolution in TensorFlow, a correlation with the channels swapped (docs/notes/benchmarks.md, "Speed
+    and memory")."""
     if polyphase:
         return depth_to_space(convolve(y, polyphase_kernels(_adjoint_kernels(kernels))))
     if len(kernels.shape) == 4:
@@ -69,7 +69,7 @@ def _adjoint_kernels(kernels):
     return tf.transpose(flipped, list(range(ndim)) + [ndim + 1, ndim])
 
 
-@tf.function(jit_compile=True, autograph=False)  # XLA fuses the gathers and arithmetic: ~6x faster on CPU
+@tf.function(jit_compile=True, autograph=False)  # XLA fuses the gathers and the arithmetic
 def _activate(responses, values, vrange, activation, centred):
     """The activations ``phi_k`` applied to ``[..., F]`` responses (``phi_k(z) - phi_k(0)`` if centred)."""
     phi = ACTIVATION_FUNCTIONS[activation]

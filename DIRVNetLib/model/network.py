@@ -15,14 +15,14 @@ from DIRVNetLib.model.unit import UnitParameters, variational_unit
 from DIRVNetLib.ops import binomial_downsample, bspline_interpolate, control_grid_shape, upsample_control_grid
 
 
-@tf.function(autograph=False)  # plain Python control flow only: no autograph conversion, faster tracing
+@tf.function(autograph=False)  # plain Python control flow only: nothing for autograph to convert
 def _compiled_unit(control, fixed, moving, *params, spacing, activation, data_range, reg_range, centred, gradient):
     return variational_unit(
         control, fixed, moving, UnitParameters(*params), spacing, activation, data_range, reg_range, centred, gradient
     )
 
 
-@tf.function(jit_compile=True, autograph=False)  # fused by XLA: 5x faster than eager on CPU at 2 and 1 mm
+@tf.function(jit_compile=True, autograph=False)  # fused by XLA (docs/notes/benchmarks.md, "Speed and memory")
 def _dense_flow(control, spacing, spatial_shape):
     return bspline_interpolate(control, spacing, spatial_shape)
 
@@ -47,9 +47,8 @@ def image_pyramid(image, padded_shape, levels):
     return pyramid
 
 
-# Called eagerly, the pyramid and the upsampling run as graphs (not XLA: its strided 3D convolutions were
-# 12x slower). On this CPU the pyramid took 1.3 against 8.1 ms eager (2D 256x256) and 16 against 28 ms
-# (3D 2 mm), one upsampling 0.3-0.4 against 5-6 ms.
+# Called eagerly, the pyramid and the upsampling run as graphs, not under XLA (docs/notes/benchmarks.md,
+# "Speed and memory").
 _compiled_pyramid = tf.function(image_pyramid, autograph=False)
 _compiled_upsample = tf.function(upsample_control_grid, autograph=False)
 
@@ -156,8 +155,8 @@ class DIRVNet(tf.Module):
 
     def final_flow(self, fixed, moving):
         """Only the ``flow`` of :meth:`__call__`, the whole pyramid run as one graph (traced once per
-        input shape): for callers that watch no unit and call often (on this CPU 25% less time than
-        unit by unit for a 2D 256x256 pair, 10% for a 2 mm brain)."""
+        input shape): for callers that watch no unit and call often (docs/notes/benchmarks.md, "With
+        whole-graph passes")."""
         return self._final_flow(tf.convert_to_tensor(fixed, tf.float32), tf.convert_to_tensor(moving, tf.float32))
 
     def __call__(self, fixed, moving, on_unit=None):

@@ -46,8 +46,8 @@ def variational_unit(
     return control - tf.abs(params.alpha) * (data_gradient + reg_gradient)
 
 
-# The pointwise and gather-based operators run under XLA (several times faster on CPU, see
-# docs/benchmarks.md); the convolutions stay outside, where the CPU libraries beat XLA's.
+# The pointwise and gather-based operators run under XLA, the convolutions outside it
+# (docs/notes/benchmarks.md, "Speed and memory").
 
 
 def _spatial_shape(tensor):
@@ -60,8 +60,8 @@ def _warp_residual(control, fixed, moving, spacing, scheme):
     """``W - F`` ``[B, *S, 1]`` and ``grad W`` ``[B, *S, N]`` (finite differences ``scheme``) with
     ``W = M o (x + B d)``.
 
-    Two XLA clusters, not one: fused together, XLA recomputed the warp's gathers for every neighbour
-    the finite differences read (3.7x slower at 1 mm, docs/benchmarks.md)."""
+    Two XLA clusters, not one, so that XLA does not recompute the warp's gathers for every neighbour
+    the finite differences read."""
     warped = _warped_moving(control, moving, spacing, _spatial_shape(fixed))
     return _residual_and_gradient(warped, fixed, scheme)
 

@@ -5,9 +5,7 @@ Control point ``k`` sits on dense voxel ``k * s`` along every axis (``s`` = cont
 so a dense axis of length ``n`` needs ``(n - 1) // s + 2`` control points. The operator is applied
 separably, one axis at a time, on blocks of ``s`` dense voxels: voxel ``k s + j`` is
 ``(1 - j / s) c[k] + (j / s) c[k + 1]`` (``c[K] = 0`` past the last control point), so the adjoint is
-the same per-axis sums transposed. (This block form replaced products with dense per-axis
-interpolation matrices: under XLA on CPU 1.4-2.7x faster for the interpolation and 4-5x for the
-adjoint at 2 and 1 mm brain sizes, docs/benchmarks.md.)
+the same per-axis sums transposed (why this form: docs/notes/benchmarks.md, "Speed and memory").
 """
 
 import tensorflow as tf

@@ -3,9 +3,8 @@
 A correlation with an odd ``k``-tap kernel of a ``[B, *S, C]`` image with even ``S`` equals a
 correlation of its polyphase components (``space_to_depth``: ``[B, *S/2, 2^N C]``) with a
 ``k'``-tap kernel (``k' = 2 ceil(c/2) + 1``, ``c = k // 2``) mapping ``2^N C_in`` to ``2^N C_out``
-channels, followed by ``depth_to_space``. It does ~1.7x the multiply-adds of the direct form in 3D
-with 5-tap kernels, but CPU convolution libraries run the wide-channel form several times faster
-than the direct one with one input or one output channel (see docs/benchmarks.md). Zero padding
+channels, followed by ``depth_to_space``: more multiply-adds than the direct form, in the wide-channel
+shape CPU convolution libraries run best (docs/notes/benchmarks.md, "Speed and memory"). Zero padding
 ("SAME") carries over exactly because every axis is even. Used for the 3D data-term field of
 experts (:mod:`DIRVNetLib.model.foe`), whose activations apply to the polyphase responses directly.
 """
@@ -81,5 +80,5 @@ def polyphase_kernels(kernels):
 
 def polyphase_applicable(spatial_shape, kernel_size):
     """Whether the polyphase form pays: 3D, every axis even (static sizes) and kernels of at least 5
-    taps (in 2D the direct convolutions were faster, docs/benchmarks.md)."""
+    taps (docs/notes/benchmarks.md, "Speed and memory")."""
     return len(spatial_shape) == 3 and kernel_size >= 5 and all(n is not None and n % 2 == 0 for n in spatial_shape)

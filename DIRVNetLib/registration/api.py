@@ -12,14 +12,15 @@ import numpy as np
 import SimpleITK as sitk
 import tensorflow as tf
 
-from DIRVNetLib.data.images import normalise_intensity
 from DIRVNetLib.errors import InputImageError, WeightSetError
 from DIRVNetLib.io.resample import coarser_reference, resample_like, warp_image
 from DIRVNetLib.io.weights import load_weight_set, resolve
 from DIRVNetLib.metrics import displacement_transform, jacobian_statistics, similarity_report
 from DIRVNetLib.model import DIRVNet
 from DIRVNetLib.ops import warp
-from DIRVNetLib.registration.checks import DEVICES, check_arguments, check_finite, check_finite_report
+from DIRVNetLib.preprocessing import normalise_intensity
+from DIRVNetLib.registration.checks import check_arguments, check_finite, check_finite_report
+from DIRVNetLib.registration.devices import DEVICES
 from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.memory import check_memory

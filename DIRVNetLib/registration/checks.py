@@ -11,8 +11,7 @@ import SimpleITK as sitk
 
 from DIRVNetLib.errors import InputImageError, RegistrationFailedError
 from DIRVNetLib.io.images import check_image, looks_like_labels, read_raw
-
-DEVICES = ("auto", "cpu", "gpu")
+from DIRVNetLib.registration.devices import DEVICES
 
 
 @dataclasses.dataclass

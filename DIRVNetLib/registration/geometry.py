@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from DIRVNetLib.errors import InputImageError
+from DIRVNetLib.grid import Grid
 from DIRVNetLib.io.resample import isotropic_reference, isotropic_size
 
 
@@ -42,34 +43,31 @@ class WorkingGrid:
         """The grid for ``fixed`` (spacing from :meth:`spacing_for`)."""
         working_spacing = cls.spacing_for(fixed, working_spacing, isotropic)
         if working_spacing is None:
-            reference = sitk.Image(fixed.GetSize(), sitk.sitkFloat32)
-            reference.CopyInformation(fixed)
-            return cls(reference)
+            return cls(Grid.of(fixed).image())
         if working_spacing <= 0:
             raise ValueError(f"working_spacing must be > 0 mm, got {working_spacing}")
         return cls(isotropic_reference(fixed, working_spacing))
 
     def matches(self, image):
         """Whether ``image`` lies on exactly this grid (size, spacing, origin, direction)."""
-        return _grid(image) == _grid(self.reference)
+        return Grid.of(image) == Grid.of(self.reference)
 
     @property
     def shape(self):
         """Array-order shape ([z, y, x] in 3D)."""
-        return tuple(reversed(self.reference.GetSize()))
+        return Grid.of(self.reference).shape
 
     @property
     def voxel_to_physical(self):
-        """``D @ diag(spacing)``: maps an index-space vector (x, y, z order) to a physical LPS vector (mm)."""
-        ndim = self.reference.GetDimension()
-        direction = np.array(self.reference.GetDirection()).reshape(ndim, ndim)
-        return direction @ np.diag(self.reference.GetSpacing())
+        """Maps an index-space vector (x, y, z order) to a physical LPS vector (mm)
+        (:attr:`DIRVNetLib.grid.Grid.index_to_physical`)."""
+        return Grid.of(self.reference).index_to_physical
 
     def flow_to_displacement(self, flow):
         """A voxel flow ``[*shape, N]`` (array component order) as a SimpleITK vector image on this grid
         in physical LPS mm (x, y, z components), float64; same pull convention."""
-        # The matrix's rows reordered to the flow's array component order: the flow is read as it
-        # is (reading a reversed view of it was 25% slower at 1 mm). float64, as the matrix.
+        # The matrix's rows reordered to the flow's array component order, so the flow is read as it
+        # is, not through a reversed view. float64, as the matrix.
         physical = np.matmul(np.asarray(flow), np.ascontiguousarray(self.voxel_to_physical.T[::-1]))
         image = sitk.GetImageFromArray(physical, isVector=True)
         image.CopyInformation(self.reference)
@@ -78,7 +76,7 @@ class WorkingGrid:
     def displacement_to_flow(self, displacement):
         """Inverse of :meth:`flow_to_displacement` for a displacement image on this grid."""
         physical = sitk.GetArrayFromImage(displacement).astype(np.float64)
-        index_vectors = physical @ np.linalg.inv(self.voxel_to_physical).T
+        index_vectors = physical @ Grid.of(self.reference).physical_to_index.T
         return index_vectors[..., ::-1].astype(np.float32)
 
 
@@ -86,7 +84,7 @@ def resample_displacement(displacement, reference):
     """Linear resampling of a displacement field (values unchanged: physical mm) onto ``reference``'s
     grid as float64; beyond the field's extent the nearest vector is used. A float64 field already on
     exactly that grid is returned as it is (not copied)."""
-    if displacement.GetPixelID() == sitk.sitkVectorFloat64 and _grid(displacement) == _grid(reference):
+    if displacement.GetPixelID() == sitk.sitkVectorFloat64 and Grid.of(displacement) == Grid.of(reference):
         return displacement
     return sitk.Resample(
         displacement, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True
@@ -138,8 +136,3 @@ def _span(image):
     last = image.TransformIndexToPhysicalPoint([n - 1 for n in image.GetSize()])
     first = image.GetOrigin()
     return "(" + ", ".join(f"{v:.1f}" for v in first) + ") to (" + ", ".join(f"{v:.1f}" for v in last) + ")"
-
-
-def _grid(image):
-    """An image's grid, exactly: size, spacing, origin, direction."""
-    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()

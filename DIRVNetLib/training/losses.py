@@ -13,6 +13,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from DIRVNetLib.model.config import from_mapping
 from DIRVNetLib.model.network import image_pyramid
 from DIRVNetLib.ops import bspline_interpolate, warp
 
@@ -210,8 +211,8 @@ class LossConfig:
 
     @classmethod
     def from_value(cls, value):
-        """From a preset name (:attr:`PRESETS`), or a dict of fields, optionally with ``"preset"`` to
-        start from. Unknown names and keys raise ValueError."""
+        """From a preset name (:attr:`PRESETS`), None (supervised), or a dict of fields, optionally with
+        ``"preset"`` to start from. Unknown names and keys raise ValueError."""
         if value is None:
             value = "supervised"
         if isinstance(value, str):
@@ -222,14 +223,10 @@ class LossConfig:
         preset = values.pop("preset", None)
         if preset is not None and preset not in cls.PRESETS:
             raise ValueError(f"unknown loss preset '{preset}'; choose from {sorted(cls.PRESETS)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown loss keys: {', '.join(unknown)} (known: {', '.join(sorted(known | {'preset'}))})")
         merged = {**cls.PRESETS.get(preset, {}), **values}
         if merged.get("level_weights") is not None:
             merged["level_weights"] = tuple(float(w) for w in merged["level_weights"])
-        return cls(**merged)
+        return from_mapping(cls, merged, "'loss'")
 
     def to_dict(self):
         values = dataclasses.asdict(self)
@@ -274,9 +271,9 @@ def registration_loss(output, fixed, moving, true_field, config, loss):
             epe = _reduce_epe(error, length, level, loss.relative_epe)
             earlier = output.unit_controls[level][:-1] if loss.unit_epe > 0 else []
             if earlier:
-                earlier_sum = tf.add_n([
-                    level_epe(c, true_field, level, config.control_spacing, loss.relative_epe) for c in earlier
-                ])
+                earlier_sum = tf.add_n(
+                    [level_epe(c, true_field, level, config.control_spacing, loss.relative_epe) for c in earlier]
+                )
                 epe = (epe + loss.unit_epe * earlier_sum) / (1.0 + loss.unit_epe * len(earlier))
             total += loss.epe * epe
         if unsupervised:

@@ -29,12 +29,16 @@ def activation_curves(values, vrange, activation, points=201, extend=1.25):
     return x, phi, rho
 
 
-def activation_figure(weights, config, levels=None):
-    """Figure of the activations (top row of each level) and potentials (bottom row) of every unit's
-    data term and regulariser; columns: units x (data, reg). ``weights``: ``{name: array}``."""
+def activation_figure(weights, config, levels=None, title=None):
+    """Figure of the activations phi (top row of each level) and potentials rho (bottom row) of every
+    unit's data term and regulariser; columns: units x (data, reg). One line per filter (legend); the
+    panels of one row and term share their y-scale, so units compare at a glance. ``weights``:
+    ``{name: array}``; title: first line of the figure's title (e.g. the weight set's name and checksum).
+    """
     levels = list(range(config.levels)) if levels is None else list(levels)
     rows, cols = 2 * len(levels), 2 * config.units
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.6 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.6 * rows + 0.9), squeeze=False)
+    units = {"data": "intensity", "reg": "voxels"}
     for r, level in enumerate(levels):
         for unit in range(config.units):
             for t, (term, key, range_key) in enumerate(TERMS):
@@ -42,15 +46,26 @@ def activation_figure(weights, config, levels=None):
                 x, phi, rho = activation_curves(values, getattr(config, range_key), config.activation)
                 for row, curves, what in ((2 * r, phi, "phi"), (2 * r + 1, rho, "rho")):
                     ax = axes[row, 2 * unit + t]
-                    ax.plot(x, curves.T, linewidth=0.8)
+                    if unit:  # one y-scale per row and term
+                        ax.sharey(axes[row, t])
+                    lines = ax.plot(x, curves.T, linewidth=0.8)
+                    for i, line in enumerate(lines):
+                        line.set_label(f"filter {i + 1}")
                     ax.axhline(0, color="0.7", linewidth=0.5)
                     ax.tick_params(labelsize=5)
                     if row == 0:
                         ax.set_title(f"unit {unit} {term}", fontsize=7)
-                    if unit == 0 and t == 0:
-                        ax.set_ylabel(f"level {level} {what}", fontsize=7)
-    fig.suptitle(f"learned activations (phi) and potentials (rho), {config.activation}", fontsize=9)
-    fig.subplots_adjust(left=0.6 / (1.9 * cols), right=0.99, bottom=0.03, top=1 - 0.35 / rows, wspace=0.4, hspace=0.45)
+                    if row == rows - 1:
+                        ax.set_xlabel(f"{term} filter response ({units[term]})", fontsize=6)
+                    if unit == 0:
+                        ax.set_ylabel(f"level {level} {what}(x)", fontsize=7)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", fontsize=5, ncol=min(len(labels), 8), frameon=False)
+    heading = f"learned activations phi and potentials rho = integral of phi ({config.activation})"
+    fig.suptitle(f"{title}\n{heading}" if title else heading, fontsize=9, x=0.02, ha="left")
+    fig.subplots_adjust(
+        left=0.6 / (1.9 * cols), right=0.99, bottom=0.35 / rows + 0.03, top=1 - 0.75 / rows, wspace=0.4, hspace=0.45
+    )
     return fig
 
 

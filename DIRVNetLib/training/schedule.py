@@ -1,53 +1,48 @@
-"""Learning-rate schedules: a pure function of the step, so a resumed run follows the same curve.
+"""Learning-rate schedules of a run (:class:`~DIRVNetLib.training.config.ScheduleConfig`): an optional
+linear warm-up, then Keras's cosine, piecewise-constant or exponential decay, or a constant rate."""
 
-Run-configuration key ``"schedule"`` (optional; default constant)::
+import keras
 
-    {"kind": "constant" | "cosine" | "step" | "exponential",
-     "warmup_steps": 0,          # linear ramp up to the peak over the first steps
-     "final_fraction": 0.05,     # cosine: the rate reached at the last step, as a fraction of the peak
-     "milestones": [1000, 2000], "factor": 0.3,  # step: multiply by factor at each milestone
-     "decay_steps": 1000, "decay_rate": 0.5}      # exponential: rate * decay_rate ** (step / decay_steps)
-"""
-
-import math
-
-KINDS = ("constant", "cosine", "step", "exponential")
-DEFAULTS = {"kind": "constant", "warmup_steps": 0, "final_fraction": 0.05, "milestones": [], "factor": 0.3,
-            "decay_steps": 1000, "decay_rate": 0.5}
+from DIRVNetLib.training.config import ScheduleConfig
 
 
-def schedule_config(value):
-    """The schedule dict with defaults filled (a kind name is accepted for ``value``); raises ValueError
-    on unknown kinds or keys."""
-    if value is None:
-        value = {}
-    if isinstance(value, str):
-        value = {"kind": value}
-    if not isinstance(value, dict):
-        raise ValueError(f"schedule must be a kind name {KINDS} or an object, got {value!r}")
-    unknown = sorted(set(value) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown schedule keys: {', '.join(unknown)} (known: {', '.join(sorted(DEFAULTS))})")
-    merged = {**DEFAULTS, **value}
-    if merged["kind"] not in KINDS:
-        raise ValueError(f"unknown schedule kind '{merged['kind']}'; choose from {', '.join(KINDS)}")
-    if merged["warmup_steps"] < 0 or merged["decay_steps"] <= 0:
-        raise ValueError("schedule warmup_steps must be >= 0 and decay_steps > 0")
-    return merged
+class WarmupSchedule:
+    """The rate of (0-based) step ``s`` for peak rate ``base`` over ``total_steps`` steps: during the
+    warm-up ``base * (s + 1) / (warmup_steps + 1)``, then the kind's decay (cosine and exponential
+    count their steps from the end of the warm-up; step milestones are absolute steps)."""
+
+    def __init__(self, base, total_steps, schedule):
+        self.base, self.total_steps, self.schedule = float(base), int(total_steps), schedule
+        warmup = schedule.warmup_steps
+        schedules = keras.optimizers.schedules
+        if schedule.kind == "cosine":
+            span = max(self.total_steps - warmup - 1, 1)
+            self.decay = schedules.CosineDecay(self.base, span, alpha=schedule.final_fraction)
+            self.offset = warmup
+        elif schedule.kind == "exponential":
+            self.decay = schedules.ExponentialDecay(self.base, schedule.decay_steps, schedule.decay_rate)
+            self.offset = warmup
+        elif schedule.kind == "step" and schedule.milestones:
+            milestones = sorted(schedule.milestones)  # a step at a milestone already has the lower rate
+            values = [self.base * schedule.factor**i for i in range(len(milestones) + 1)]
+            self.decay = schedules.PiecewiseConstantDecay([m - 1 for m in milestones], values)
+            self.offset = 0
+        else:
+            self.decay, self.offset = None, 0
+
+    def __call__(self, step):
+        step = int(step)
+        warmup = self.schedule.warmup_steps
+        if warmup and step < warmup:
+            return self.base * (step + 1) / (warmup + 1)
+        if self.decay is None:
+            return self.base
+        return float(self.decay(step - self.offset))
 
 
 def learning_rate(step, base, total_steps, schedule):
-    """The learning rate of (0-based) ``step`` for peak rate ``base`` over ``total_steps`` steps."""
-    s = schedule
-    warmup = s["warmup_steps"]
-    if warmup and step < warmup:
-        return base * (step + 1) / (warmup + 1)
-    if s["kind"] == "cosine":
-        span = max(total_steps - warmup - 1, 1)
-        progress = min(max(step - warmup, 0) / span, 1.0)
-        return base * (s["final_fraction"] + (1 - s["final_fraction"]) * 0.5 * (1 + math.cos(math.pi * progress)))
-    if s["kind"] == "step":
-        return base * s["factor"] ** sum(step >= m for m in s["milestones"])
-    if s["kind"] == "exponential":
-        return base * s["decay_rate"] ** (max(step - warmup, 0) / s["decay_steps"])
-    return base
+    """The learning rate of (0-based) ``step`` (see :class:`WarmupSchedule`); schedule: a
+    :class:`ScheduleConfig`, a kind name or None."""
+    if not isinstance(schedule, ScheduleConfig):
+        schedule = ScheduleConfig.from_value(schedule)
+    return WarmupSchedule(base, total_steps, schedule)(step)

@@ -12,7 +12,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multiworker")
+from DIRVNetLib.training.config import STRATEGIES
 
 
 def make_strategy(name="default"):

@@ -1,11 +1,10 @@
 """TensorBoard event files of a training run: scalars per level, images of a validation pair
 (fixed, moving, warped, differences, displacement components, every unit's displacement) and plots of
-the learned activations and potentials.
-
-Summaries are written with ``tf.summary.write`` and the scalar/image plugin metadata TensorBoard reads,
-so the ``tensorboard`` package is needed only to view them (``tensorboard --logdir RUN/tensorboard``).
+the learned activations and potentials, written with ``tf.summary`` (which needs the ``tensorboard``
+package, part of the ``train`` extra; view with ``tensorboard --logdir RUN/tensorboard``).
 """
 
+import importlib.util
 import weakref
 
 import numpy as np
@@ -14,20 +13,15 @@ import tensorflow as tf
 from DIRVNetLib.training.plots import activation_figure, figure_png, mid_slice, montage, to_unit_range
 
 
-def _metadata(plugin):
-    metadata = tf.compat.v1.SummaryMetadata()
-    metadata.plugin_data.plugin_name = plugin
-    return metadata.SerializeToString()
-
-
-_SCALAR = _metadata("scalars")
-_IMAGE = _metadata("images")
-
-
 class SummaryLogger:
     """Writes TensorBoard summaries into ``log_dir`` (a no-op logger when ``log_dir`` is None)."""
 
     def __init__(self, log_dir):
+        if log_dir and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(
+                'TensorBoard summaries need the tensorboard package (pip install "DIRVNet[train]"); '
+                'or set "tensorboard": false in the run configuration'
+            )
         self.writer = tf.summary.create_file_writer(str(log_dir)) if log_dir else None
 
     def scalars(self, values, step, prefix=""):
@@ -36,22 +30,18 @@ class SummaryLogger:
             return
         with self.writer.as_default():
             for name, value in values.items():
-                tf.summary.write(prefix + name, tf.constant(float(value), tf.float32), step=int(step), metadata=_SCALAR)
+                tf.summary.scalar(prefix + name, float(value), step=int(step))
 
     def image(self, tag, image, step):
         """A 2D float image in [0, 1] (``[H, W]``), or PNG bytes."""
         if self.writer is None:
             return
         if isinstance(image, (bytes, bytearray)):
-            png = bytes(image)
-            height, width = _png_size(png)
+            pixels = tf.io.decode_png(bytes(image))[tf.newaxis]
         else:
-            pixels = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
-            height, width = pixels.shape
-            png = tf.io.encode_png(tf.constant((pixels * 255 + 0.5).astype(np.uint8)[..., np.newaxis])).numpy()
+            pixels = np.clip(np.asarray(image, np.float32), 0.0, 1.0)[np.newaxis, ..., np.newaxis]
         with self.writer.as_default():
-            tensor = tf.constant([str(width).encode(), str(height).encode(), png])
-            tf.summary.write(tag, tensor, step=int(step), metadata=_IMAGE)
+            tf.summary.image(tag, pixels, step=int(step))
 
     def flush(self):
         if self.writer is not None:
@@ -60,10 +50,6 @@ class SummaryLogger:
     def close(self):
         if self.writer is not None:
             self.writer.close()
-
-
-def _png_size(png):
-    return int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
 
 
 def log_registration_images(logger, network, fixed, moving, step):
@@ -87,9 +73,11 @@ def log_registration_images(logger, network, fixed, moving, step):
     logger.image("images/pair", montage(tiles, len(tiles)), step)
     flow = flow.numpy()[0]
     limit = max(float(np.abs(flow).max()), 1e-3)
-    logger.image("images/displacement",
-                 montage([to_unit_range(mid_slice(flow[..., c]), True, limit) for c in range(config.ndim)], config.ndim),
-                 step)
+    logger.image(
+        "images/displacement",
+        montage([to_unit_range(mid_slice(flow[..., c]), True, limit) for c in range(config.ndim)], config.ndim),
+        step,
+    )
     spatial = list(f.shape)
     padded = config.padded_shape(spatial)
     for level in range(config.levels):

@@ -1,9 +1,12 @@
-"""Geometry: working-grid voxels -> LPS displacement on the fixed grid, through transform.h5."""
+"""Geometry: the one grid type; working-grid voxels -> LPS displacement on the fixed grid, through transform.h5."""
+
+import dataclasses
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from DIRVNetLib.grid import Grid
 from DIRVNetLib.io.resample import coarser_reference, resample_like
 from DIRVNetLib.io.transforms import read_displacement, write_transform
 from DIRVNetLib.metrics import displacement_transform
@@ -99,3 +102,34 @@ def test_coarser_reference_keeps_the_frame_and_covers_the_extent(oblique_pair):
         np.testing.assert_allclose(coarse.GetSpacing(), np.multiply(fixed.GetSpacing(), factor))
         extent, coarse_extent = (np.multiply(i.GetSize(), i.GetSpacing()) for i in (fixed, coarse))
         assert np.all(coarse_extent >= extent - 1e-9) and np.all(coarse_extent < extent + np.array(coarse.GetSpacing()))
+
+
+def test_one_grid_type_for_same_grid_index_to_physical_and_references(oblique_pair, tmp_path):
+    fixed, moving = oblique_pair
+    grid = Grid.of(fixed)
+    assert grid.shape == sitk.GetArrayViewFromImage(fixed).shape
+    index = np.array([3.0, 7.0, 2.0])
+    physical = np.array(grid.origin) + grid.index_to_physical @ index
+    np.testing.assert_allclose(physical, fixed.TransformContinuousIndexToPhysicalPoint(index.tolist()), atol=1e-9)
+    np.testing.assert_allclose(grid.physical_to_index @ grid.index_to_physical, np.eye(3), atol=1e-12)
+    reference = grid.image()
+    assert Grid.of(reference) == grid and reference.GetPixelID() == sitk.sitkFloat32
+
+    # A NIfTI header rounds the geometry to float32: the same grid, though not exactly equal.
+    sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))
+    written = Grid.of(sitk.ReadImage(str(tmp_path / "fixed.nii.gz")))
+    assert written != grid and written.same_as(grid) and not Grid.of(moving).same_as(grid)
+    assert not dataclasses.replace(grid, spacing=tuple(s * 1.001 for s in grid.spacing)).same_as(grid)
+    shifted = dataclasses.replace(grid, origin=tuple(o + 0.01 for o in grid.origin))
+    assert not shifted.same_as(grid) and "size (80, 80, 40)" in grid.describe()
+
+    # The transform reader: a displacement field on its own grid, or any transform sampled on a reference.
+    translation = sitk.TranslationTransform(3, (1.0, -2.0, 0.5))
+    write_transform(translation, tmp_path / "translation.tfm")
+    sampled = read_displacement(tmp_path / "translation.tfm", fixed)
+    assert Grid.of(sampled) == grid
+    np.testing.assert_allclose(sitk.GetArrayViewFromImage(sampled)[5, 6, 7], (1.0, -2.0, 0.5))
+    with pytest.raises(ValueError, match="a 3D transform for 2D images"):
+        read_displacement(tmp_path / "translation.tfm", sitk.Image(4, 4, sitk.sitkFloat32))
+    with pytest.raises(ValueError, match="transform or displacement file not found"):
+        read_displacement(tmp_path / "missing.h5")

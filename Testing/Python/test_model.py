@@ -18,7 +18,7 @@ def test_config_json_round_trip_and_validation():
     assert NetworkConfig.from_json(config.to_json()) == config
     assert NetworkConfig.from_dict({"ndim": 2}).image_gradient == "forward"  # weight sets from before the option
     assert json.loads(config.to_json())["data_filters"] == 8
-    with pytest.raises(ValueError, match="unknown network configuration keys: colour"):
+    with pytest.raises(ValueError, match="unknown keys in the network configuration: colour"):
         NetworkConfig.from_dict({"ndim": 2, "colour": "red"})
     with pytest.raises(ValueError, match="ndim must be 2 or 3"):
         NetworkConfig(ndim=4)
@@ -133,7 +133,7 @@ def test_network_pads_crops_and_reports_every_unit(gradient):
     seen = []
     output = network(fixed, fixed[:, ::-1], on_unit=lambda level, unit, control: seen.append((level, unit, control)))
     assert output.flow.shape == (1, 21, 19, 2)
-    assert [(l, u) for l, u, _ in seen] == [(1, 0), (1, 1), (0, 0), (0, 1)]
+    assert [(level, unit) for level, unit, _ in seen] == [(1, 0), (1, 1), (0, 0), (0, 1)]
     padded = config.padded_shape([21, 19])
     last = network.control_to_flow(seen[-1][2], 0, padded, [21, 19])
     np.testing.assert_allclose(last.numpy(), output.flow.numpy(), atol=1e-5)

@@ -167,6 +167,7 @@ def test_2d_slices_register_to_a_single_slice_grid_transform(tmp_path):
     np.testing.assert_allclose(vectors[..., :2] * (-1, -1), sitk.GetArrayFromImage(expected.displacement), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not any(info.dimension == 3 for info in bundled()), reason="no bundled 3D weight set yet")
 def test_bundled_default_weights_improve_the_match(scene_pair):
     scene, fixed, moving = scene_pair

@@ -31,6 +31,7 @@ def deformed_volume(t1_volume):
     return fixed, t1_volume, true
 
 
+@pytest.mark.slow
 def test_3d_registration_halves_the_end_point_error(deformed_volume, brain_mask):
     fixed, moving, true = deformed_volume
     moving_before = sitk.GetArrayFromImage(moving).copy()
@@ -136,6 +137,7 @@ def test_cancel_stops_within_one_unit(t1_slice):
     assert len(seen) == 3
 
 
+@pytest.mark.slow
 def test_cli_register_writes_outputs_that_recover_the_field(deformed_volume, brain_mask, tmp_path, capsys):
     fixed, moving, true = deformed_volume
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))

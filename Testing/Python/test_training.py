@@ -9,7 +9,6 @@ import SimpleITK as sitk
 import tensorflow as tf
 
 import DIRVNetLib
-from conftest import shifted
 from DIRVNetLib.cli.main import main
 from DIRVNetLib.data.pairs import PairSampler
 from DIRVNetLib.io.weights import load_weight_set
@@ -17,8 +16,18 @@ from DIRVNetLib.model import DIRVNet, NetworkConfig
 from DIRVNetLib.training.losses import LossConfig, registration_loss, supervised_epe
 from DIRVNetLib.training.trainer import train
 
-TINY = {"ndim": 2, "levels": 2, "units": 2, "control_spacing": 4, "data_filters": 4, "data_kernel": 5,
-        "reg_filters": 4, "reg_kernel": 3}
+from conftest import shifted
+
+TINY = {
+    "ndim": 2,
+    "levels": 2,
+    "units": 2,
+    "control_spacing": 4,
+    "data_filters": 4,
+    "data_kernel": 5,
+    "reg_filters": 4,
+    "reg_kernel": 3,
+}
 
 
 def _validation_loss(config, weights, batch):
@@ -28,13 +37,28 @@ def _validation_loss(config, weights, batch):
     return float(supervised_epe(network(fixed, moving), field, config.control_spacing)[0])
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_exports_a_usable_weight_set(tmp_path, data_dir):
-    run = {"network": TINY, "description": "tiny test network",
-           "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard", "shapes", "volumes"],
-                    "volumes": [str(data_dir / "BrainT1Slice.png")]},
-           "steps": 60, "batch_size": 4, "learning_rate": 0.01, "seed": 3, "checkpoint_every": 30}
+    run = {
+        "network": TINY,
+        "description": "tiny test network",
+        "data": {
+            "patch_shape": [32, 32],
+            "max_magnitude": 3.0,
+            "sources": ["chessboard", "shapes", "volumes"],
+            "volumes": [str(data_dir / "BrainT1Slice.png")],
+        },
+        "steps": 60,
+        "batch_size": 4,
+        "learning_rate": 0.01,
+        "seed": 3,
+        "checkpoint_every": 30,
+    }
     (tmp_path / "run.json").write_text(json.dumps(run))
-    assert main(["train", "--config", str(tmp_path / "run.json"), "--output-dir", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert (
+        main(["train", "--config", str(tmp_path / "run.json"), "--output-dir", str(tmp_path / "run"), "--no-progress"])
+        == 0
+    )
 
     weight_set = load_weight_set(tmp_path / "run" / "weights")
     config = NetworkConfig.from_dict(TINY)
@@ -60,9 +84,19 @@ def test_training_reduces_the_loss_and_exports_a_usable_weight_set(tmp_path, dat
 def test_training_in_chunks_resumes_from_its_checkpoint(tmp_path, capsys):
     """A run (hybrid loss, cosine schedule) trained in two chunks (--stop-at) gives the same weights and
     learning rates as one uninterrupted run, and its metadata lists both invocations."""
-    run = {"network": TINY, "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard"]},
-           "steps": 5, "batch_size": 2, "learning_rate": 0.01, "seed": 0, "checkpoint_every": 2, "loss": "hybrid",
-           "schedule": {"kind": "cosine", "warmup_steps": 1}, "validation": {"pairs": 0}, "tensorboard": False}
+    run = {
+        "network": TINY,
+        "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard"]},
+        "steps": 5,
+        "batch_size": 2,
+        "learning_rate": 0.01,
+        "seed": 0,
+        "checkpoint_every": 2,
+        "loss": "hybrid",
+        "schedule": {"kind": "cosine", "warmup_steps": 1},
+        "validation": {"pairs": 0},
+        "tensorboard": False,
+    }
     (tmp_path / "run.json").write_text(json.dumps(run))
     train = ["train", "--config", str(tmp_path / "run.json"), "--no-progress", "--output-dir"]
     assert main(train + [str(tmp_path / "a")]) == 0
@@ -84,12 +118,23 @@ def test_training_in_chunks_resumes_from_its_checkpoint(tmp_path, capsys):
     assert segments[0]["command"].endswith("--stop-at 3")
 
 
-@pytest.mark.parametrize("loss", ["ncc", "mse", "hybrid",
-                                  {"preset": "supervised", "unit_epe": 1.0, "relative_epe": True, "overshoot": 0.5}])
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "loss", ["ncc", "mse", "hybrid", {"preset": "supervised", "unit_epe": 1.0, "relative_epe": True, "overshoot": 0.5}]
+)
 def test_unsupervised_hybrid_and_deeply_supervised_losses_fall_on_held_out_pairs(tmp_path, loss):
-    run = {"network": TINY, "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard", "shapes"]},
-           "steps": 20, "batch_size": 4, "learning_rate": 0.01, "seed": 3, "checkpoint_every": 100, "loss": loss,
-           "validation": {"pairs": 0}, "tensorboard": False}
+    run = {
+        "network": TINY,
+        "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard", "shapes"]},
+        "steps": 20,
+        "batch_size": 4,
+        "learning_rate": 0.01,
+        "seed": 3,
+        "checkpoint_every": 100,
+        "loss": loss,
+        "validation": {"pairs": 0},
+        "tensorboard": False,
+    }
     weights = train(run, tmp_path / "run", progress=False)
     config, loss_config = NetworkConfig.from_dict(TINY), LossConfig.from_value(loss)
     held_out = [tf.constant(a) for a in PairSampler([32, 32], 3.0, ["chessboard", "shapes"], seed=1234).batch(8)]
@@ -118,14 +163,37 @@ def _event_tags(folder):
 
 
 def test_tensorboard_events_have_scalars_per_level_images_and_activation_plots(tmp_path):
-    run = {"network": TINY, "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["shapes"]},
-           "steps": 2, "batch_size": 2, "learning_rate": 0.01, "seed": 0, "checkpoint_every": 2, "loss": "hybrid",
-           "validation": {"pairs": 2}}
+    run = {
+        "network": TINY,
+        "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["shapes"]},
+        "steps": 2,
+        "batch_size": 2,
+        "learning_rate": 0.01,
+        "seed": 0,
+        "checkpoint_every": 2,
+        "loss": "hybrid",
+        "validation": {"pairs": 2},
+    }
     train(run, tmp_path / "run", progress=False)
     tags = _event_tags(tmp_path / "run" / "tensorboard")
-    expected = {"train/loss", "train/learning_rate", "validation/loss", "validation/epe_voxels",
-                "validation/folding_percent", "validation/lncc_after", "images/pair", "images/displacement", "activations"}
+    expected = {
+        "train/loss",
+        "train/learning_rate",
+        "validation/loss",
+        "validation/epe_voxels",
+        "validation/folding_percent",
+        "validation/lncc_after",
+        "images/pair",
+        "images/displacement",
+        "activations",
+    }
     for level in (0, 1):
-        expected |= {f"train/epe_level{level}", f"train/ncc_level{level}", f"train/smoothness_level{level}",
-                     f"train/folding_level{level}", f"validation/epe_level{level}", f"units/level{level}"}
+        expected |= {
+            f"train/epe_level{level}",
+            f"train/ncc_level{level}",
+            f"train/smoothness_level{level}",
+            f"train/folding_level{level}",
+            f"validation/epe_level{level}",
+            f"units/level{level}",
+        }
     assert expected <= tags, sorted(expected - tags)

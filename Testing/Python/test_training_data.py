@@ -8,18 +8,28 @@ import pytest
 import SimpleITK as sitk
 import tensorflow as tf
 
-from conftest import DATA, write_pairs
 from DIRVNetLib.data.folders import PairFolderSampler, expand_volume_sources, find_pairs
-from DIRVNetLib.data.images import augment_intensity, bias_field, normalise_intensity
+from DIRVNetLib.data.images import augment_intensity, bias_field
 from DIRVNetLib.data.pairs import PairSampler, step_dataset, thick_slices
 from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.images import load_training_volume
 from DIRVNetLib.model import DIRVNet, NetworkConfig
+from DIRVNetLib.preprocessing import normalise_intensity
+from DIRVNetLib.training.config import ScheduleConfig
 from DIRVNetLib.training.losses import (
-    LossConfig, diffusion, folding, jacobian_determinant, level_epe, local_ncc, overshoot, registration_loss,
+    LossConfig,
+    diffusion,
+    folding,
+    jacobian_determinant,
+    level_epe,
+    local_ncc,
+    overshoot,
+    registration_loss,
     supervised_epe,
 )
-from DIRVNetLib.training.schedule import learning_rate, schedule_config
+from DIRVNetLib.training.schedule import learning_rate
+
+from conftest import DATA, write_pairs
 
 
 def test_normalise_intensity_maps_robust_percentiles_to_the_unit_range():
@@ -84,8 +94,11 @@ def test_thick_slices_blur_one_axis_of_both_images_alike():
         assert abs(a.mean() - image.mean()) < 0.01
         # An image constant along the blurred axis, and only along it, comes out unchanged.
         flats = [np.repeat(image.take([0], axis=k), image.shape[k], axis=k) for k in range(3)]
-        kept = [k for k, flat in enumerate(flats)
-                if np.allclose(thick_slices((flat, flat), np.random.default_rng(seed), 4.0)[0], flat, atol=1e-6)]
+        kept = [
+            k
+            for k, flat in enumerate(flats)
+            if np.allclose(thick_slices((flat, flat), np.random.default_rng(seed), 4.0)[0], flat, atol=1e-6)
+        ]
         if np.allclose(a, image, atol=1e-6):  # a width that rounds to no blur
             assert kept == [0, 1, 2]
             continue
@@ -129,9 +142,15 @@ def write_dicom_series(image, folder):
     for k in range(image.GetDepth()):
         slice_k = image[:, :, k]
         position = "\\".join(str(v) for v in image.TransformIndexToPhysicalPoint((0, 0, k)))
-        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.1.4242"), ("0020|0013", str(k + 1)),
-                           ("0008|0060", "MR"), ("0020|0032", position), ("0020|0037", "1\\0\\0\\0\\1\\0"),
-                           ("0028|0030", "%g\\%g" % image.GetSpacing()[:2]), ("0018|0050", str(image.GetSpacing()[2]))):
+        for tag, value in (
+            ("0020|000e", "1.2.826.0.1.3680043.2.1125.1.4242"),
+            ("0020|0013", str(k + 1)),
+            ("0008|0060", "MR"),
+            ("0020|0032", position),
+            ("0020|0037", "1\\0\\0\\0\\1\\0"),
+            ("0028|0030", "{:g}\\{:g}".format(*image.GetSpacing()[:2])),
+            ("0018|0050", str(image.GetSpacing()[2])),
+        ):
             slice_k.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
         writer.Execute(slice_k)
@@ -217,9 +236,11 @@ def test_unit_epe_supervises_every_unit_of_a_level():
     assert float(terms["epe_level0"]) == pytest.approx(per_unit[0][-1], rel=1e-5)  # the logged term: last unit
     assert abs(float(every) - float(last_only)) > 1e-4
     relative, _ = registration_loss(
-        output, fixed, moving, field, config, LossConfig.from_value({"unit_epe": 1.0, "relative_epe": True}))
-    per_unit = [[float(level_epe(c, field, level, 4, relative=True)) for c in output.unit_controls[level]]
-                for level in range(2)]
+        output, fixed, moving, field, config, LossConfig.from_value({"unit_epe": 1.0, "relative_epe": True})
+    )
+    per_unit = [
+        [float(level_epe(c, field, level, 4, relative=True)) for c in output.unit_controls[level]] for level in range(2)
+    ]
     np.testing.assert_allclose(float(relative), np.mean(per_unit), rtol=1e-5)
     with pytest.raises(ValueError, match="loss weights must be >= 0"):
         LossConfig.from_value({"unit_epe": -1.0})
@@ -236,24 +257,29 @@ def test_overshoot_sums_every_rise_of_a_pairs_error_along_the_units():
     big = tf.constant(np.random.default_rng(0).normal(0.0, 4.0, fine_shape), tf.float32)
 
     def trajectory(coarse, fine):
-        return dataclasses.replace(output, unit_controls={1: coarse, 0: fine}, level_controls={1: coarse[-1], 0: fine[-1]})
+        return dataclasses.replace(
+            output, unit_controls={1: coarse, 0: fine}, level_controls={1: coarse[-1], 0: fine[-1]}
+        )
 
     still = trajectory([tf.zeros(coarse_shape)] * 2, [tf.zeros(fine_shape)] * 2)
     assert float(overshoot(still, field, 4)) == pytest.approx(0.0, abs=1e-6)  # the identity all along
     jump = trajectory([tf.zeros(coarse_shape)] * 2, [tf.zeros(fine_shape), big])
     rises = []
     for pair in range(2):
-        truth = field[pair:pair + 1]
+        truth = field[pair : pair + 1]
         start = float(tf.reduce_mean(tf.norm(truth, axis=-1)))
-        rises.append(max(0.0, float(level_epe(big[pair:pair + 1], truth, 0, 4)) - start))
+        rises.append(max(0.0, float(level_epe(big[pair : pair + 1], truth, 0, 4)) - start))
     assert min(rises) > 1.0  # a large random step moves both pairs away from their truth
     assert float(overshoot(jump, field, 4)) == pytest.approx(np.mean(rises), rel=1e-4)
     back = trajectory([tf.zeros(coarse_shape)] * 2, [big, tf.zeros(fine_shape)])  # away, then back again
     assert float(overshoot(back, field, 4)) == pytest.approx(np.mean(rises), rel=1e-4)
     coarse_big = tf.constant(np.random.default_rng(1).normal(0.0, 2.0, coarse_shape), tf.float32)
     coarse_jump = trajectory([coarse_big, tf.zeros(coarse_shape)], [tf.zeros(fine_shape)] * 2)
-    level1 = [float(level_epe(coarse_big[p:p + 1], field[p:p + 1], 1, 4)) - float(tf.reduce_mean(tf.norm(field[p], axis=-1)))
-              for p in range(2)]  # measured on level 1's grid, in finest voxels: close to the finest grid's figure
+    level1 = [
+        float(level_epe(coarse_big[p : p + 1], field[p : p + 1], 1, 4))
+        - float(tf.reduce_mean(tf.norm(field[p], axis=-1)))
+        for p in range(2)
+    ]  # measured on level 1's grid, in finest voxels: close to the finest grid's figure
     assert float(overshoot(coarse_jump, field, 4)) == pytest.approx(np.mean(level1), rel=0.05)
     plain, _ = registration_loss(back, fixed, moving, field, config, LossConfig.from_value("supervised"))
     total, terms = registration_loss(back, fixed, moving, field, config, LossConfig.from_value({"overshoot": 0.5}))
@@ -285,7 +311,7 @@ def test_loss_configuration_presets_and_errors():
     ncc = LossConfig.from_value({"preset": "ncc", "smoothness": 0.5})
     assert ncc.smoothness == 0.5 and not ncc.supervised and ncc.similarity == "ncc"
     assert LossConfig.from_value("hybrid").supervised and LossConfig.from_value("hybrid").unsupervised
-    with pytest.raises(ValueError, match="unknown loss keys: smoothnes"):
+    with pytest.raises(ValueError, match="unknown keys in 'loss': smoothnes"):
         LossConfig.from_value({"smoothnes": 1.0})
     with pytest.raises(ValueError, match="unknown loss preset 'nccc'"):
         LossConfig.from_value("nccc")
@@ -294,12 +320,12 @@ def test_loss_configuration_presets_and_errors():
 
 
 def test_learning_rate_schedules():
-    cosine = schedule_config({"kind": "cosine", "warmup_steps": 10, "final_fraction": 0.1})
+    cosine = ScheduleConfig.from_value({"kind": "cosine", "warmup_steps": 10, "final_fraction": 0.1})
     assert learning_rate(0, 1.0, 110, cosine) == pytest.approx(1 / 11)
     assert learning_rate(10, 1.0, 110, cosine) == pytest.approx(1.0)
     assert learning_rate(109, 1.0, 110, cosine) == pytest.approx(0.1)
-    step = schedule_config({"kind": "step", "milestones": [5, 8], "factor": 0.5})
+    step = ScheduleConfig.from_value({"kind": "step", "milestones": [5, 8], "factor": 0.5})
     assert [learning_rate(s, 1.0, 10, step) for s in (4, 5, 8)] == [1.0, 0.5, 0.25]
-    assert learning_rate(7, 2e-4, 10, schedule_config(None)) == 2e-4
-    with pytest.raises(ValueError, match="unknown schedule keys: warmup"):
-        schedule_config({"warmup": 3})
+    assert learning_rate(7, 2e-4, 10, None) == 2e-4
+    with pytest.raises(ValueError, match="unknown keys in 'schedule': warmup"):
+        ScheduleConfig.from_value({"warmup": 3})

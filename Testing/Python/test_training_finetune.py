@@ -6,14 +6,24 @@ import json
 import numpy as np
 import pytest
 
-from conftest import write_pairs
 from DIRVNetLib.cli.main import main
 from DIRVNetLib.io.weights import load_weight_set, save_weight_set
 from DIRVNetLib.model import DIRVNet, NetworkConfig
+from DIRVNetLib.training.config import load_run
 from DIRVNetLib.training.trainer import network_config
 
-TINY = {"ndim": 2, "levels": 2, "units": 2, "control_spacing": 4, "data_filters": 4, "data_kernel": 5,
-        "reg_filters": 4, "reg_kernel": 3}
+from conftest import write_pairs
+
+TINY = {
+    "ndim": 2,
+    "levels": 2,
+    "units": 2,
+    "control_spacing": 4,
+    "data_filters": 4,
+    "data_kernel": 5,
+    "reg_filters": 4,
+    "reg_kernel": 3,
+}
 TINY3D = {**TINY, "ndim": 3, "units": 1, "data_filters": 2, "data_kernel": 3, "reg_filters": 2}
 
 
@@ -23,16 +33,41 @@ def tiny_weights(tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
     for name, values in (("tiny2d", TINY), ("tiny3d", TINY3D)):
         config = NetworkConfig.from_dict(values)
-        save_weight_set(root / name, config, DIRVNet(config, seed=7).get_weights(), f"{name} test weights",
-                        {"steps": 0, "command": "test"})
+        save_weight_set(
+            root / name,
+            config,
+            DIRVNet(config, seed=7).get_weights(),
+            f"{name} test weights",
+            {"steps": 0, "command": "test"},
+        )
     return root
 
 
 def test_finetuning_on_a_folder_of_pairs_changes_the_weights(tmp_path, tiny_weights, t1_slice):
     pairs = write_pairs(tmp_path / "pairs", t1_slice)
     out = tmp_path / "run"
-    assert main(["train", "--init", str(tiny_weights / "tiny2d"), "--pairs", str(pairs), "--output-dir", str(out),
-                 "--steps", "3", "--batch-size", "2", "--patch-shape", "32", "32", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--init",
+                str(tiny_weights / "tiny2d"),
+                "--pairs",
+                str(pairs),
+                "--output-dir",
+                str(out),
+                "--steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--patch-shape",
+                "32",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     tuned = load_weight_set(out / "weights")
     initial = load_weight_set(tiny_weights / "tiny2d")
     assert tuned.config == initial.config
@@ -42,7 +77,15 @@ def test_finetuning_on_a_folder_of_pairs_changes_the_weights(tmp_path, tiny_weig
     assert training["init"]["path"] == str(tiny_weights / "tiny2d")
     assert training["loss"]["similarity"] == "ncc" and training["loss"]["epe"] == 0.0
     assert training["data"]["pairs"] == ["a", "b"] and training["steps"] == 3
-    assert "--pairs" in training["command"] and tuned.description == "tiny2d test weights"
+    assert "--pairs" in training["command"]
+    # its own description and the absolute folder and checksums of what it was tuned on
+    assert tuned.description.startswith(f"tiny2d fine-tuned for 3 steps on the image pairs in {pairs.resolve()}")
+    assert training["data"]["folder"] == str(pairs.resolve())
+    assert [f["path"] for f in training["data_files"]] == [
+        str(pairs.resolve() / n) for n in ("a_fixed.nrrd", "a_moving.nii.gz", "b_fixed.nrrd", "b_moving.nii.gz")
+    ]
+    assert all(len(f["sha256"]) == 64 for f in training["data_files"])
+    assert training["init"]["sha256"] and training["init"]["name"] == "tiny2d"
     assert "lncc_after" in training["validation"]
 
 
@@ -61,10 +104,16 @@ def _error(argv, capsys):
 
 def test_finetuning_may_switch_the_gradient_scheme_but_not_the_architecture(tiny_weights):
     init = str(tiny_weights / "tiny2d")
-    config, init_set = network_config({"init": init, "network": {**TINY, "image_gradient": "central"}})
+    config, init_set = network_config(
+        load_run({"init": init, "network": {**TINY, "image_gradient": "central"}}, need_data=False)
+    )
     assert config.image_gradient == "central" and init_set.config.image_gradient == "forward"
     with pytest.raises(ValueError, match="in control_spacing; only centred_activations, image_gradient may change"):
-        network_config({"init": init, "network": {**TINY, "control_spacing": 8, "image_gradient": "central"}})
+        network_config(
+            load_run(
+                {"init": init, "network": {**TINY, "control_spacing": 8, "image_gradient": "central"}}, need_data=False
+            )
+        )
 
 
 def test_training_errors_name_the_problem(tmp_path, tiny_weights, t1_slice, t1_volume, capsys):
@@ -85,16 +134,21 @@ def test_training_errors_name_the_problem(tmp_path, tiny_weights, t1_slice, t1_v
 
     init2d, init3d = str(tiny_weights / "tiny2d"), str(tiny_weights / "tiny3d")
     (tmp_path / "empty").mkdir()
-    assert "holds no image pairs" in _error(["train", "--init", init2d, "--pairs", str(tmp_path / "empty")] + out, capsys)
+    assert "holds no image pairs" in _error(
+        ["train", "--init", init2d, "--pairs", str(tmp_path / "empty")] + out, capsys
+    )
     pairs = write_pairs(tmp_path / "pairs", t1_slice)
     (pairs / "b_fixed.nrrd").unlink()
     assert "unpaired images: NAME_moving b has no NAME_fixed" in _error(
-        ["train", "--init", init2d, "--pairs", str(pairs)] + out, capsys)
+        ["train", "--init", init2d, "--pairs", str(pairs)] + out, capsys
+    )
     (pairs / "b_moving.nii.gz").unlink()
     message = _error(["train", "--init", init3d, "--pairs", str(pairs)] + out, capsys)
     assert "is for 3D images but pairs folder" in message and "holds 2D images" in message
-    message = _error(config(network=None, data={"patch_shape": [16, 16, 16], "max_magnitude": 2.0})[:3]
-                     + ["--init", init2d] + out, capsys)
+    message = _error(
+        config(network=None, data={"patch_shape": [16, 16, 16], "max_magnitude": 2.0})[:3] + ["--init", init2d] + out,
+        capsys,
+    )
     assert "is for 2D images but patch_shape [16, 16, 16] has 3 axes" in message
     message = _error(config()[:3] + ["--init", init3d] + out, capsys)
     assert "is for 3D images but the run's network is 2D" in message

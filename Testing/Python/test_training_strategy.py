@@ -39,7 +39,8 @@ def test_mirrored_over_two_replicas_matches_one_device(tmp_path):
                 "reg_filters": 4, "reg_kernel": 3}}
         weights = {{}}
         for name in ("default", "mirrored"):
-            run = {{"network": tiny, "data": {{"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard"]}},
+            data = {{"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard"]}}
+            run = {{"network": tiny, "data": data,
                    "steps": 2, "batch_size": 4, "learning_rate": 0.01, "seed": 0, "loss": "hybrid",
                    "validation": {{"pairs": 2}}, "tensorboard": False, "strategy": name}}
             weights[name] = load_weight_set(trainer.train(run, r"{tmp_path}/" + name, progress=False))

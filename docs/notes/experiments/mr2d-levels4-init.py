@@ -1,8 +1,8 @@
-"""The initial weight set of docs/experiments/mr2d-stage3-levels4.json: a 4-level network whose levels
+"""The initial weight set of docs/notes/experiments/mr2d-stage3-levels4.json: a 4-level network whose levels
 0-2 (finest first) hold the bundled mr2d's parameters and whose new, coarsest level 3 starts as every
 untrained network does (quadratic penalties, a plain gradient scheme).
 
-    python docs/experiments/mr2d-levels4-init.py runs/mr2d-levels4-init
+    python docs/notes/experiments/mr2d-levels4-init.py runs/mr2d-levels4-init
 """
 
 import dataclasses
@@ -20,7 +20,7 @@ def main(output):
         weights[name] = value
     save_weight_set(output, config, weights,
                     f"mr2d (sha256 {bundled.metadata['weights_sha256'][:16]}...) with a fourth, coarsest level at its start",
-                    {"command": f"python docs/experiments/mr2d-levels4-init.py {output}"})
+                    {"command": f"python docs/notes/experiments/mr2d-levels4-init.py {output}"})
 
 
 if __name__ == "__main__":
