@@ -124,8 +124,9 @@ def _check_metaimage(path, role):
 
 
 def check_dicom_series(folder, files, role):
-    """Refuse a DICOM series with missing or unevenly spaced slices (positions projected on the slice
-    normal), or a folder holding DICOM files that could not be read into the series (truncated)."""
+    """Refuse a DICOM series with missing or unevenly spaced slices (distances between consecutive slice
+    positions, in the order ITK reads them), or a folder holding DICOM files that could not be read into
+    the series (truncated)."""
     folder = Path(folder)
     in_series = {Path(f).resolve() for f in files}
     for entry in sorted(folder.iterdir()):
@@ -136,20 +137,16 @@ def check_dicom_series(folder, files, role):
             )
     if len(files) < 3:
         return
-    positions, normal = [], None
+    positions = []
     reader = sitk.ImageFileReader()
     for name in files:
         reader.SetFileName(str(name))
         try:
             reader.ReadImageInformation()
-            position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
-            if normal is None:
-                orientation = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
-                normal = np.cross(orientation[:3], orientation[3:])
+            positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
         except (RuntimeError, ValueError):
             return  # no positions to compare (ITK reads such a series as it can)
-        positions.append(float(np.dot(position, normal)))
-    gaps = np.diff(np.sort(positions))
+    gaps = np.linalg.norm(np.diff(np.array(positions), axis=0), axis=1)  # in the series' (sorted) order
     typical = float(np.median(gaps))
     worst = int(np.argmax(np.abs(gaps - typical)))
     if typical <= 0 or abs(gaps[worst] - typical) > max(0.01, 0.05 * typical):

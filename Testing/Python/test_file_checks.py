@@ -170,3 +170,14 @@ def test_reading_in_threads_leaves_stderr_where_it_was(tmp_path):
     after = os.fstat(2)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
     assert all(image.GetSize() == (40, 30, 12) for image in images)
+
+
+def test_dicom_series_named_out_of_order_is_read_in_position_order(tmp_path):
+    folder = write_dicom_series(tmp_path / "dicom")
+    files = sorted(folder.iterdir())
+    for k, path in enumerate(files):
+        path.rename(folder / f"tmp{k}")
+    for k in range(len(files)):
+        (folder / f"tmp{k}").rename(folder / f"img{len(files) - 1 - k:03d}.dcm")  # names against positions
+    image = read_image(folder, "fixed")
+    assert image.GetSize() == (24, 20, 8) and image.GetSpacing()[2] == pytest.approx(3.0)
