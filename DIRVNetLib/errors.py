@@ -19,3 +19,7 @@ class InsufficientMemoryError(DIRVNetError, MemoryError):
 
 class RegistrationCancelled(DIRVNetError):
     """The caller's cancel flag was set; nothing was written."""
+
+
+class PointsError(DIRVNetError, ValueError):
+    """A point file or point pairs are unusable (format, count, dimension, outside the image)."""

@@ -1,6 +1,7 @@
 """``dirvnet register --fixed F --moving M --output-dir OUT``: writes transform.h5, displacement.nrrd,
 warped.nrrd, report.json and qa.png in OUT (each file whole)."""
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -22,8 +23,23 @@ def add_parser(commands):
     parser.add_argument("--no-isotropic", action="store_true", help="register anisotropic images on their own grid")
     parser.add_argument("--no-unfold", action="store_true", help="keep the network's field even where it folds")
     parser.add_argument("--no-figure", action="store_true", help="skip the QA figure")
+    parser.add_argument("--qa-point", type=_point, default=None, metavar="X,Y,Z",
+                        help="QA slices through this LPS point in mm (default: where the field moves most)")
+    parser.add_argument("--qa-convention", choices=["radiological", "neurological"], default="radiological",
+                        help="QA left-right convention (default radiological: the patient's right on the left)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
+
+
+def _point(text):
+    """``X,Y[,Z]`` in LPS mm."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"expected X,Y,Z in LPS mm, got {text!r}")
+    return values
 
 
 def run(args):
@@ -45,13 +61,17 @@ def run(args):
             refinement_rounds=args.refinement_rounds, working_spacing=args.working_spacing,
             isotropic=not args.no_isotropic, unfold=not args.no_unfold, coarse_pass=args.coarse_pass,
         )
+    if args.qa_point is not None and len(args.qa_point) != result.fixed.GetDimension():
+        raise ValueError(f"--qa-point {args.qa_point} has {len(args.qa_point)} coordinates but the images are "
+                         f"{result.fixed.GetDimension()}D; nothing was written")
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
     write_transform(result.transform, output / "transform.h5")
     write_image(result.displacement, output / "displacement.nrrd")
     write_image(result.warped, output / "warped.nrrd")
     if not args.no_figure:
-        write_qa_figure(output / "qa.png", result.fixed, result.moving_resampled, result.warped, result.displacement)
+        write_qa_figure(output / "qa.png", result.fixed, result.moving_resampled, result.warped, result.displacement,
+                        args.qa_point, args.qa_convention)
     report = dict(result.report)
     report["seconds"] = {**report["seconds"], "write": time.perf_counter() - started}
     report["inputs"] = {"fixed": str(args.fixed), "moving": str(args.moving)}
