@@ -34,7 +34,7 @@ class SliceView:
     array: np.ndarray
     size_mm: tuple
     edges: dict
-    position_mm: float | None
+    position_mm: "float | None"
     label: str
 
 

@@ -242,8 +242,10 @@ def register(
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
         point_report = None
         if pairs is not None:
+            corrected_at = time.perf_counter()
             displacement, point_report = correct_with_points(displacement, *pairs, radius=points_radius)
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
+            timings["point_correction"] = time.perf_counter() - corrected_at
         transform = displacement_transform(displacement)
         warped = sitk.Resample(moving_image, fixed_image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         moving_on_fixed = moving_on_grid if on_fixed_grid else resample_like(moving_image, fixed_image)

@@ -18,7 +18,7 @@ from DIRVNetLib.metrics import displacement_transform, jacobian_determinant
 
 MIN_RADIUS_MM = 20.0
 MIN_RADIUS_VOXELS = 6.0  # of the finest spacing
-RADIUS_PER_RESIDUAL = 4.0  # default radius: at least this times the largest residual (slope 2.1 x residual / R)
+RADIUS_PER_RESIDUAL = 4.0  # default radius >= 4 x the largest residual: one pair alone keeps det J >= 0.47
 _ENLARGEMENTS = 3
 
 
