@@ -30,7 +30,8 @@ def add_parser(commands):
                         help="radius of the correction around each point (default: from the largest error)")
     parser.add_argument("--no-figure", action="store_true", help="skip the QA figure")
     parser.add_argument("--qa-point", type=_point, default=None, metavar="X,Y,Z",
-                        help="QA slices through this LPS point in mm (default: where the field moves most)")
+                        help="QA slices through this LPS point in mm, e.g. --qa-point=-30,12.5,40 (default: where "
+                             "the field moves most)")
     parser.add_argument("--qa-convention", choices=["radiological", "neurological"], default="radiological",
                         help="QA left-right convention (default radiological: the patient's right on the left)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

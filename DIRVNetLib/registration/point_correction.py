@@ -2,12 +2,14 @@
 
 Each pair is a fixed point p_i and the moving point q_i it shows (LPS mm); the corrected field should
 carry p_i to q_i: p_i + u(p_i) = q_i (pull convention, warped(p) = moving(p + u(p))). The correction
-is a smooth field added to u: a sum of compactly supported radial functions (Wendland's C2 function
-(1 - r/R)^4 (4 r/R + 1), zero beyond the radius R in mm) centred on the fixed points, whose weights are
-solved so that it interpolates the residuals q_i - p_i - u(p_i) exactly (then once more for what the
-grid's linear interpolation left). Farther than R from every fixed point u is unchanged. If the result
-folds, R is enlarged (x1.5, up to 3 times); if it still folds, the pairs are refused
-(:class:`~DIRVNetLib.errors.PointsError`, naming the pair that asks most).
+is a smooth field added to u, built in levels: each a sum of compactly supported radial functions
+(Wendland's C2 function (1 - r/R)^4 (4 r/R + 1), zero beyond the radius R in mm) centred on the fixed
+points, whose weights fit the residuals q_i - p_i - u(p_i) left by the levels before (a slightly
+regularised solve, so close points first move together); R halves from level to level, down to two
+voxels. Farther than the first R from every fixed point u is unchanged. A level that would fold the
+field is not applied (the first, widest one is widened x1.5 up to 3 times instead); when the points are
+then not met within ``TOLERANCE_MM``, the pairs are refused (:class:`~DIRVNetLib.errors.PointsError`,
+naming the pair that asks most) and nothing is returned.
 """
 
 import numpy as np
@@ -19,7 +21,12 @@ from DIRVNetLib.metrics import displacement_transform, jacobian_determinant
 MIN_RADIUS_MM = 20.0
 MIN_RADIUS_VOXELS = 6.0  # of the finest spacing
 RADIUS_PER_RESIDUAL = 4.0  # default radius >= 4 x the largest residual: one pair alone keeps det J >= 0.47
-_ENLARGEMENTS = 3
+_ENLARGEMENTS = 3  # times the widest level may be widened (x1.5) when it would fold
+_MAX_LEVELS = 12
+_REGULARISATION = 0.1  # of each level's solve: close points' common motion first, their differences later
+_CONVERGED_MM = 1e-3
+TOLERANCE_MM = 0.1
+"""Each fixed point is carried to within this distance of its moving point, or the pairs are refused."""
 
 
 def _mapped(displacement, points):
@@ -64,8 +71,9 @@ def _radial_field(displacement, centres, weights, radius):
 
 
 def _solve(fixed_points, residuals, radius):
+    """Weights w of one level: (K + lambda I) w = residuals, K_ij = phi(|p_i - p_j|)."""
     kernel = _wendland(np.linalg.norm(fixed_points[:, None] - fixed_points[None], axis=-1), radius)
-    return np.linalg.lstsq(kernel, residuals, rcond=1e-10)[0]
+    return np.linalg.solve(kernel + _REGULARISATION * np.eye(len(kernel)), residuals)
 
 
 def _image(array, reference):
@@ -97,20 +105,44 @@ def _most_demanding_pair(fixed_points, residuals):
     return None if best is None else best[1:]
 
 
+def _changed_box(displacement, points, radius):
+    """Numpy slices of the field's grid within ``radius`` (plus two voxels) of any point."""
+    shape = np.array(displacement.GetSize()[::-1])
+    reach = radius + 2.0 * max(displacement.GetSpacing())
+    dim = displacement.GetDimension()
+    corners = [displacement.TransformPhysicalPointToContinuousIndex((p + offset).tolist())[::-1]
+               for p in points for offset in np.array(np.meshgrid(*[[-reach, reach]] * dim)).reshape(dim, -1).T]
+    low = np.clip(np.floor(np.min(corners, axis=0)).astype(int), 0, shape)
+    high = np.clip(np.ceil(np.max(corners, axis=0)).astype(int) + 1, 0, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def _folds(values, displacement, box):
+    """Whether the field ``values`` folds (det J <= 0) inside ``box``."""
+    if any(s.stop - s.start < 2 for s in box):
+        return False
+    part = sitk.GetImageFromArray(values[box], isVector=True)
+    part.SetSpacing(displacement.GetSpacing())
+    part.SetDirection(displacement.GetDirection())
+    return bool(jacobian_determinant(part).min() <= 0)
+
+
 def correct_with_points(displacement, fixed_points, moving_points, radius=None):
     """``(corrected displacement, report)`` carrying each fixed point to its moving point (module docstring).
 
     displacement: SimpleITK vector image on the fixed grid (LPS mm; not modified). fixed_points,
     moving_points: (N, dim) arrays in LPS mm (checked pairs, e.g. from :func:`DIRVNetLib.io.points.point_pairs`).
     radius: of the correction around each fixed point, mm; None: max(20 mm, 6 voxels, 4 x the largest
-    residual). report: ``points``, ``radius_mm`` (used), ``error_before_mm`` / ``error_after_mm`` (|p_i + u(p_i) - q_i|
-    per point), ``jacobian_min_after``. Raises PointsError when the pairs would fold the field.
+    residual). report: ``points``, ``radius_mm`` (the largest used), ``levels``, ``error_before_mm`` /
+    ``error_after_mm`` (|p_i + u(p_i) - q_i| per point), ``jacobian_min_after``. Raises PointsError when
+    the pairs cannot be met within ``TOLERANCE_MM`` without folding the field.
     """
     fixed_points = np.asarray(fixed_points, np.float64)
     moving_points = np.asarray(moving_points, np.float64)
     _check_distinct(fixed_points, moving_points)
     residuals = moving_points - _mapped(displacement, fixed_points)
     before = np.linalg.norm(residuals, axis=1)
+    smallest = MIN_RADIUS_VOXELS / 3.0 * min(displacement.GetSpacing())
     if radius is None:
         radius = max(MIN_RADIUS_MM, MIN_RADIUS_VOXELS * min(displacement.GetSpacing()),
                      RADIUS_PER_RESIDUAL * float(before.max()))
@@ -118,28 +150,34 @@ def correct_with_points(displacement, fixed_points, moving_points, radius=None):
         raise PointsError(f"the point correction's radius must be > 0 mm, got {radius!r}")
     base = sitk.GetArrayFromImage(displacement).astype(np.float64)
     base_folds = float(jacobian_determinant(displacement).min()) <= 0  # then only the points are corrected
-    for attempt in range(_ENLARGEMENTS + 1):
-        values = base.copy()
-        remaining = residuals
-        for _ in range(2):  # the second pass removes what the grid interpolation left at the points
-            values += _radial_field(displacement, fixed_points, _solve(fixed_points, remaining, radius), radius)
-            remaining = moving_points - _mapped(_image(values, displacement), fixed_points)
-        corrected = _image(values, displacement)
-        jacobian_min = float(jacobian_determinant(corrected).min())
-        if jacobian_min > 0 or base_folds:
+    values, remaining, levels, largest = base, residuals, 0, None
+    level_radius = radius
+    for _ in range(_ENLARGEMENTS + _MAX_LEVELS):
+        if np.linalg.norm(remaining, axis=1).max() <= _CONVERGED_MM:
             break
-        if attempt < _ENLARGEMENTS:
-            radius *= 1.5
-    else:
+        weights = _solve(fixed_points, remaining, level_radius)
+        candidate = values + _radial_field(displacement, fixed_points, weights, level_radius)
+        if not base_folds and _folds(candidate, displacement, _changed_box(displacement, fixed_points, level_radius)):
+            if levels == 0 and level_radius < radius * 1.5**_ENLARGEMENTS:
+                level_radius *= 1.5  # the first, widest level asks too much: widen it
+                continue
+            break  # finer levels would fold: keep what the coarser ones reached
+        values, levels = candidate, levels + 1
+        largest = level_radius if largest is None else largest
+        remaining = moving_points - _mapped(_image(values, displacement), fixed_points)
+        level_radius = max(level_radius / 2.0, smallest)
+    output = sitk.Cast(_image(values, displacement), displacement.GetPixelID())
+    after = np.linalg.norm(moving_points - _mapped(output, fixed_points), axis=1)
+    if after.max() > TOLERANCE_MM:
         pair = _most_demanding_pair(fixed_points, residuals)
         detail = "" if pair is None else (
             f"; pairs {pair[0] + 1} and {pair[1] + 1} are {pair[2]:.1f} mm apart on the fixed image but must move "
             f"{pair[3]:.1f} mm relative to each other")
-        raise PointsError(f"the point pairs would fold the field even with a correction radius of {radius:.0f} mm"
-                          f"{detail}; check that each moving point corresponds to its fixed point")
-    output = sitk.Cast(corrected, displacement.GetPixelID())
-    after = np.linalg.norm(moving_points - _mapped(output, fixed_points), axis=1)
-    report = {"points": int(len(fixed_points)), "radius_mm": float(radius),
+        worst = int(np.argmax(after))
+        raise PointsError(f"the point pairs would fold the field: pair {worst + 1} stays {after[worst]:.1f} mm from its "
+                          f"moving point without folding{detail}; check that each moving point corresponds to its "
+                          f"fixed point")
+    report = {"points": int(len(fixed_points)), "radius_mm": float(largest or radius), "levels": levels,
               "error_before_mm": [float(v) for v in before], "error_after_mm": [float(v) for v in after],
-              "jacobian_min_after": jacobian_min}
+              "jacobian_min_after": float(jacobian_determinant(output).min())}
     return output, report

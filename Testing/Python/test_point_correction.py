@@ -142,12 +142,13 @@ def test_cli_point_files(local_pair, tmp_path, capsys):
     fixed_file = write_mrk_json(tmp_path / "fixed.mrk.json", np.hstack([fixed_points, flat]) * [-1, -1, 1], "RAS")
     moving_file = write_fcsv(tmp_path / "moving.fcsv", np.hstack([moving_points, flat]), "LPS")
     common = ["register", "--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "moving.nrrd"),
-              "--no-progress", "--no-figure"]
+              "--no-progress"]
     out = tmp_path / "out"
     assert main([*common, "--output-dir", str(out), "--fixed-points", str(fixed_file),
-                 "--moving-points", str(moving_file)]) == 0
+                 "--moving-points", str(moving_file), "--qa-point=-30,-40", "--qa-convention", "neurological"]) == 0
     printed = capsys.readouterr().out
     assert "3 point pairs: error at the points" in printed
+    assert sitk.ReadImage(str(out / "qa.png")).GetSize()[0] > 1000
     report = json.loads((out / "report.json").read_text())
     assert max(report["point_correction"]["error_after_mm"]) < 1.0
     assert report["inputs"]["fixed_points"] == str(fixed_file)
@@ -158,3 +159,6 @@ def test_cli_point_files(local_pair, tmp_path, capsys):
     assert main([*common, "--output-dir", str(tmp_path / "bad"), "--fixed-points", str(fixed_file),
                  "--moving-points", str(short)]) == 2
     assert "unpaired points" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main([*common, "--output-dir", str(tmp_path / "bad"), "--qa-point=1,2,3"]) == 2
+    assert "--qa-point [1.0, 2.0, 3.0] has 3 coordinates but the images are 2D" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
