@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
 import DIRVNetLib  # noqa: E402
+from DIRVNetLib.errors import PointsError  # noqa: E402
 from DIRVNetLib.metrics import displacement_transform, jacobian_determinant, target_registration_error  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "Testing" / "Data"
@@ -81,7 +82,11 @@ def main():
             transform = displacement_transform(true)
             moving_points = np.array([transform.TransformPoint(p.tolist()) for p in fixed_points])
             plain = DIRVNetLib.register(fixed, moving)
-            corrected = DIRVNetLib.register(fixed, moving, fixed_points=fixed_points, moving_points=moving_points)
+            try:
+                corrected = DIRVNetLib.register(fixed, moving, fixed_points=fixed_points, moving_points=moving_points)
+            except PointsError as refused:
+                print(f"| {name} | {seed} | {len(fixed_points)} | refused: {refused} |")
+                continue
             report = corrected.report["point_correction"]
             grid = physical_points(image)
             near = np.min([np.linalg.norm(grid - p, axis=-1) for p in fixed_points], axis=0) <= report["radius_mm"]

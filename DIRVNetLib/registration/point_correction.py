@@ -23,6 +23,7 @@ MIN_RADIUS_VOXELS = 6.0  # of the finest spacing
 RADIUS_PER_RESIDUAL = 4.0  # default radius >= 4 x the largest residual: one pair alone keeps det J >= 0.47
 _ENLARGEMENTS = 3  # times the widest level may be widened (x1.5) when it would fold
 _MAX_LEVELS = 12
+_SMALLEST_RADIUS_VOXELS = 2.0  # the finest level's radius, in voxels of the finest spacing
 _REGULARISATION = 0.1  # of each level's solve: close points' common motion first, their differences later
 _CONVERGED_MM = 1e-3
 TOLERANCE_MM = 0.1
@@ -134,7 +135,8 @@ def correct_with_points(displacement, fixed_points, moving_points, radius=None):
     moving_points: (N, dim) arrays in LPS mm (checked pairs, e.g. from :func:`DIRVNetLib.io.points.point_pairs`).
     radius: of the correction around each fixed point, mm; None: max(20 mm, 6 voxels, 4 x the largest
     residual). report: ``points``, ``radius_mm`` (the largest used), ``levels``, ``error_before_mm`` /
-    ``error_after_mm`` (|p_i + u(p_i) - q_i| per point), ``jacobian_min_after``. Raises PointsError when
+    ``error_after_mm`` (|p_i + u(p_i) - q_i| per point), ``jacobian_min_after`` (smallest det J where the
+    field may have changed). Raises PointsError when
     the pairs cannot be met within ``TOLERANCE_MM`` without folding the field.
     """
     fixed_points = np.asarray(fixed_points, np.float64)
@@ -142,31 +144,34 @@ def correct_with_points(displacement, fixed_points, moving_points, radius=None):
     _check_distinct(fixed_points, moving_points)
     residuals = moving_points - _mapped(displacement, fixed_points)
     before = np.linalg.norm(residuals, axis=1)
-    smallest = MIN_RADIUS_VOXELS / 3.0 * min(displacement.GetSpacing())
+    spacing = min(displacement.GetSpacing())
     if radius is None:
-        radius = max(MIN_RADIUS_MM, MIN_RADIUS_VOXELS * min(displacement.GetSpacing()),
-                     RADIUS_PER_RESIDUAL * float(before.max()))
+        radius = max(MIN_RADIUS_MM, MIN_RADIUS_VOXELS * spacing, RADIUS_PER_RESIDUAL * float(before.max()))
     elif not (np.isfinite(radius) and radius > 0):
         raise PointsError(f"the point correction's radius must be > 0 mm, got {radius!r}")
-    base = sitk.GetArrayFromImage(displacement).astype(np.float64)
-    base_folds = float(jacobian_determinant(displacement).min()) <= 0  # then only the points are corrected
-    values, remaining, levels, largest = base, residuals, 0, None
-    level_radius = radius
+    outer = _changed_box(displacement, fixed_points, radius * 1.5**_ENLARGEMENTS)  # all levels stay inside
+    region = displacement[tuple(reversed(outer))]  # SimpleITK slices in (x, y, z) order; keeps the geometry
+    values = sitk.GetArrayFromImage(region).astype(np.float64)
+    base_folds = bool(jacobian_determinant(region).min() <= 0)  # then only the points are corrected
+    remaining, levels, largest, level_radius = residuals, 0, None, radius
     for _ in range(_ENLARGEMENTS + _MAX_LEVELS):
         if np.linalg.norm(remaining, axis=1).max() <= _CONVERGED_MM:
             break
         weights = _solve(fixed_points, remaining, level_radius)
-        candidate = values + _radial_field(displacement, fixed_points, weights, level_radius)
-        if not base_folds and _folds(candidate, displacement, _changed_box(displacement, fixed_points, level_radius)):
+        candidate = values + _radial_field(region, fixed_points, weights, level_radius)
+        if not base_folds and _folds(candidate, region, _changed_box(region, fixed_points, level_radius)):
             if levels == 0 and level_radius < radius * 1.5**_ENLARGEMENTS:
                 level_radius *= 1.5  # the first, widest level asks too much: widen it
                 continue
             break  # finer levels would fold: keep what the coarser ones reached
         values, levels = candidate, levels + 1
         largest = level_radius if largest is None else largest
-        remaining = moving_points - _mapped(_image(values, displacement), fixed_points)
-        level_radius = max(level_radius / 2.0, smallest)
-    output = sitk.Cast(_image(values, displacement), displacement.GetPixelID())
+        remaining = moving_points - _mapped(_image(values, region), fixed_points)
+        level_radius = max(level_radius / 2.0, _SMALLEST_RADIUS_VOXELS * spacing)
+    full = sitk.GetArrayFromImage(displacement)
+    full[outer] = values
+    output = sitk.GetImageFromArray(full, isVector=True)
+    output.CopyInformation(displacement)
     after = np.linalg.norm(moving_points - _mapped(output, fixed_points), axis=1)
     if after.max() > TOLERANCE_MM:
         pair = _most_demanding_pair(fixed_points, residuals)
@@ -179,5 +184,5 @@ def correct_with_points(displacement, fixed_points, moving_points, radius=None):
                           f"fixed point")
     report = {"points": int(len(fixed_points)), "radius_mm": float(largest or radius), "levels": levels,
               "error_before_mm": [float(v) for v in before], "error_after_mm": [float(v) for v in after],
-              "jacobian_min_after": float(jacobian_determinant(output).min())}
+              "jacobian_min_after": float(jacobian_determinant(output[tuple(reversed(outer))]).min())}
     return output, report
