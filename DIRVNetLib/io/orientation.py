@@ -3,9 +3,10 @@
 Slicer's views (and radiology): superior up in coronal and sagittal views, anterior up in axial views,
 anterior on the left of sagittal views; the patient's right on the screen's left in axial and coronal
 views ("radiological"), or on the right ("neurological"). Any direction matrix: an image whose axes
-are a permutation of L, P, S (flips included) is reordered exactly; an oblique one is resampled
-(linearly) onto an axis-aligned LPS grid of its finest spacing covering its corners. A 2D image is
-taken as an axial slice (x towards L, y towards P). Points are LPS mm.
+are a permutation of L, P, S (flips included) is shown exactly (its own voxels, reordered); an oblique
+one is sampled (linearly) on an axis-aligned LPS grid of its finest spacing covering its corners. Only
+the three planes shown are sampled. A 2D image is taken as an axial slice (x towards L, y towards P).
+Points are LPS mm.
 """
 
 from dataclasses import dataclass
@@ -48,35 +49,38 @@ def _signed_permutation(direction: np.ndarray):
     return rounded
 
 
-def lps_aligned(image: sitk.Image) -> sitk.Image:
-    """``image`` on a grid with identity direction (axes towards L, P[, S]), as float32.
-
-    Exact (voxels reordered and flipped, same values and physical positions) when the direction is a
-    signed permutation; otherwise resampled linearly onto an axis-aligned grid of the finest spacing
-    (coarser when an axis would exceed 512 voxels) covering the image's corners, NaN outside it.
-    """
+def display_grid(image: sitk.Image):
+    """``(reference, exact)``: an empty float32 image with identity direction (axes towards L, P[, S])
+    that views of ``image`` are sampled on. ``exact``: the direction is a signed permutation and the
+    reference's voxels are ``image``'s own, reordered (sample with nearest neighbour: same values);
+    otherwise the reference is an axis-aligned grid of the finest spacing (coarser when an axis would
+    exceed 512 voxels) covering the image's corners."""
     dim = image.GetDimension()
-    image = sitk.Cast(image, sitk.sitkFloat32)
     direction = np.array(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
-    permutation = _signed_permutation(direction)
-    if permutation is not None:
-        order = [int(np.argmax(np.abs(permutation[axis]))) for axis in range(dim)]
-        aligned = sitk.PermuteAxes(image, order) if order != list(range(dim)) else image
-        flips = [bool(permutation[axis, order[axis]] < 0) for axis in range(dim)]
-        if any(flips):
-            aligned = sitk.Flip(aligned, flips, flipAboutOrigin=False)
-        aligned.SetDirection(np.eye(dim).ravel().tolist())  # exact zeros and ones
-        return aligned
     corners = np.array([image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner,
                                                                                                     image.GetSize())])
                         for corner in np.ndindex(*(2,) * dim)])
     low, high = corners.min(axis=0), corners.max(axis=0)
-    spacing = max(min(image.GetSpacing()), float(np.max(high - low)) / (_MAX_DISPLAY_VOXELS - 1))
-    size = [int(np.floor((h - lo) / spacing + _TOLERANCE)) + 1 for lo, h in zip(low, high)]
+    permutation = _signed_permutation(direction)
+    if permutation is not None:
+        order = [int(np.argmax(np.abs(permutation[axis]))) for axis in range(dim)]
+        spacing = [image.GetSpacing()[i] for i in order]
+        size = [image.GetSize()[i] for i in order]
+    else:
+        step = max(min(image.GetSpacing()), float(np.max(high - low)) / (_MAX_DISPLAY_VOXELS - 1))
+        spacing = [step] * dim
+        size = [int(np.floor((h - lo) / step + _TOLERANCE)) + 1 for lo, h in zip(low, high)]
     reference = sitk.Image(size, sitk.sitkFloat32)
     reference.SetOrigin(low.tolist())
-    reference.SetSpacing([spacing] * dim)
-    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
+    reference.SetSpacing(spacing)
+    return reference, permutation is not None
+
+
+def _sample(image, reference, exact):
+    """``image`` sampled on ``reference`` as a float32 array (NaN outside ``image``)."""
+    interpolator = sitk.sitkNearestNeighbor if exact else sitk.sitkLinear
+    return sitk.GetArrayFromImage(sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(),
+                                                interpolator, float("nan"), sitk.sitkFloat32))
 
 
 def _edges(view: str, convention: str) -> dict:
@@ -103,37 +107,42 @@ def anatomical_slices(image: sitk.Image, point=None, convention: str = "radiolog
     dim = image.GetDimension()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError("anatomical_slices needs a scalar image")
-    aligned = lps_aligned(image)
+    reference, exact = display_grid(image)
     if point is None:
         centre = [(n - 1) / 2.0 for n in image.GetSize()]
         point = image.TransformContinuousIndexToPhysicalPoint(centre)
     point = np.asarray(point, dtype=np.float64)
     if point.shape != (dim,):
         raise ValueError(f"point must hold {dim} LPS coordinates, got {point.tolist()}")
-    index = np.round(aligned.TransformPhysicalPointToContinuousIndex(point.tolist())).astype(int)
-    index = np.clip(index, 0, np.array(aligned.GetSize()) - 1)
-    array = sitk.GetArrayFromImage(aligned)  # [z, y, x] = [S, P, L] axes
-    spacing = aligned.GetSpacing()
+    spacing = reference.GetSpacing()
     flip_lr = convention == "neurological"
     if dim == 2:
-        shown = array[:, ::-1] if flip_lr else array
-        return [SliceView("axial", shown, (shown.shape[1] * spacing[0], shown.shape[0] * spacing[1]),
-                          _edges("axial", convention), None, "2D")]
+        shown = _sample(image, reference, exact)  # rows towards P (A on top), columns towards L
+        shown = np.ascontiguousarray(shown[:, ::-1] if flip_lr else shown)
+        size = (shown.shape[1] * spacing[0], shown.shape[0] * spacing[1])
+        return [SliceView("axial", shown, size, _edges("axial", convention), None, "2D")]
+    index = np.round(reference.TransformPhysicalPointToContinuousIndex(point.tolist())).astype(int)
+    index = np.clip(index, 0, np.array(reference.GetSize()) - 1)
     views = []
     for view in VIEWS:
         axis = _NORMAL_AXIS[view]
+        slab = sitk.Image([1 if a == axis else n for a, n in enumerate(reference.GetSize())], sitk.sitkFloat32)
+        slab.SetSpacing(spacing)
+        slab.SetOrigin(reference.TransformIndexToPhysicalPoint([int(i) if a == axis else 0
+                                                                for a, i in enumerate(index)]))
+        plane = np.squeeze(_sample(image, slab, exact), axis=2 - axis)  # [y, x], [z, x] or [z, y]
         if view == "axial":
-            shown = array[index[2]]  # rows towards P (A on top), columns towards L
+            shown = plane  # rows towards P (A on top), columns towards L
             width, height = spacing[0], spacing[1]
         elif view == "coronal":
-            shown = array[::-1, index[1], :]  # rows towards I (S on top), columns towards L
+            shown = plane[::-1]  # rows towards I (S on top), columns towards L
             width, height = spacing[0], spacing[2]
         else:
-            shown = array[::-1, :, index[0]]  # rows towards I, columns towards P (A on the left)
+            shown = plane[::-1]  # rows towards I, columns towards P (A on the left)
             width, height = spacing[1], spacing[2]
         if flip_lr and view != "sagittal":
             shown = shown[:, ::-1]
-        position = aligned.TransformIndexToPhysicalPoint([int(i) for i in index])[axis]
+        position = slab.GetOrigin()[axis]
         views.append(SliceView(view, np.ascontiguousarray(shown), (shown.shape[1] * width, shown.shape[0] * height),
                                _edges(view, convention), float(position), _position_label(axis, position)))
     return views

@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from DIRVNetLib.cli.figures import write_qa_figure
-from DIRVNetLib.io.orientation import anatomical_slices, lps_aligned
+from DIRVNetLib.io.orientation import anatomical_slices, display_grid
 from DIRVNetLib.metrics import largest_displacement_point
 
 
@@ -107,13 +107,16 @@ def test_neurological_convention_mirrors_left_and_right():
         anatomical_slices(image, convention="left")
 
 
-def test_permuted_directions_are_reordered_exactly():
-    image = volume_with_marker(DIRECTIONS["LIP (permuted, flipped)"])
-    aligned = lps_aligned(image)
-    assert aligned.GetDirection() == tuple(np.eye(3).ravel())
-    reference = lps_aligned(volume_with_marker(np.eye(3)))
-    np.testing.assert_allclose(aligned.GetOrigin(), reference.GetOrigin(), atol=1e-9)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(aligned), sitk.GetArrayFromImage(reference))
+def test_permuted_directions_are_shown_exactly():
+    reference = anatomical_slices(volume_with_marker(np.eye(3)), MARKER_LPS)
+    for name in ("RAS", "LIP (permuted, flipped)", "PSR (permuted)"):
+        image = volume_with_marker(DIRECTIONS[name])
+        grid, exact = display_grid(image)
+        assert exact and grid.GetDirection() == tuple(np.eye(3).ravel())
+        np.testing.assert_allclose(grid.GetOrigin(), [-30.0] * 3, atol=1e-9)
+        for view, expected in zip(anatomical_slices(image, MARKER_LPS), reference):
+            np.testing.assert_array_equal(view.array, expected.array)  # the same voxels, no interpolation
+    assert not display_grid(volume_with_marker(DIRECTIONS["oblique"]))[1]
 
 
 def test_2d_image_is_one_axial_view():
