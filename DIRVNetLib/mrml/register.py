@@ -245,7 +245,8 @@ def prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights
         fixed_points, moving_points = point_pairs(markups_points(fixedPointsNode, fixed.GetDimension(), "fixed"),
                                                   markups_points(movingPointsNode, fixed.GetDimension(), "moving"),
                                                   fixed)
-        options = dict(options, fixed_points=fixed_points, moving_points=moving_points)
+        # lists (LPS mm), so that the options travel to a worker process as JSON
+        options = dict(options, fixed_points=fixed_points.tolist(), moving_points=moving_points.tolist())
     logger.info("DIRVNet: registering %s to %s (%dD)", movingVolumeNode.GetName(), fixedVolumeNode.GetName(),
                 fixed.GetDimension())
     return RegistrationJob(
