@@ -27,3 +27,7 @@ class OutputFolderError(DIRVNetError, OSError):
 
 class RegistrationFailedError(DIRVNetError, ArithmeticError):
     """A registration produced a non-finite (NaN/Inf) field or similarity; nothing was written."""
+
+
+class PointsError(DIRVNetError, ValueError):
+    """A point file or point pairs are unusable (format, count, dimension, outside the image)."""

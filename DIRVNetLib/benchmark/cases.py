@@ -34,8 +34,9 @@ import SimpleITK as sitk
 
 from DIRVNetLib.data.deformations import deform_image
 from DIRVNetLib.io.images import NILEARN_FILES, nilearn_file, read_image
+from DIRVNetLib.io.points import read_points
 from DIRVNetLib.io.resample import resample_isotropic, resample_like
-from DIRVNetLib.metrics import read_landmarks, warp_labels
+from DIRVNetLib.metrics import warp_labels
 
 CASE_TYPES = ("synthetic", "pair")
 FILES = ("fixed", "moving", "true_field", "mask", "fixed_labels", "moving_labels")
@@ -279,8 +280,8 @@ def prepare(spec):
     details = {"fixed": str(spec["fixed"]), "moving": str(spec["moving"])}
     fixed_points = moving_points = None
     if spec.get("fixed_landmarks"):
-        fixed_points = read_landmarks(_path(spec["fixed_landmarks"], base), fixed.GetDimension())
-        moving_points = read_landmarks(_path(spec["moving_landmarks"], base), fixed.GetDimension())
+        fixed_points = read_points(_path(spec["fixed_landmarks"], base), fixed.GetDimension())
+        moving_points = read_points(_path(spec["moving_landmarks"], base), fixed.GetDimension())
     if spec.get("prealign") == "affine":
         affine = prealign_affine(fixed, moving)
         moving = sitk.Resample(moving, fixed, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32)

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from DIRVNetLib.grid import Grid
+from DIRVNetLib.io.points import read_points
 from DIRVNetLib.io.resample import resample_like
 from DIRVNetLib.io.transforms import read_displacement
 from DIRVNetLib.metrics import (
@@ -20,7 +21,6 @@ from DIRVNetLib.metrics import (
     endpoint_error,
     hausdorff95,
     jacobian_statistics,
-    read_landmarks,
     similarity_report,
     target_registration_error,
     warp_labels,
@@ -117,9 +117,9 @@ def evaluate_displacement(fixed, moving, displacement, *, true_field=None, mask=
     if fixed_points is not None:
         dimension = fixed.GetDimension()
         if isinstance(fixed_points, (str, Path)):
-            fixed_points = read_landmarks(fixed_points, dimension)
+            fixed_points = read_points(fixed_points, dimension)
         if isinstance(moving_points, (str, Path)):
-            moving_points = read_landmarks(moving_points, dimension)
+            moving_points = read_points(moving_points, dimension)
         tre = target_registration_error(fixed_points, moving_points, displacement)
         result.update({k: v for k, v in tre.items() if k != "tre_per_point_mm"})
     return result

@@ -65,9 +65,31 @@ def add_parser(commands):
                         "images of few values)")
     parser.add_argument("--no-isotropic", action="store_true", help="register anisotropic images on their own grid")
     parser.add_argument("--no-unfold", action="store_true", help="keep the network's field even where it folds")
+    parser.add_argument("--fixed-points", default=None, metavar="FILE",
+                        help="points on the fixed image (.mrk.json, .fcsv or .csv) that the result must carry to the "
+                             "--moving-points, in the same order: the field is corrected locally around them")
+    parser.add_argument("--moving-points", default=None, metavar="FILE", help="the corresponding moving-image points")
+    parser.add_argument("--points-radius", type=float, default=None, metavar="MM",
+                        help="radius of the correction around each point (default: from the largest error)")
     parser.add_argument("--no-figure", action="store_true", help="skip the QA figure")
+    parser.add_argument("--qa-point", type=_point, default=None, metavar="X,Y,Z",
+                        help="QA slices through this LPS point in mm, e.g. --qa-point=-30,12.5,40 (default: where "
+                             "the field moves most)")
+    parser.add_argument("--qa-convention", choices=["radiological", "neurological"], default="radiological",
+                        help="QA left-right convention (default radiological: the patient's right on the left)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
+
+
+def _point(text):
+    """``X,Y[,Z]`` in LPS mm."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"expected X,Y,Z in LPS mm, got {text!r}")
+    return values
 
 
 def run(args):
@@ -96,17 +118,23 @@ def run(args):
                 refinement_rounds=args.refinement_rounds, working_spacing=args.working_spacing,
                 isotropic=not args.no_isotropic, unfold=not args.no_unfold, coarse_pass=args.coarse_pass,
                 moving_labels=True if args.moving_labels else None,
+                fixed_points=args.fixed_points, moving_points=args.moving_points, points_radius=args.points_radius,
             )
+        if args.qa_point is not None and len(args.qa_point) != result.fixed.GetDimension():
+            raise ValueError(f"--qa-point {args.qa_point} has {len(args.qa_point)} coordinates but the images are "
+                             f"{result.fixed.GetDimension()}D; nothing was written")
         started = time.perf_counter()
         write_transform(result.transform, outputs.path("transform.h5"))
         write_image(result.displacement, outputs.path("displacement.nrrd"))
         write_image(result.warped, outputs.path("warped.nrrd"))
         if not args.no_figure:
             write_qa_figure(outputs.path("qa.png"), result.fixed, result.moving_resampled, result.warped,
-                            result.displacement)
+                            result.displacement, args.qa_point, args.qa_convention)
         report = dict(result.report)
         report["seconds"] = {**report["seconds"], "write": time.perf_counter() - started}
         report["inputs"] = {"fixed": str(args.fixed), "moving": str(args.moving)}
+        if args.fixed_points is not None:
+            report["inputs"].update(fixed_points=str(args.fixed_points), moving_points=str(args.moving_points))
         outputs.path("report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
         outputs.commit()
     print(_summary(report, outputs.folder, args.no_figure))
@@ -140,4 +168,13 @@ def _summary(report, output, no_figure):
         f"MSE {report['mse_before']:.4g} -> {report['mse_after']:.4g}; "
         f"Jacobian min {report['jacobian_min']:.3f}, non-positive {report['jacobian_nonpositive_percent']:.3f}%; "
         f"{s['total']:.2f} s registration ({s['network']:.2f} s network)"
+        + _points_summary(report.get("point_correction"))
     )
+
+
+def _points_summary(correction):
+    if not correction:
+        return ""
+    before, after = correction["error_before_mm"], correction["error_after_mm"]
+    return (f"\n{correction['points']} point pairs: error at the points {max(before):.2f} -> {max(after):.2f} mm "
+            f"(largest), corrected within {correction['radius_mm']:.0f} mm of them")

@@ -1,18 +1,19 @@
-"""Evaluation metrics (numpy + SimpleITK only): fields, similarity, labels, landmarks.
+"""Evaluation metrics (numpy + SimpleITK only): fields, similarity, labels, landmarks (TRE).
 
 Conventions: displacement fields are SimpleITK vector images on the fixed grid, components
 (x, y[, z]) in physical LPS millimetres; warped(p) = moving(p + u(p)). Arrays are in numpy order
 ([z, y, x]). Distances are in mm.
 """
 
-from .field import endpoint_error, jacobian_determinant, jacobian_statistics
+from .field import endpoint_error, jacobian_determinant, jacobian_statistics, largest_displacement_point
 from .labels import dice, displacement_transform, hausdorff95, warp_labels
-from .landmarks import read_landmarks, target_registration_error
+from .landmarks import target_registration_error
 from .similarity import mse, mutual_information, ncc, similarity_report
 
 __all__ = [
     "jacobian_determinant",
     "jacobian_statistics",
+    "largest_displacement_point",
     "endpoint_error",
     "ncc",
     "mse",
@@ -22,6 +23,5 @@ __all__ = [
     "displacement_transform",
     "dice",
     "hausdorff95",
-    "read_landmarks",
     "target_registration_error",
 ]

@@ -140,3 +140,15 @@ def endpoint_error(displacement: sitk.Image, true_displacement: sitk.Image, mask
         "epe_p95_mm": float(np.percentile(values, 95)),
         "epe_max_mm": float(values.max()),
     }
+
+
+def largest_displacement_point(displacement: sitk.Image, smoothing_mm: float = 5.0) -> tuple:
+    """The physical point (LPS mm) where |u| smoothed with a Gaussian of ``smoothing_mm`` is largest:
+    the centre of the region the registration changed most (ties: the first in array order)."""
+    check_displacement(displacement)
+    magnitude = sitk.VectorMagnitude(sitk.Cast(displacement, sitk.sitkVectorFloat32))
+    smoothed = sitk.SmoothingRecursiveGaussian(magnitude, smoothing_mm) if min(displacement.GetSize()) >= 4 \
+        else magnitude
+    values = sitk.GetArrayViewFromImage(smoothed)
+    index = np.unravel_index(int(np.argmax(values)), values.shape)[::-1]  # (x, y[, z])
+    return displacement.TransformIndexToPhysicalPoint([int(i) for i in index])

@@ -5,6 +5,7 @@ wheel outside it) and VTK, never Qt, and only works through the nodes' own scene
 bare ``vtkMRMLScene``. Coordinate conventions: see :mod:`DIRVNetLib.mrml.convert`.
 """
 
+from .points import markups_points, refine_with_points
 from .register import (
     FIXED_VOLUME_ROLE,
     INTERMEDIATE_BROWSER_ROLE,
@@ -22,6 +23,8 @@ from .register import (
 
 __all__ = [
     "register",
+    "refine_with_points",
+    "markups_points",
     "prepare",
     "previous_result",
     "RegistrationJob",

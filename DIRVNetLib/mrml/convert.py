@@ -214,3 +214,39 @@ def displacement_to_grid_transform(displacement: np.ndarray, grid: Grid,
     transform.SetGridDirectionMatrix(numpy_to_matrix(grid.ijk_to_ras[:3, :3] / spacing))
     transform.SetInterpolationModeToLinear()
     return transform
+
+
+def grid_transform_to_displacement(transformNode):
+    """(displacement, grid): the grid transform node's TransformFromParent as a SimpleITK vector image in
+    LPS mm on its own grid (2D, components x, y, for an axial single slice), and that grid (world RAS).
+
+    The inverse of :func:`displacement_to_grid_transform`; raises InputImageError when the node does not
+    hold a displacement grid."""
+    transform = transformNode.GetTransformFromParent() if transformNode is not None else None
+    if transform is None or not transform.IsA("vtkOrientedGridTransform") or transform.GetDisplacementGrid() is None:
+        name = "None" if transformNode is None else f"'{transformNode.GetName()}'"
+        raise InputImageError(f"The transform {name} holds no displacement grid (TransformFromParent); choose a "
+                              f"DIRVNet result.")
+    field = transform.GetDisplacementGrid()
+    size = field.GetDimensions()
+    scale = transform.GetDisplacementScale()
+    shift = transform.GetDisplacementShift()
+    direction = matrix_to_numpy(transform.GetGridDirectionMatrix())[:3, :3]
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:3, :3] = direction * np.array(field.GetSpacing())
+    ijk_to_ras[:3, 3] = field.GetOrigin()
+    grid = Grid(ijk_to_ras, tuple(size))
+    ras = numpy_support.vtk_to_numpy(field.GetPointData().GetScalars()).astype(np.float64) * scale + shift
+    lps = (ras.reshape(-1, 3) @ RAS_TO_LPS).reshape(tuple(size[::-1]) + (3,))
+    origin, spacing, lps_direction = grid.lps_geometry()
+    if grid.is_axial_slice:
+        image = sitk.GetImageFromArray(lps[0, ..., :2], isVector=True)
+        image.SetOrigin(origin[:2].tolist())
+        image.SetSpacing(spacing[:2].tolist())
+        image.SetDirection(lps_direction[:2, :2].ravel().tolist())
+    else:
+        image = sitk.GetImageFromArray(lps, isVector=True)
+        image.SetOrigin(origin.tolist())
+        image.SetSpacing(spacing.tolist())
+        image.SetDirection(lps_direction.ravel().tolist())
+    return image, grid

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 
 import DIRVNetLib
 from DIRVNetLib.errors import InputImageError, WeightSetError
+from DIRVNetLib.io.points import point_pairs
 
 from .convert import Grid, displacement_to_grid_transform, image_array_on_grid, volume_to_image
 from .outputs import (JACOBIAN_COLOR_NODE_NAME, add_intermediate_sequence, write_jacobian_volume,
@@ -224,8 +225,11 @@ class RegistrationJob:
 
 def prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
             outputVolumeNode=None, jacobianVolumeNode=None, keepIntermediate=False,
-            placeMovingUnderTransform=False, **options) -> RegistrationJob:
-    """Check the nodes and read the volumes (main thread); the scene is not changed.
+            placeMovingUnderTransform=False, fixedPointsNode=None, movingPointsNode=None,
+            **options) -> RegistrationJob:
+    """Check the nodes and read the volumes (main thread); the scene is not changed. ``fixedPointsNode``,
+    ``movingPointsNode``: markups point lists whose i-th points correspond (the ``fixed_points`` and
+    ``moving_points`` of :func:`DIRVNetLib.register`).
 
     Raises :class:`~DIRVNetLib.errors.InputImageError` or :class:`~DIRVNetLib.errors.WeightSetError`
     with a message that names the node or weight set at fault.
@@ -269,6 +273,14 @@ def prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights
             f"Weight set '{weights}' registers {expected}D images, but the volumes are {fixed.GetDimension()}D "
             f"(fixed {_describe(fixedVolumeNode)}, size {tuple(grid.size)}). Choose a {fixed.GetDimension()}D "
             f"weight set.")
+    if fixedPointsNode is not None or movingPointsNode is not None:
+        from .points import markups_points
+
+        fixed_points, moving_points = point_pairs(markups_points(fixedPointsNode, fixed.GetDimension(), "fixed"),
+                                                  markups_points(movingPointsNode, fixed.GetDimension(), "moving"),
+                                                  fixed)
+        # lists (LPS mm), so that the options travel to a worker process as JSON
+        options = dict(options, fixed_points=fixed_points.tolist(), moving_points=moving_points.tolist())
     logger.info("DIRVNet: registering %s to %s (%dD)", movingVolumeNode.GetName(), fixedVolumeNode.GetName(),
                 fixed.GetDimension())
     return RegistrationJob(
@@ -280,7 +292,8 @@ def prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights
 
 def register(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
              outputVolumeNode=None, jacobianVolumeNode=None, keepIntermediate=False,
-             placeMovingUnderTransform=False, progress=None, cancel=None, **options):
+             placeMovingUnderTransform=False, progress=None, cancel=None, fixedPointsNode=None,
+             movingPointsNode=None, **options):
     """Register ``movingVolumeNode`` to ``fixedVolumeNode``; returns the output grid transform node.
 
     Works on the nodes' own scene (a bare ``vtkMRMLScene`` is enough). Arguments:
@@ -293,6 +306,8 @@ def register(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weight
     - ``keepIntermediate``: also add a Sequence with one grid transform per (level, unit).
     - ``placeMovingUnderTransform``: put the moving volume under the result so it shows aligned.
     - ``progress``/``cancel``: as in :func:`DIRVNetLib.register`.
+    - ``fixedPointsNode``/``movingPointsNode``: markups point lists of corresponding points; the result
+      carries each fixed point to its moving point (:mod:`DIRVNetLib.mrml.points`).
 
     The input volumes are never modified (apart from the requested parent transform). On an error or
     a cancel (:class:`~DIRVNetLib.errors.RegistrationCancelled`) the scene is unchanged.
@@ -300,5 +315,5 @@ def register(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weight
     job = prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=outputTransformNode, weights=weights,
                   device=device, outputVolumeNode=outputVolumeNode, jacobianVolumeNode=jacobianVolumeNode,
                   keepIntermediate=keepIntermediate, placeMovingUnderTransform=placeMovingUnderTransform,
-                  **options)
+                  fixedPointsNode=fixedPointsNode, movingPointsNode=movingPointsNode, **options)
     return job.apply(job.run(progress=progress, cancel=cancel))

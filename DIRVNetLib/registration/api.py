@@ -12,7 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 import tensorflow as tf
 
-from DIRVNetLib.errors import InputImageError, WeightSetError
+from DIRVNetLib.errors import InputImageError, PointsError, WeightSetError
+from DIRVNetLib.io.points import point_pairs
 from DIRVNetLib.io.resample import coarser_reference, resample_like, warp_image
 from DIRVNetLib.io.weights import load_weight_set, resolve
 from DIRVNetLib.metrics import displacement_transform, jacobian_statistics, similarity_report
@@ -24,6 +25,7 @@ from DIRVNetLib.registration.devices import DEVICES
 from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.memory import check_memory
+from DIRVNetLib.registration.point_correction import correct_with_points
 from DIRVNetLib.registration.progress import UnitMonitor
 
 _NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip building and tracing
@@ -132,6 +134,9 @@ def register(
     whole_graph=False,
     coarse_pass=None,
     moving_labels=None,
+    fixed_points=None,
+    moving_points=None,
+    points_radius=None,
 ):
     """Register ``moving`` to ``fixed`` with DIRV-Net.
 
@@ -152,8 +157,12 @@ def register(
     coarse_pass: a factor > 1: first register on a working grid this many times coarser (displacements
     are then fewer voxels long, where the network is more accurate), then on the working grid starting
     from that field (composed); rules out ``keep_intermediate``. moving_labels: the moving image is a label
-    map, warped with nearest neighbour in its own pixel type (None: detected, :mod:`checks`). Inputs are
-    never modified; arguments are checked first (:mod:`checks`), and a non-finite result is an error.
+    map, warped with nearest neighbour in its own pixel type (None: detected, :mod:`checks`).
+    fixed_points, moving_points: corresponding points (point files or (N, dim) arrays, LPS mm)
+    where the result must carry each fixed point to its moving point: the field is corrected locally
+    around them (:mod:`point_correction`, within ``points_radius`` mm; the report's ``point_correction``
+    gives the error at each point before and after). Inputs are never modified; arguments are checked
+    first (:mod:`checks`), and a non-finite result is an error.
     Returns a :class:`RegistrationResult` (``report["seconds"]["total"]`` includes the report's statistics).
     """
     timings = {}
@@ -179,6 +188,11 @@ def register(
                          "or keep_intermediate")
     if coarse_pass is not None and keep_intermediate:
         raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
+    pairs = None
+    if fixed_points is not None or moving_points is not None:
+        if fixed_points is None or moving_points is None:
+            raise PointsError("fixed_points and moving_points go together: give both, one moving point per fixed point")
+        pairs = point_pairs(fixed_points, moving_points, fixed_image)
     timings["load"] = time.perf_counter() - started
 
     with _device_scope(device):
@@ -222,6 +236,12 @@ def register(
         if unfold and network_jacobian["jacobian_nonpositive_percent"] > 0:
             displacement, unfolded_voxels, _ = remove_folding(displacement)
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
+        point_report = None
+        if pairs is not None:
+            corrected_at = time.perf_counter()
+            displacement, point_report = correct_with_points(displacement, *pairs, radius=points_radius)
+            jacobian = jacobian_statistics(displacement, dtype=np.float32)
+            timings["point_correction"] = time.perf_counter() - corrected_at
         transform = displacement_transform(displacement)
         warped = warp_image(moving_image, fixed_image, transform, checked.moving_labels, checked.moving_pixel_id)
         moving_on_fixed = moving_on_grid if on_fixed_grid else resample_like(moving_image, fixed_image)
@@ -244,6 +264,7 @@ def register(
         "estimated_memory_gib": estimated / 1024**3,
         "network_jacobian_nonpositive_percent": network_jacobian["jacobian_nonpositive_percent"],
         "unfolded_voxels": unfolded_voxels,
+        "point_correction": point_report,
         "seconds": timings,
         **similarity,
         **jacobian,

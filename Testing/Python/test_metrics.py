@@ -12,9 +12,10 @@ import pytest
 import SimpleITK as sitk
 
 from DIRVNetLib import metrics
+from DIRVNetLib.io.points import read_points
 from DIRVNetLib.metrics import (dice, endpoint_error, hausdorff95, jacobian_determinant,
                                 jacobian_statistics, mse, mutual_information, ncc,
-                                read_landmarks, similarity_report, target_registration_error,
+                                similarity_report, target_registration_error,
                                 warp_labels)
 
 DATA = Path(__file__).resolve().parents[1] / "Data"
@@ -459,52 +460,6 @@ def write_fcsv(path, points, system):
     return path
 
 
-def test_read_landmarks_formats_agree(tmp_path):
-    ras = POINTS_LPS * np.array([-1.0, -1.0, 1.0])
-    files = [
-        write_mrk_json(tmp_path / "a.mrk.json", POINTS_LPS, "LPS"),
-        write_mrk_json(tmp_path / "b.mrk.json", ras, "RAS"),
-        write_fcsv(tmp_path / "c.fcsv", ras, "RAS"),
-        write_fcsv(tmp_path / "d.fcsv", ras, "0"),
-        write_fcsv(tmp_path / "e.fcsv", POINTS_LPS, "LPS"),
-        write_fcsv(tmp_path / "f.fcsv", POINTS_LPS, "1"),
-    ]
-    (tmp_path / "g.csv").write_text("\n".join(",".join(map(str, p)) for p in POINTS_LPS))
-    (tmp_path / "h.csv").write_text(
-        "label,x,y,z\n" + "\n".join(f"P{i},{p[0]},{p[1]},{p[2]}" for i, p in
-                                    enumerate(POINTS_LPS)))
-    files += [tmp_path / "g.csv", tmp_path / "h.csv"]
-    for path in files:
-        points = read_landmarks(path)
-        assert points.shape == (4, 3), path
-        np.testing.assert_allclose(points, POINTS_LPS, err_msg=str(path))
-
-
-def test_read_landmarks_2d(tmp_path):
-    (tmp_path / "p.csv").write_text("x,y\n1.5,2.5\n-3,4\n")
-    np.testing.assert_allclose(read_landmarks(tmp_path / "p.csv"), [[1.5, 2.5], [-3, 4]])
-    flat = write_mrk_json(tmp_path / "flat.mrk.json", [[1.0, 2.0, 0.0], [3.0, 4.0, 0.0]], "LPS")
-    np.testing.assert_allclose(read_landmarks(flat, dimension=2), [[1, 2], [3, 4]])
-    with pytest.raises(ValueError, match="dimension mismatch"):
-        read_landmarks(write_mrk_json(tmp_path / "3d.mrk.json", POINTS_LPS, "LPS"), dimension=2)
-
-
-def test_read_landmarks_errors_name_the_file(tmp_path):
-    bad = tmp_path / "broken.mrk.json"
-    bad.write_text("{not json")
-    with pytest.raises(ValueError, match="broken.mrk.json"):
-        read_landmarks(bad)
-    with pytest.raises(ValueError, match="missing.fcsv"):
-        read_landmarks(tmp_path / "missing.fcsv")
-    ragged = tmp_path / "ragged.csv"
-    ragged.write_text("1,2,3\n4,5\n")
-    with pytest.raises(ValueError, match="ragged.csv"):
-        read_landmarks(ragged)
-    (tmp_path / "points.xyz").write_text("1 2 3\n")
-    with pytest.raises(ValueError, match="points.xyz"):
-        read_landmarks(tmp_path / "points.xyz")
-
-
 @pytest.mark.parametrize("dim", [2, 3])
 def test_tre_of_known_translation(dim):
     geometry = dict(GEOMETRY[dim], size=(30, 30, 30)[:dim], origin=(-30.0, 5.0, -5.0)[:dim],
@@ -534,12 +489,12 @@ def test_tre_from_files_and_mismatches(tmp_path):
     fixed_file = write_fcsv(tmp_path / "fixed.fcsv", POINTS_LPS * [-1, -1, 1], "RAS")
     moving_file = write_mrk_json(tmp_path / "moving.mrk.json", POINTS_LPS + t, "LPS")
     translation = sitk.TranslationTransform(3, t.tolist())
-    result = target_registration_error(fixed_file, moving_file, translation)
+    result = target_registration_error(read_points(fixed_file), read_points(moving_file), translation)
     assert result["tre_max_mm"] == pytest.approx(0.0, abs=1e-9)
     assert result["tre_before_mean_mm"] == pytest.approx(3.0)
     short = write_mrk_json(tmp_path / "short.mrk.json", POINTS_LPS[:3], "LPS")
-    with pytest.raises(ValueError, match="short.mrk.json"):
-        target_registration_error(fixed_file, short, translation)
+    with pytest.raises(ValueError, match="landmark mismatch"):
+        target_registration_error(read_points(fixed_file), read_points(short), translation)
     with pytest.raises(ValueError, match="dimension mismatch"):
         target_registration_error(POINTS_LPS, POINTS_LPS, sitk.TranslationTransform(2))
 
@@ -548,4 +503,4 @@ def test_public_names():
     assert set(metrics.__all__) == {
         "jacobian_determinant", "jacobian_statistics", "endpoint_error", "ncc", "mse",
         "mutual_information", "similarity_report", "warp_labels", "dice", "hausdorff95",
-        "read_landmarks", "target_registration_error", "displacement_transform"}
+        "target_registration_error", "displacement_transform", "largest_displacement_point"}
