@@ -2,7 +2,9 @@
 
 Imports Slicer's MRML classes (``import slicer``: the Slicer application, or the ``slicer-core``
 wheel outside it) and VTK, never Qt, and only works through the nodes' own scene, so it runs on a
-bare ``vtkMRMLScene``. Coordinate conventions: see :mod:`DIRVNetLib.mrml.convert`.
+bare ``vtkMRMLScene``. Coordinate conventions: see :mod:`DIRVNetLib.mrml.convert`. :func:`register` runs
+in this process; :mod:`DIRVNetLib.mrml.background` runs the same registration in a worker process (the
+Slicer module's way, TensorFlow never loaded here). Importing this package does not import TensorFlow.
 """
 
 from .points import markups_points, refine_with_points
