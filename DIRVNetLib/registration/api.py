@@ -26,7 +26,9 @@ from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.memory import check_memory
 from DIRVNetLib.registration.point_correction import correct_with_points
+from DIRVNetLib.registration.modes import DEFAULT_MODE, settings_for
 from DIRVNetLib.registration.progress import UnitMonitor
+from DIRVNetLib.registration.refinement import Landmarks, refine_flow
 
 _NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip building and tracing
 
@@ -79,7 +81,7 @@ def _device_scope(device):
     return tf.device(None)
 
 
-_warp = tf.function(warp, jit_compile=True, autograph=False)  # XLA: ~10x faster than eager on CPU at 2 mm
+_warp = tf.function(warp, jit_compile=True, autograph=False)
 
 
 def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=None):
@@ -134,6 +136,10 @@ def register(
     whole_graph=False,
     coarse_pass=None,
     moving_labels=None,
+    mode=DEFAULT_MODE,
+    refine_steps=None,
+    refinement=None,
+    fallback=True,
     fixed_points=None,
     moving_points=None,
     points_radius=None,
@@ -151,18 +157,24 @@ def register(
     unfold: remove residual folding of the network's field (:mod:`folding`; the report gives the
     voxels changed and the network's own folding). whole_graph: run each network pass as one graph
     instead of one graph call per unit, for loops over many pairs of one size (cine frames, benchmarks):
-    on this CPU the network time of a 2D 256x256 pair fell from 68 to 50 ms and of a 2 mm brain from
-    0.61 to 0.55 s, but the first call for an image size traces longer (2D 256x256: 8.7 against 6.1 s);
-    it rules out ``progress``, ``cancel`` and ``keep_intermediate``, which need every unit.
+    faster per call, but the first call for an image size traces longer; it rules out ``progress``,
+    ``cancel`` and ``keep_intermediate``, which need every unit.
     coarse_pass: a factor > 1: first register on a working grid this many times coarser (displacements
     are then fewer voxels long, where the network is more accurate), then on the working grid starting
     from that field (composed); rules out ``keep_intermediate``. moving_labels: the moving image is a label
     map, warped with nearest neighbour in its own pixel type (None: detected, :mod:`checks`).
-    fixed_points, moving_points: corresponding points (point files or (N, dim) arrays, LPS mm)
-    where the result must carry each fixed point to its moving point: the field is corrected locally
-    around them (:mod:`point_correction`, within ``points_radius`` mm; the report's ``point_correction``
-    gives the error at each point before and after). Inputs are never modified; arguments are checked
-    first (:mod:`checks`), and a non-finite result is an error.
+    mode: ``"accurate"`` (the network, then test-time refinement: :mod:`refinement`) or ``"fast"`` (the
+    network alone); :mod:`modes`. refine_steps: the most refinement steps (replaces the mode's; 0: none);
+    refinement: a :class:`~DIRVNetLib.registration.refinement.RefinementSettings` replacing the mode's.
+    fallback: when the result is less similar to the fixed image than the input (NCC and MI both lower),
+    return the identity instead; either way ``report["warnings"]`` says so.
+    fixed_points, moving_points: corresponding points (point files or (N, dim) arrays, LPS mm) where the
+    result must carry each fixed point to its moving point: the field is corrected locally around them
+    (:mod:`point_correction`, within ``points_radius`` mm) before the refinement, whose landmark term then
+    holds them (weight ``refinement.landmark_weight``, per mm^2), and once more at the end, also after a
+    fall-back (the report's ``point_correction`` gives the error at each point before and after that).
+    Inputs are never modified; arguments are checked first (:mod:`checks`), and a non-finite result is
+    an error.
     Returns a :class:`RegistrationResult` (``report["seconds"]["total"]`` includes the report's statistics).
     """
     timings = {}
@@ -188,6 +200,7 @@ def register(
                          "or keep_intermediate")
     if coarse_pass is not None and keep_intermediate:
         raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
+    settings = settings_for(mode, refine_steps, refinement)
     pairs = None
     if fixed_points is not None or moving_points is not None:
         if fixed_points is None or moving_points is None:
@@ -210,11 +223,13 @@ def register(
             fixed_coarse = _normalised(resample_like(fixed_image, coarse.reference))
             moving_coarse = _normalised(resample_like(moving_image, coarse.reference))
         network = _network(weight_set)
+        landmarks = None if pairs is None or not settings.steps else Landmarks.on_grid(grid.reference, *pairs)
         timings["preprocess"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
         passes = 1 + refinement_rounds + (coarse_pass is not None)
-        monitor = UnitMonitor(config.levels * config.units * passes, progress, cancel, keep=keep_intermediate)
+        monitor = UnitMonitor(config.levels * config.units * passes + settings.steps, progress, cancel,
+                              keep=keep_intermediate)
         monitor.check_cancel()
         initial = None
         if coarse_pass is not None:
@@ -229,6 +244,23 @@ def register(
         timings["network"] = time.perf_counter() - mark
         check_finite(flow, "network's displacement field")
 
+        refined = None
+        if settings.steps:
+            mark = time.perf_counter()
+            monitor.round = 0
+            if landmarks is not None:  # start from a field that meets the pairs: the landmark term then holds them
+                on_grid, _ = correct_with_points(grid.flow_to_displacement(flow), *pairs, radius=points_radius)
+                flow = grid.displacement_to_flow(on_grid)
+            before = landmarks.distances_mm(flow) if landmarks is not None else None
+            flow, refined = refine_flow(fixed_working, moving_working, flow, settings, landmarks,
+                                        on_step=monitor.step)
+            refined.pop("energies")
+            if landmarks is not None:
+                refined["landmark_distance_mm_before"] = before.tolist()
+                refined["landmark_distance_mm_after"] = landmarks.distances_mm(flow).tolist()
+            monitor.finish()
+            timings["refinement"] = time.perf_counter() - mark
+
         mark = time.perf_counter()
         displacement = resample_displacement(grid.flow_to_displacement(flow), fixed_image)
         jacobian = network_jacobian = jacobian_statistics(displacement, dtype=np.float32)
@@ -236,16 +268,39 @@ def register(
         if unfold and network_jacobian["jacobian_nonpositive_percent"] > 0:
             displacement, unfolded_voxels, _ = remove_folding(displacement)
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
+        def warp_moving(transform):
+            return warp_image(moving_image, fixed_image, transform, checked.moving_labels, checked.moving_pixel_id)
+
+        transform = displacement_transform(displacement)
+        warped = warp_moving(transform)
+        moving_on_fixed = moving_on_grid if on_fixed_grid else resample_like(moving_image, fixed_image)
+        similarity = similarity_report(fixed_image, moving_on_fixed, warped)
+        warnings, fell_back = [], False
+        if similarity["ncc_after"] < similarity["ncc_before"] and similarity["mi_after"] < similarity["mi_before"]:
+            worse = (
+                "the registered moving image is less similar to the fixed image than the input (NCC "
+                f"{similarity['ncc_before']:.4f} -> {similarity['ncc_after']:.4f}, "
+                f"MI {similarity['mi_before']:.3f} -> {similarity['mi_after']:.3f})"
+            )
+            if fallback:
+                displacement = _zero_like(displacement)
+                jacobian = jacobian_statistics(displacement, dtype=np.float32)
+                transform = displacement_transform(displacement)
+                warped = warp_moving(transform)
+                similarity = similarity_report(fixed_image, moving_on_fixed, warped)
+                warnings.append(worse + ": the identity transform was returned instead")
+                fell_back = True
+            else:
+                warnings.append(worse + "; returned as asked (fallback off)")
         point_report = None
-        if pairs is not None:
+        if pairs is not None:  # the user's pairs hold whatever the images say
             corrected_at = time.perf_counter()
             displacement, point_report = correct_with_points(displacement, *pairs, radius=points_radius)
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
+            transform = displacement_transform(displacement)
+            warped = warp_moving(transform)
+            similarity = similarity_report(fixed_image, moving_on_fixed, warped)
             timings["point_correction"] = time.perf_counter() - corrected_at
-        transform = displacement_transform(displacement)
-        warped = warp_image(moving_image, fixed_image, transform, checked.moving_labels, checked.moving_pixel_id)
-        moving_on_fixed = moving_on_grid if on_fixed_grid else resample_like(moving_image, fixed_image)
-        similarity = similarity_report(fixed_image, moving_on_fixed, warped)
         intermediate = [
             (r, level, unit, _intermediate_displacement(network, grid, control, level, fixed_image))
             for r, level, unit, control in monitor.kept
@@ -259,6 +314,9 @@ def register(
         "working_grid": {"size": list(grid.reference.GetSize()), "spacing_mm": list(grid.reference.GetSpacing())},
         "whole_graph": whole_graph,
         "coarse_pass": coarse_pass,
+        "mode": mode,
+        "refinement": None if refined is None else {"settings": dataclasses.asdict(settings), **refined},
+        "fell_back_to_identity": fell_back,
         "refinement_rounds_used": max(len(residuals) - 1, 0),
         "residual_mse_per_round": residuals,
         "estimated_memory_gib": estimated / 1024**3,
@@ -269,10 +327,16 @@ def register(
         **similarity,
         **jacobian,
         "moving_labels": checked.moving_labels,
-        "warnings": checked.warnings,
+        "warnings": checked.warnings + warnings,
     }
     check_finite_report(report)
     return RegistrationResult(displacement, transform, warped, report, fixed_image, moving_on_fixed, intermediate)
+
+
+def _zero_like(displacement):
+    zero = sitk.Image(displacement.GetSize(), sitk.sitkVectorFloat64, displacement.GetDimension())
+    zero.CopyInformation(displacement)
+    return zero
 
 
 def _intermediate_displacement(network, grid, control, level, fixed_image):

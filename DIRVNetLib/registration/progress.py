@@ -1,4 +1,4 @@
-"""Progress reports and cancellation between variational units."""
+"""Progress reports and cancellation between variational units and refinement steps."""
 
 import dataclasses
 
@@ -7,8 +7,9 @@ from DIRVNetLib.errors import RegistrationCancelled
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
-    """done/total: variational units run / to run (all rounds); level (0 = finest), unit, round
-    (0 = first pass, then refinement rounds); stage: a short description."""
+    """done/total: variational units and refinement steps run / to run (all rounds; refinement that stops
+    early jumps to the total); level (0 = finest), unit (the step during refinement), round (0 = first
+    pass, then recurrent rounds); stage: a short description."""
 
     done: int
     total: int
@@ -28,8 +29,8 @@ def is_cancelled(cancel):
 
 
 class UnitMonitor:
-    """The network's ``on_unit`` hook: counts units, reports progress, raises when cancelled, and
-    optionally keeps every unit's control displacement."""
+    """The network's ``on_unit`` hook and the refinement's ``on_step``: counts units and steps, reports
+    progress, raises when cancelled, and optionally keeps every unit's control displacement."""
 
     def __init__(self, total, progress=None, cancel=None, keep=False):
         self.total, self.progress, self.cancel, self.keep = total, progress, cancel, keep
@@ -50,3 +51,16 @@ class UnitMonitor:
             where = f"round {self.round}, level {level}, unit {unit}" if self.round else f"level {level}, unit {unit}"
             self.progress(Progress(self.done, self.total, level, unit, self.round, self.stage + where))
         self.check_cancel()
+
+    def step(self, step, energy):
+        """After refinement step ``step`` (1-based) with ``energy`` before it."""
+        self.done += 1
+        if self.progress is not None:
+            self.progress(Progress(self.done, self.total, 0, step, self.round, f"{self.stage}refinement step {step}"))
+        self.check_cancel()
+
+    def finish(self):
+        """Report the total as done (refinement stopped before its last step)."""
+        if self.done < self.total and self.progress is not None:
+            self.done = self.total
+            self.progress(Progress(self.done, self.total, 0, 0, self.round, f"{self.stage}done"))

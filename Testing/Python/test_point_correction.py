@@ -104,9 +104,11 @@ def test_pairs_that_force_folding_are_refused():
 # ----------------------------------------------------------------------------- API and CLI, with the network
 
 def test_api_point_pairs_fix_what_the_network_missed(local_pair):
+    """The network alone (fast mode): the field beyond the correction's radius is the network's, exactly."""
     fixed, moving, true, fixed_points, moving_points = local_pair
-    plain = DIRVNetLib.register(fixed, moving)
-    corrected = DIRVNetLib.register(fixed, moving, fixed_points=fixed_points, moving_points=moving_points)
+    plain = DIRVNetLib.register(fixed, moving, mode="fast", fallback=False)
+    corrected = DIRVNetLib.register(fixed, moving, mode="fast", fallback=False, fixed_points=fixed_points,
+                                    moving_points=moving_points)
     missed = target_registration_error(fixed_points, moving_points, plain.displacement)
     assert min(missed["tre_per_point_mm"]) > 2.0  # the network misses them
     assert target_registration_error(fixed_points, moving_points, corrected.displacement)["tre_max_mm"] < 1.0
@@ -120,6 +122,21 @@ def test_api_point_pairs_fix_what_the_network_missed(local_pair):
     assert jacobian_determinant(corrected.displacement).min() > 0
     assert corrected.report["jacobian_nonpositive_percent"] == 0.0
     assert plain.report["point_correction"] is None
+
+
+def test_api_point_pairs_with_the_refinement(local_pair):
+    """The default mode: the pairs are met before the refinement, its landmark term holds them, and a last
+    correction meets them within the tolerance."""
+    fixed, moving, true, fixed_points, moving_points = local_pair
+    plain = DIRVNetLib.register(fixed, moving)
+    corrected = DIRVNetLib.register(fixed, moving, fixed_points=fixed_points, moving_points=moving_points)
+    assert corrected.report["mode"] == "accurate" and corrected.report["refinement"]["steps"] > 0
+    assert min(target_registration_error(fixed_points, moving_points, plain.displacement)["tre_per_point_mm"]) > 2.0
+    assert target_registration_error(fixed_points, moving_points, corrected.displacement)["tre_max_mm"] < 1.0
+    held = corrected.report["refinement"]["landmark_distance_mm_after"]
+    assert max(held) < 1.0  # the refinement kept the points it started on
+    assert error_map(corrected.displacement, true).mean() < error_map(plain.displacement, true).mean()
+    assert jacobian_determinant(corrected.displacement).min() > 0
 
 
 def test_api_point_errors_come_before_the_network(local_pair):

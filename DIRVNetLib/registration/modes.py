@@ -1,0 +1,23 @@
+"""Named presets of :func:`~DIRVNetLib.registration.api.register` (``mode=`` / ``--mode``): one choice for
+the trade-off between time and accuracy. Figures: docs/performance.md."""
+
+from DIRVNetLib.registration.refinement import RefinementSettings
+
+MODES = {
+    "fast": RefinementSettings(steps=0),  # the network alone
+    "accurate": RefinementSettings(),  # the network, then test-time refinement on the working grid
+}
+DEFAULT_MODE = "accurate"
+
+
+def settings_for(mode, refine_steps=None, refinement=None):
+    """The refinement settings of ``mode``; ``refinement`` (a :class:`RefinementSettings`) replaces them and
+    ``refine_steps`` replaces their number of steps. Raises ValueError naming an unknown mode."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    settings = MODES[mode] if refinement is None else refinement
+    if not isinstance(settings, RefinementSettings):
+        raise ValueError(f"refinement must be a RefinementSettings, got {type(settings).__name__}")
+    if refine_steps is not None:
+        settings = RefinementSettings(**{**settings.__dict__, "steps": refine_steps})
+    return settings

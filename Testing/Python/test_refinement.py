@@ -1,0 +1,119 @@
+"""Test-time refinement (registration/refinement.py), the modes and the fall-back to the identity."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import DIRVNetLib
+from DIRVNetLib.data.deformations import deform_image
+from DIRVNetLib.data.images import normalise_intensity
+from DIRVNetLib.errors import RegistrationCancelled
+from DIRVNetLib.metrics import endpoint_error, jacobian_statistics
+from DIRVNetLib.registration.geometry import WorkingGrid
+from DIRVNetLib.registration.refinement import Landmarks, RefinementSettings, refine_flow
+
+
+@pytest.fixture(scope="module")
+def small_pair(t1_slice):
+    """The real T1 slice at 2 mm (91x109) deformed by a known smooth field of at most 4 mm."""
+    image = sitk.Resample(t1_slice, [91, 109], sitk.Transform(), sitk.sitkLinear, (0.0, 0.0), (2.0, 2.0))
+    fixed, true = deform_image(image, 4.0, seed=5)
+    return fixed, image, true
+
+
+def _arrays(fixed, moving):
+    return (normalise_intensity(sitk.GetArrayFromImage(fixed)), normalise_intensity(sitk.GetArrayFromImage(moving)))
+
+
+def _displacement(flow, reference):
+    return WorkingGrid(reference).flow_to_displacement(flow)
+
+
+def test_refinement_lowers_the_loss_and_the_error_without_folding(small_pair):
+    fixed, moving, true = small_pair
+    f, m = _arrays(fixed, moving)
+    zero = np.zeros(f.shape + (2,), np.float32)
+    flow, info = refine_flow(f, m, zero, RefinementSettings(steps=30))
+    assert info["steps"] > 1
+    assert info["similarity_after"] < 0.7 * info["similarity_before"]
+    assert info["energy_after"] < info["energy_before"]
+    before = endpoint_error(_displacement(zero, fixed), true)["epe_mean_mm"]
+    after = endpoint_error(_displacement(flow, fixed), true)["epe_mean_mm"]
+    assert after < 0.6 * before, (before, after)
+    assert jacobian_statistics(_displacement(flow, fixed))["jacobian_nonpositive_percent"] == 0.0
+
+
+def test_refinement_is_deterministic(small_pair):
+    f, m = _arrays(*small_pair[:2])
+    zero = np.zeros(f.shape + (2,), np.float32)
+    first, _ = refine_flow(f, m, zero, RefinementSettings(steps=5))
+    second, _ = refine_flow(f, m, zero, RefinementSettings(steps=5))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_local_ncc_similarity_also_lowers_its_loss(small_pair):
+    f, m = _arrays(*small_pair[:2])
+    _, info = refine_flow(f, m, np.zeros(f.shape + (2,), np.float32), RefinementSettings(steps=10, similarity="ncc"))
+    assert info["similarity_after"] < info["similarity_before"]
+
+
+def test_the_landmark_term_pulls_points_to_their_targets(small_pair):
+    fixed = small_pair[0]
+    f, _ = _arrays(fixed, fixed)
+    # Identical images: no image force. Points at voxel centres, targets 3 mm away along x (LPS).
+    fixed_points = np.array([fixed.TransformIndexToPhysicalPoint(ij) for ij in [(30, 40), (60, 70), (45, 20)]])
+    moving_points = fixed_points + [3.0, 0.0]
+    pairs = Landmarks.on_grid(fixed, fixed_points, moving_points)
+    zero = np.zeros(f.shape + (2,), np.float32)
+    np.testing.assert_allclose(pairs.distances_mm(zero), 3.0, rtol=1e-5)
+    flow, _ = refine_flow(f, f, zero, RefinementSettings(steps=60, landmark_weight=1.0), pairs)
+    assert pairs.distances_mm(flow).max() < 1.0
+    # The pull is along +x (array axis 1), 1.5 voxels of 2 mm.
+    np.testing.assert_allclose(flow[40, 30], [0.0, 1.5], atol=0.5)
+    assert jacobian_statistics(_displacement(flow, fixed))["jacobian_nonpositive_percent"] == 0.0
+
+
+def test_landmarks_outside_the_image_or_unpaired_are_refused(small_pair):
+    fixed = small_pair[0]
+    with pytest.raises(ValueError, match="fixed point 1 .* outside the fixed image"):
+        Landmarks.on_grid(fixed, [[-50.0, 10.0]], [[0.0, 0.0]])
+    with pytest.raises(ValueError, match="2 fixed points but 1 moving"):
+        Landmarks.on_grid(fixed, [[10.0, 10.0], [20.0, 20.0]], [[0.0, 0.0]])
+
+
+def test_register_modes_progress_and_cancel(small_pair):
+    fixed, moving, true = small_pair
+    seen = []
+    accurate = DIRVNetLib.register(fixed, moving, refine_steps=8, progress=seen.append)
+    fast = DIRVNetLib.register(fixed, moving, mode="fast")
+    assert fast.report["refinement"] is None and fast.report["mode"] == "fast"
+    assert accurate.report["mode"] == "accurate" and 1 <= accurate.report["refinement"]["steps"] <= 8
+    assert [p.done for p in seen] == list(range(1, len(seen) + 1)) and seen[-1].done == seen[-1].total
+    assert any(p.stage.startswith("refinement step") for p in seen)
+    assert accurate.report["ncc_after"] >= fast.report["ncc_after"]
+    assert accurate.report["jacobian_nonpositive_percent"] == 0.0
+
+    def cancel():
+        return any(p.stage == "refinement step 2" for p in seen)
+
+    seen.clear()
+    with pytest.raises(RegistrationCancelled):
+        DIRVNetLib.register(fixed, moving, refine_steps=8, progress=seen.append, cancel=cancel)
+    assert seen[-1].stage == "refinement step 2"
+    with pytest.raises(ValueError, match="mode must be one of fast, accurate"):
+        DIRVNetLib.register(fixed, moving, mode="best")
+    with pytest.raises(ValueError, match="refine_steps must be an integer >= 0"):
+        DIRVNetLib.register(fixed, moving, refine_steps=-1)
+
+
+def test_a_result_worse_than_the_input_falls_back_to_the_identity(small_pair):
+    fixed, moving, _ = small_pair
+    wild = RefinementSettings(steps=5, learning_rate=40.0, smoothness=0.0, patience=100)
+    result = DIRVNetLib.register(fixed, moving, refinement=wild)
+    assert result.report["fell_back_to_identity"]
+    assert "less similar to the fixed image than the input" in result.report["warnings"][0]
+    assert not sitk.GetArrayViewFromImage(result.displacement).any()
+    assert result.report["ncc_after"] == result.report["ncc_before"]
+    kept = DIRVNetLib.register(fixed, moving, refinement=wild, fallback=False)
+    assert not kept.report["fell_back_to_identity"] and "fallback off" in kept.report["warnings"][0]
+    assert kept.report["ncc_after"] < kept.report["ncc_before"]
