@@ -6,7 +6,7 @@ import SimpleITK as sitk
 
 import DIRVNetLib
 from DIRVNetLib.data.deformations import deform_image
-from DIRVNetLib.data.images import normalise_intensity
+from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.errors import RegistrationCancelled
 from DIRVNetLib.metrics import endpoint_error, jacobian_statistics
 from DIRVNetLib.registration.geometry import WorkingGrid
