@@ -15,6 +15,12 @@ def add_parser(commands):
     parser.add_argument("--output-dir", required=True, help="folder for the outputs (created)")
     parser.add_argument("--weights", default=None, help="bundled weight-set name or folder (default: for the dimension)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    parser.add_argument("--mode", default="accurate", choices=["fast", "accurate"],
+                        help="accurate (default): the network, then test-time refinement; fast: the network alone")
+    parser.add_argument("--refine-steps", type=int, default=None, metavar="N",
+                        help="most test-time refinement steps (default: the mode's; 0: none)")
+    parser.add_argument("--no-fallback", action="store_true",
+                        help="return the result even when it is less similar to the fixed image than the input")
     parser.add_argument("--refinement-rounds", type=int, default=0, help="recurrent refinement rounds (default 0)")
     parser.add_argument("--working-spacing", type=float, default=None, help="isotropic working spacing in mm")
     parser.add_argument("--coarse-pass", type=float, default=None, metavar="FACTOR",
@@ -44,6 +50,7 @@ def run(args):
             args.fixed, args.moving, weights=args.weights, device=args.device, progress=progress,
             refinement_rounds=args.refinement_rounds, working_spacing=args.working_spacing,
             isotropic=not args.no_isotropic, unfold=not args.no_unfold, coarse_pass=args.coarse_pass,
+            mode=args.mode, refine_steps=args.refine_steps, fallback=not args.no_fallback,
         )
     started = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
@@ -62,11 +69,14 @@ def run(args):
 
 def _summary(report, output):
     s = report["seconds"]
+    refined = f", {s['refinement']:.2f} s refinement" if "refinement" in s else ""
+    warnings = "".join(f"\nWARNING: {w}" for w in report.get("warnings", []))
     return (
         f"outputs in {output}: transform.h5, displacement.nrrd, warped.nrrd, report.json"
         f"{', qa.png' if (output / 'qa.png').exists() else ''}\n"
         f"NCC {report['ncc_before']:.3f} -> {report['ncc_after']:.3f}, "
         f"MSE {report['mse_before']:.4g} -> {report['mse_after']:.4g}; "
         f"Jacobian min {report['jacobian_min']:.3f}, non-positive {report['jacobian_nonpositive_percent']:.3f}%; "
-        f"{s['total']:.2f} s registration ({s['network']:.2f} s network)"
+        f"{s['total']:.2f} s registration ({s['network']:.2f} s network{refined}), mode {report['mode']}"
+        f"{warnings}"
     )

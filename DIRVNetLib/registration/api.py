@@ -197,7 +197,7 @@ def register(
         raise ValueError(f"coarse_pass must be a factor > 1 (or None), got {coarse_pass!r}")
     if coarse_pass is not None and keep_intermediate:
         raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
-    settings = settings_for(mode, refine_steps, refinement)
+    settings = settings_for(mode, dimension, refine_steps, refinement)
     if landmarks is not None and settings.steps == 0:
         raise ValueError("landmarks need refinement: give refine_steps > 0 or mode='accurate'")
     timings["load"] = time.perf_counter() - started
