@@ -67,8 +67,10 @@ class DIRVNetMethod(Method):
     package = "DIRVNet"
     needs_warmup = True
 
-    def __init__(self, weights=None, device="auto", refinement_rounds=0, coarse_pass=None, working_spacing=None):
+    def __init__(self, weights=None, device="auto", refinement_rounds=0, coarse_pass=None, working_spacing=None,
+                 mode="accurate", refine_steps=None):
         super().__init__()
+        self.mode, self.refine_steps = mode, refine_steps
         self.weights = dict(weights or {})  # {dimension: weight-set folder or name}; default: bundled
         self.device = device
         self.refinement_rounds = refinement_rounds
@@ -77,16 +79,20 @@ class DIRVNetMethod(Method):
         weights_text = "bundled weights (mr2d / mr3d)"
         if self.weights:
             weights_text = "weights " + ", ".join(f"{d}D: {w}" for d, w in sorted(self.weights.items()))
-        self.settings = f"{weights_text}, up to {refinement_rounds} refinement rounds, whole-graph passes"
-        labels = [f"{refinement_rounds} rounds"] if refinement_rounds else []
+        self.settings = (f"{weights_text}, mode {mode}, up to {refinement_rounds} refinement rounds, whole-graph passes"
+                         + (f", up to {refine_steps} refinement steps" if refine_steps is not None else ""))
+        if mode != "accurate":
+            self.name = f"dirvnet-{mode}"
+        labels = [mode] + ([f"{refinement_rounds} rounds"] if refinement_rounds else [])
+        if refine_steps is not None:
+            labels.append(f"{refine_steps} steps")
         if coarse_pass is not None:
             self.settings += f", a first pass on a grid {coarse_pass:g}x coarser"
             labels.append(f"coarse pass {coarse_pass:g}")
         if working_spacing is not None:
             self.settings += f", on an isotropic {working_spacing:g} mm working grid"
             labels.append(f"{working_spacing:g} mm grid")
-        if labels:
-            self.label = "DIRV-Net, " + ", ".join(labels)
+        self.label = "DIRV-Net, " + ", ".join(labels)
 
     def available(self, dimension=None):
         from DIRVNetLib.errors import WeightSetError
@@ -104,7 +110,7 @@ class DIRVNetMethod(Method):
 
         result = register(fixed, moving, weights=self.weights.get(fixed.GetDimension()), device=self.device,
                           refinement_rounds=self.refinement_rounds, whole_graph=True, coarse_pass=self.coarse_pass,
-                          working_spacing=self.working_spacing)
+                          working_spacing=self.working_spacing, mode=self.mode, refine_steps=self.refine_steps)
         self.stages = {k: v for k, v in result.report["seconds"].items() if k != "total"}
         self.weights_used = result.report["weights"]
         self.refinement_rounds_used = result.report["refinement_rounds_used"]
@@ -396,16 +402,18 @@ class VoxelMorphMethod(Method):
 
 
 BASELINES = {cls.name: cls for cls in (DemonsMethod, GreedyMethod, ElastixMethod, AntsMethod, VoxelMorphMethod)}
-METHODS = ("dirvnet", *BASELINES)
+METHODS = ("dirvnet", "dirvnet-fast", *BASELINES)
 
 
 def make(name, **options):
     """The method called ``name`` (one of :data:`METHODS`); ``options``: ``weights`` (dict dimension ->
-    weight set), ``device``, ``refinement_rounds``, ``coarse_pass`` and ``working_spacing`` for DIRV-Net,
+    weight set), ``device``, ``refinement_rounds``, ``coarse_pass``, ``working_spacing`` and ``refine_steps``
+    for DIRV-Net (``dirvnet``: its default mode, accurate; ``dirvnet-fast``: the network alone),
     ``voxelmorph_dir`` for VoxelMorph."""
-    if name == "dirvnet":
+    if name in ("dirvnet", "dirvnet-fast"):
         return DIRVNetMethod(options.get("weights"), options.get("device", "auto"), options.get("refinement_rounds", 0),
-                             options.get("coarse_pass"), options.get("working_spacing"))
+                             options.get("coarse_pass"), options.get("working_spacing"),
+                             "fast" if name == "dirvnet-fast" else "accurate", options.get("refine_steps"))
     if name == "voxelmorph":
         return VoxelMorphMethod(options.get("voxelmorph_dir"))
     if name not in BASELINES:

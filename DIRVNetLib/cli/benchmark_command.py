@@ -35,6 +35,8 @@ def add_parser(commands):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="DIRV-Net device")
     parser.add_argument("--refinement-rounds", type=int, default=0,
                         help="DIRV-Net recurrent refinement rounds, as in dirvnet register (default 0)")
+    parser.add_argument("--refine-steps", type=int, default=None, metavar="N",
+                        help="DIRV-Net (accurate mode) most test-time refinement steps, as in dirvnet register")
     parser.add_argument("--coarse-pass", type=float, default=None, metavar="FACTOR",
                         help="DIRV-Net first pass on a grid FACTOR (> 1) times coarser, as in dirvnet register")
     parser.add_argument("--working-spacing", type=float, default=None, metavar="MM",
@@ -102,13 +104,15 @@ def run(args):
     specs = select(specs, args.only)
     if args.refinement_rounds < 0:
         raise ValueError(f"--refinement-rounds must be >= 0, got {args.refinement_rounds}")
+    if args.refine_steps is not None and args.refine_steps < 0:
+        raise ValueError(f"--refine-steps must be >= 0, got {args.refine_steps}")
     if args.coarse_pass is not None and args.coarse_pass <= 1:
         raise ValueError(f"--coarse-pass must be a factor > 1, got {args.coarse_pass}")
     if args.working_spacing is not None and not 0 < args.working_spacing < math.inf:
         raise ValueError(f"--working-spacing must be a spacing > 0 mm, got {args.working_spacing}")
     options = {"weights": _weights_by_dimension(args.weights), "device": args.device,
                "refinement_rounds": args.refinement_rounds, "coarse_pass": args.coarse_pass,
-               "working_spacing": args.working_spacing}
+               "working_spacing": args.working_spacing, "refine_steps": args.refine_steps}
     if args.voxelmorph_dir:
         options["voxelmorph_dir"] = str(Path(args.voxelmorph_dir).resolve())
     output = Path(args.output_dir)

@@ -56,6 +56,12 @@ def add_parser(commands):
     parser.add_argument("--weights", default=None,
                         help="bundled weight-set name or folder (default: for the dimension)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--mode", default="accurate", choices=["fast", "accurate"],
+                        help="accurate (default): the network, then test-time refinement; fast: the network alone")
+    parser.add_argument("--refine-steps", type=_rounds, default=None, metavar="N",
+                        help="most test-time refinement steps (default: the mode's; 0: none)")
+    parser.add_argument("--no-fallback", action="store_true",
+                        help="return the result even when it is less similar to the fixed image than the input")
     parser.add_argument("--refinement-rounds", type=_rounds, default=0, help="recurrent refinement rounds (default 0)")
     parser.add_argument("--working-spacing", type=_positive_mm, default=None, help="isotropic working spacing in mm")
     parser.add_argument("--coarse-pass", type=_factor, default=None, metavar="FACTOR",
@@ -118,6 +124,7 @@ def run(args):
                 refinement_rounds=args.refinement_rounds, working_spacing=args.working_spacing,
                 isotropic=not args.no_isotropic, unfold=not args.no_unfold, coarse_pass=args.coarse_pass,
                 moving_labels=True if args.moving_labels else None,
+                mode=args.mode, refine_steps=args.refine_steps, fallback=not args.no_fallback,
                 fixed_points=args.fixed_points, moving_points=args.moving_points, points_radius=args.points_radius,
             )
         if args.qa_point is not None and len(args.qa_point) != result.fixed.GetDimension():
@@ -161,14 +168,17 @@ def _signals_interrupt():
 
 def _summary(report, output, no_figure):
     s = report["seconds"]
+    refined = f", {s['refinement']:.2f} s refinement" if "refinement" in s else ""
+    warnings = "".join(f"\nWARNING: {w}" for w in report.get("warnings", []))
     return (
         f"outputs in {output}: transform.h5, displacement.nrrd, warped.nrrd, report.json"
         f"{'' if no_figure else ', qa.png'}\n"
         f"NCC {report['ncc_before']:.3f} -> {report['ncc_after']:.3f}, "
         f"MSE {report['mse_before']:.4g} -> {report['mse_after']:.4g}; "
         f"Jacobian min {report['jacobian_min']:.3f}, non-positive {report['jacobian_nonpositive_percent']:.3f}%; "
-        f"{s['total']:.2f} s registration ({s['network']:.2f} s network)"
+        f"{s['total']:.2f} s registration ({s['network']:.2f} s network{refined}), mode {report['mode']}"
         + _points_summary(report.get("point_correction"))
+        + warnings
     )
 
 

@@ -200,7 +200,7 @@ def register(
                          "or keep_intermediate")
     if coarse_pass is not None and keep_intermediate:
         raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
-    settings = settings_for(mode, refine_steps, refinement)
+    settings = settings_for(mode, dimension, refine_steps, refinement)
     pairs = None
     if fixed_points is not None or moving_points is not None:
         if fixed_points is None or moving_points is None:

@@ -18,7 +18,7 @@ Starting from a flow (e.g. the network's), Adam steps on a correction ``c`` held
   ``landmark_weight`` is per mm^2 (1.0: a 1 mm miss weighs as much as a similarity loss of 1).
 
 Flows are ``[*S, N]`` in working-grid voxels, component ``i`` along array axis ``i`` (as the network's).
-Each step is one XLA-compiled call; progress and cancel are checked between steps. Figures: docs/performance.md.
+Each step is one compiled graph call; progress and cancel are checked between steps. Figures: docs/performance.md.
 """
 
 import dataclasses
@@ -27,23 +27,35 @@ import itertools
 import numpy as np
 import tensorflow as tf
 
-from DIRVNetLib.ops import bspline_adjoint, bspline_interpolate, control_grid_shape, image_gradient, warp
+from DIRVNetLib.ops import (
+    binomial_downsample,
+    bspline_adjoint,
+    bspline_interpolate,
+    control_grid_shape,
+    image_gradient,
+    warp,
+)
 
-SIMILARITIES = ("ncc", "mse")
+SIMILARITIES = ("auto", "mse", "ncc")
+_LINEAR_ENOUGH = 0.9  # "auto": MSE when the global NCC after the starting flow is at least this, else local NCC
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-8  # Adam's defaults
 _NCC_EPSILON = 1e-4  # added to the product of the local variances (normalised intensities squared)
 
 
 @dataclasses.dataclass(frozen=True)
 class RefinementSettings:
-    """steps: most Adam steps (0: no refinement); similarity: ``"ncc"`` or ``"mse"``; window: box of the
+    """steps: most Adam steps (0: no refinement); similarity: ``"mse"``, ``"ncc"`` or ``"auto"`` (MSE when the
+    intensities of the pair are close to linearly related after the starting flow, i.e. the same contrast:
+    global NCC >= 0.9; local NCC otherwise); window: box of the
     local NCC (voxels, odd); smoothness: weight of the diffusion energy; learning_rate: Adam's step
     (voxels); control_spacing: voxels between control points of the correction; patience and tolerance:
     stop when the energy has not fallen by ``tolerance`` (relative) for ``patience`` steps;
-    landmark_weight: per mm^2 (module docstring)."""
+    landmark_weight: per mm^2 (module docstring); shrink: 1 (the working grid) or 2 (every second voxel
+    of it, the images smoothed first: about 4x (2D) or 8x (3D) fewer voxels per step; the correction is
+    interpolated back linearly). Energies are reported on the grid refined."""
 
     steps: int = 50
-    similarity: str = "mse"
+    similarity: str = "auto"
     window: int = 5
     smoothness: float = 0.03
     learning_rate: float = 0.2
@@ -51,6 +63,7 @@ class RefinementSettings:
     patience: int = 10
     tolerance: float = 1e-4
     landmark_weight: float = 1.0
+    shrink: int = 1
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
@@ -64,6 +77,8 @@ class RefinementSettings:
         for name in ("smoothness", "landmark_weight", "tolerance"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"refinement {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.shrink not in (1, 2):
+            raise ValueError(f"refinement shrink must be 1 or 2, got {self.shrink!r}")
         if not float(self.learning_rate) > 0:
             raise ValueError(f"refinement learning_rate must be > 0, got {self.learning_rate!r}")
 
@@ -136,8 +151,7 @@ def sample(field, points):
 
 
 def _box_mean(x, window):
-    """Mean of ``x`` ``[1, *S, C]`` over ``window``-voxel boxes, mirrored at the borders (explicit padding:
-    XLA would constant-fold the divisor of a "SAME" average pool, slowly)."""
+    """Mean of ``x`` ``[1, *S, C]`` over ``window``-voxel boxes, mirrored at the borders."""
     ndim = x.shape.rank - 2
     half = window // 2
     padded = tf.pad(x, [[0, 0]] + [[half, half]] * ndim + [[0, 0]], mode="SYMMETRIC")
@@ -200,7 +214,7 @@ def _energy_and_gradient(control, initial, fixed, moving, moving_gradient, point
     return data + regularisers, data, bspline_adjoint(flow_gradient, spacing, control.shape[1:-1]), flow
 
 
-@tf.function(jit_compile=True, autograph=False)
+@tf.function(autograph=False)  # a graph, not XLA: faster here (benchmarks/results/refinement-notes.md)
 def _adam_step(control, first, second, step, initial, fixed, moving, moving_gradient, points, targets, metric,
                learning_rate, smoothness, landmark_weight, *, similarity, window, spacing):
     """One Adam step on ``control``; returns the new state and the energy and similarity term before it."""
@@ -213,7 +227,7 @@ def _adam_step(control, first, second, step, initial, fixed, moving, moving_grad
     return control - learning_rate * corrected, first, second, energy, data
 
 
-@tf.function(jit_compile=True, autograph=False)
+@tf.function(autograph=False)
 def _final_flow(control, initial, fixed, moving, moving_gradient, points, targets, metric, smoothness,
                 landmark_weight, *, similarity, window, spacing):
     energy, data, _, flow = _energy_and_gradient(control, initial, fixed, moving, moving_gradient, points, targets,
@@ -222,15 +236,18 @@ def _final_flow(control, initial, fixed, moving, moving_gradient, points, target
 
 
 def _matched_intensities(fixed, moving, flow):
-    """``a moving + b`` with ``a``, ``b`` the least-squares fit of the fixed intensities by the moving image
-    warped with ``flow`` (each image is normalised on its own, so a deformation that moves tissue in or
-    out of the view changes the scales; MSE would otherwise deform to make up for it)."""
+    """``(a moving + b, NCC)`` with ``a``, ``b`` the least-squares fit of the fixed intensities by the moving
+    image warped with ``flow`` and NCC their global correlation (each image is normalised on its own, so a
+    deformation that moves tissue in or out of the view changes the scales; MSE would otherwise deform to
+    make up for it)."""
     warped = tf.reshape(warp(moving, flow), [-1])
     target = tf.reshape(fixed, [-1])
     mean_w, mean_f = tf.reduce_mean(warped), tf.reduce_mean(target)
     variance = tf.reduce_mean(tf.square(warped - mean_w))
-    slope = tf.reduce_mean((warped - mean_w) * (target - mean_f)) / tf.maximum(variance, 1e-12)
-    return slope * moving + (mean_f - slope * mean_w)
+    covariance = tf.reduce_mean((warped - mean_w) * (target - mean_f))
+    slope = covariance / tf.maximum(variance, 1e-12)
+    ncc = covariance / tf.maximum(tf.sqrt(variance * tf.reduce_mean(tf.square(target - mean_f))), 1e-12)
+    return slope * moving + (mean_f - slope * mean_w), float(ncc)
 
 
 def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
@@ -244,15 +261,23 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
     fixed_t = tf.constant(np.asarray(fixed, np.float32)[np.newaxis, ..., np.newaxis])
     moving_t = tf.constant(np.asarray(moving, np.float32)[np.newaxis, ..., np.newaxis])
     initial_t = tf.constant(np.asarray(initial, np.float32)[np.newaxis])
-    if settings.similarity == "mse":
-        moving_t = _matched_intensities(fixed_t, moving_t, initial_t)
+    similarity = settings.similarity
+    if similarity != "ncc":
+        matched, ncc = _matched_intensities(fixed_t, moving_t, initial_t)
+        similarity = "mse" if similarity == "mse" or ncc >= _LINEAR_ENOUGH else "ncc"
+        moving_t = matched if similarity == "mse" else moving_t
+    full_initial, points, targets, metric = initial_t, landmarks.points, landmarks.targets, landmarks.metric
+    if settings.shrink == 2:  # every second voxel of the working grid: voxel vectors halve, mm^2 per voxel^2 x4
+        fixed_t, moving_t = binomial_downsample(fixed_t), binomial_downsample(moving_t)
+        initial_t = initial_t[(slice(None),) + (slice(None, None, 2),) * ndim] / 2.0
+        points, targets, metric = points / 2.0, targets / 2.0, metric * 4.0
     spacing = settings.control_spacing
-    control = tf.zeros([1, *control_grid_shape(fixed.shape, spacing), ndim])
+    control = tf.zeros([1, *control_grid_shape(initial_t.shape[1:-1], spacing), ndim])
     first, second = tf.zeros_like(control), tf.zeros_like(control)
-    constants = (initial_t, fixed_t, moving_t, image_gradient(moving_t, "central"), tf.constant(landmarks.points), tf.constant(landmarks.targets),
-                 tf.constant(landmarks.metric))
+    constants = (initial_t, fixed_t, moving_t, image_gradient(moving_t, "central"), tf.constant(points),
+                 tf.constant(targets), tf.constant(metric))
     weights = (tf.constant(float(settings.smoothness)), tf.constant(float(settings.landmark_weight)))
-    static = {"similarity": settings.similarity, "window": settings.window, "spacing": spacing}
+    static = {"similarity": similarity, "window": settings.window, "spacing": spacing}
     learning_rate = tf.constant(float(settings.learning_rate))
     energies, data_terms = [], []
     best, since_best = np.inf, 0
@@ -270,7 +295,9 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
             if since_best >= settings.patience:
                 break
     flow, energy, data = _final_flow(control, *constants, *weights, **static)
+    if settings.shrink == 2:
+        flow = full_initial + 2.0 * bspline_interpolate(flow - initial_t, 2, full_initial.shape[1:-1])
     info = {"steps": len(energies), "energy_before": energies[0] if energies else float(energy),
             "energy_after": float(energy), "similarity_before": data_terms[0] if data_terms else float(data),
-            "similarity_after": float(data), "similarity": settings.similarity, "energies": energies}
+            "similarity_after": float(data), "similarity": similarity, "energies": energies}
     return flow[0].numpy(), info

@@ -149,14 +149,16 @@ def test_unavailable_and_failing_methods_give_rows_with_reasons(tmp_path):
 def test_dirvnet_refinement_rounds_and_working_spacing_are_passed_on_and_reported(tmp_path, capsys):
     _, specs = read_case_list(TINY_CASES)
     case = prepare(specs[0])  # 2 mm pixels
-    plain = measure(baselines.make("dirvnet"), case, repeats=1)  # the bundled mr2d
-    refined = measure(baselines.make("dirvnet", refinement_rounds=2), case, repeats=1)
-    coarser = measure(baselines.make("dirvnet", working_spacing=3.0), case, repeats=1)
-    assert plain["status"] == refined["status"] == coarser["status"] == "ok"
-    assert plain["label"] == "DIRV-Net" and plain["refinement_rounds_used"] == 0
-    assert refined["label"] == "DIRV-Net, 2 rounds" and "up to 2 refinement rounds" in refined["settings"]
+    plain = measure(baselines.make("dirvnet-fast"), case, repeats=1)  # the bundled mr2d
+    refined = measure(baselines.make("dirvnet-fast", refinement_rounds=2), case, repeats=1)
+    coarser = measure(baselines.make("dirvnet-fast", working_spacing=3.0), case, repeats=1)
+    steps = measure(baselines.make("dirvnet", refine_steps=5), case, repeats=1)
+    assert plain["status"] == refined["status"] == coarser["status"] == steps["status"] == "ok"
+    assert plain["label"] == "DIRV-Net, fast" and plain["refinement_rounds_used"] == 0
+    assert refined["label"] == "DIRV-Net, fast, 2 rounds" and "up to 2 refinement rounds" in refined["settings"]
     assert refined["refinement_rounds_used"] >= 1 and refined["epe_mean_mm"] != plain["epe_mean_mm"]
-    assert coarser["label"] == "DIRV-Net, 3 mm grid" and "isotropic 3 mm working grid" in coarser["settings"]
+    assert coarser["label"] == "DIRV-Net, fast, 3 mm grid" and "isotropic 3 mm working grid" in coarser["settings"]
+    assert steps["label"] == "DIRV-Net, accurate, 5 steps" and "refinement" in steps["stages"]
     assert plain["working_grid"]["spacing_mm"] == [2.0, 2.0] and coarser["working_grid"]["spacing_mm"] == [3.0, 3.0]
     assert coarser["working_grid"]["size"] == [round(n * 2 / 3) for n in case.fixed.GetSize()]
     for option, value, message in (("--refinement-rounds", "-1", "--refinement-rounds must be >= 0, got -1"),
@@ -194,7 +196,8 @@ def test_benchmark_command_end_to_end_on_the_tiny_list(tmp_path, tiny_weights, c
         else:
             assert row["reason"] == reason
     dirvnet = by_method["dirvnet"]
-    assert set(dirvnet["stages"]) == {"load", "preprocess", "network", "postprocess"}
+    assert set(dirvnet["stages"]) == {"load", "preprocess", "network", "refinement", "postprocess"}
+    assert set(by_method["dirvnet-fast"]["stages"]) == {"load", "preprocess", "network", "postprocess"}
     assert dirvnet["warmup_seconds"] > 0 and dirvnet["weights"].endswith("tiny2d")
     assert results["machine"]["cpu cores"] >= 1 and "dirvnet benchmark --cases" in results["command"]
     markdown = (out / "results.md").read_text()

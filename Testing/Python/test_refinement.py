@@ -117,3 +117,22 @@ def test_a_result_worse_than_the_input_falls_back_to_the_identity(small_pair):
     kept = DIRVNetLib.register(fixed, moving, refinement=wild, fallback=False)
     assert not kept.report["fell_back_to_identity"] and "fallback off" in kept.report["warnings"][0]
     assert kept.report["ncc_after"] < kept.report["ncc_before"]
+
+
+def test_cli_mode_flag_and_warnings_in_the_summary(small_pair, tmp_path, capsys):
+    import json
+
+    from DIRVNetLib.cli.main import main
+    from DIRVNetLib.cli.register_command import _summary
+
+    fixed, moving, _ = small_pair
+    sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))
+    sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
+    code = main(["register", "--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "moving.nrrd"),
+                 "--output-dir", str(tmp_path / "out"), "--mode", "fast", "--no-figure", "--no-progress"])
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["mode"] == "fast" and report["refinement"] is None and report["warnings"] == []
+    assert "mode fast" in capsys.readouterr().out
+    report["warnings"] = ["the registered moving image is less similar"]
+    assert "\nWARNING: the registered moving image is less similar" in _summary(report, tmp_path / "out")
