@@ -183,7 +183,7 @@ def register(
         fixed, moving, weights=weights, device=device, progress=progress, cancel=cancel,
         refinement_rounds=refinement_rounds, working_spacing=working_spacing, isotropic=isotropic,
         keep_intermediate=keep_intermediate, unfold=unfold, whole_graph=whole_graph, coarse_pass=coarse_pass,
-        moving_labels=moving_labels,
+        moving_labels=moving_labels, refine_steps=refine_steps, fallback=fallback, points_radius=points_radius,
     )
     fixed_image, moving_image = checked.fixed, checked.moving
     dimension = fixed_image.GetDimension()

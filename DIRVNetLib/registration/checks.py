@@ -44,9 +44,18 @@ def _optional_flag(name):
     return check
 
 
-def _rounds(value):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"refinement_rounds must be a whole number >= 0, got {value!r}")
+def _count(name, optional=False):
+    def check(value):
+        if optional and value is None:
+            return
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a whole number >= 0{' (or None)' if optional else ''}, got {value!r}")
+    return check
+
+
+def _points_radius(value):
+    if value is not None and not (_is_number(value) and 0 < value < math.inf):
+        raise ValueError(f"points_radius must be a finite number of mm > 0 (or None), got {value!r}")
 
 
 def _working_spacing(value):
@@ -81,7 +90,10 @@ def _callable_or_none(name, also=None):
 _CHECKS = {
     "weights": _weights,
     "device": _device,
-    "refinement_rounds": _rounds,
+    "refinement_rounds": _count("refinement_rounds"),
+    "refine_steps": _count("refine_steps", optional=True),
+    "points_radius": _points_radius,
+    "fallback": _flag("fallback"),
     "working_spacing": _working_spacing,
     "coarse_pass": _coarse_pass,
     "isotropic": _flag("isotropic"),
