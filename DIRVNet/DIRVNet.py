@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 MINIMUM_PYTHON = (3, 12)
 if sys.version_info < MINIMUM_PYTHON:
@@ -32,7 +32,7 @@ import qt
 import vtk
 
 import slicer
-from slicer import vtkMRMLGridTransformNode, vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLGridTransformNode, vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -136,6 +136,16 @@ class Device(enum.Enum):
         return {"auto": "Automatic", "cpu": "CPU", "gpu": "GPU"}[self.value]
 
 
+class Mode(enum.Enum):
+    """Trade-off between time and accuracy (``mode=`` of DIRVNetLib.register)."""
+
+    ACCURATE = "accurate"
+    FAST = "fast"
+
+    def label(self):
+        return {"accurate": "Accurate (network, then refinement)", "fast": "Fast (network alone)"}[self.value]
+
+
 @parameterNodeWrapper
 class DIRVNetParameterNode:
     """Panel state, saved with the scene.
@@ -144,6 +154,7 @@ class DIRVNetParameterNode:
     weightSet: bundled weight set name; "" = the bundled default for the volumes' dimension.
     useWeightFolder, weightFolder: use the weight set in this folder instead.
     device: where the network runs.
+    mode: accurate (the network, then test-time refinement) or fast (the network alone).
     refinementRounds: recurrent refinement rounds, each registering the warped moving volume again and
         composing the fields while the residual falls (0 = a single pass).
     workingSpacing: isotropic voxel size (mm) the network works on; 0 = automatic.
@@ -152,6 +163,8 @@ class DIRVNetParameterNode:
     outputVolume, jacobianVolume: optional warped volume and Jacobian determinant volume.
     keepIntermediate: keep one field per level and unit (a Sequence) to replay the registration.
     placeMovingUnderTransform: show the moving volume under the result.
+    fixedPoints, movingPoints: optional markups point lists whose i-th points correspond; used by Apply when
+        both are set, and by "Refine with points" on an existing result.
     """
 
     fixedVolume: vtkMRMLScalarVolumeNode
@@ -160,14 +173,18 @@ class DIRVNetParameterNode:
     useWeightFolder: bool = False
     weightFolder: Path
     device: Device = Device.AUTO
+    mode: Mode = Mode.ACCURATE
     refinementRounds: Annotated[int, WithinRange(0, 5)] = 0
     workingSpacing: Annotated[float, WithinRange(0.0, 10.0)] = 0.0
     coarsePass: Annotated[float, WithinRange(0.0, 4.0)] = 0.0
-    outputTransform: vtkMRMLGridTransformNode | None
-    outputVolume: vtkMRMLScalarVolumeNode | None
-    jacobianVolume: vtkMRMLScalarVolumeNode | None
+    # typing.Optional, not "X | None" (noqa UP045): the parameter node wrapper recognises only typing.Union.
+    outputTransform: Optional[vtkMRMLGridTransformNode]  # noqa: UP045
+    outputVolume: Optional[vtkMRMLScalarVolumeNode]  # noqa: UP045
+    jacobianVolume: Optional[vtkMRMLScalarVolumeNode]  # noqa: UP045
     keepIntermediate: bool = False
     placeMovingUnderTransform: bool = True
+    fixedPoints: Optional[vtkMRMLMarkupsFiducialNode]  # noqa: UP045
+    movingPoints: Optional[vtkMRMLMarkupsFiducialNode]  # noqa: UP045
 
 
 #
@@ -189,6 +206,7 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None  # the BackgroundRegistration in the worker process, while one runs
         self._installing = False
         self._stepsTransform = None
+        self._resultTransform = None  # the last result, for the result display section
         self._pollTimer = None
 
     def setup(self):
@@ -205,8 +223,13 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.weightSetComboBox.connect("currentIndexChanged(int)", self.onWeightSetSelected)
         self.ui.stepSlider.connect("valueChanged(double)", self.onStepChanged)
+        self.ui.refineWithPointsButton.connect("clicked(bool)", self.onRefineWithPointsButton)
+        self.ui.afterCheckBox.connect("toggled(bool)", self.onAfterToggled)
+        self.ui.jacobianCheckBox.connect("toggled(bool)", self.onJacobianToggled)
+        self.ui.gridCheckBox.connect("toggled(bool)", self.onGridToggled)
         self.ui.progressBar.hide()
         self.ui.stepsCollapsibleButton.enabled = False
+        self.ui.displayCollapsibleButton.enabled = False
 
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(self.POLL_INTERVAL_MS)
@@ -234,6 +257,7 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         self._cancelRun()
         self._stepsTransform = None
+        self._showDisplayControls(None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -266,6 +290,7 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Update what connectGui does not cover: the weight set list, enabled states, Apply's tooltip."""
         if self._parameterNode is None:
             self.ui.applyButton.enabled = False
+            self.ui.refineWithPointsButton.enabled = False
             return
         index = self.ui.weightSetComboBox.findData(self._parameterNode.weightSet)
         wasBlocked = self.ui.weightSetComboBox.blockSignals(True)
@@ -276,6 +301,7 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.weightSetComboBox.enabled = not useFolder
         self._describeWeightSet()
         self._checkCanApply()
+        self._checkCanRefine()
 
     def _checkCanApply(self):
         """Enable Apply when the inputs allow a run, with the reason in the tooltip when they do not."""
@@ -338,6 +364,12 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if self._installing:
             return
+        p = self._parameterNode
+        if bool(p.fixedPoints) != bool(p.movingPoints):
+            missing = "moving" if p.fixedPoints else "fixed"
+            self.ui.statusLabel.text = (f"Point pairs: choose the {missing} point list too, or set both to None to "
+                                        f"register without points. Nothing was started.")
+            return
         try:
             if not self._ensureDependencies():
                 return
@@ -389,8 +421,9 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _setRunningState(self, running):
         for section in ("inputsCollapsibleButton", "modelCollapsibleButton", "optionsCollapsibleButton",
-                        "outputsCollapsibleButton", "stepsCollapsibleButton"):
+                        "pointsCollapsibleButton", "outputsCollapsibleButton", "stepsCollapsibleButton"):
             getattr(self.ui, section).enabled = not running
+        self.ui.displayCollapsibleButton.enabled = not running and self._resultTransform is not None
         self.ui.applyButton.text = "Cancel" if running else "Apply"
         self.ui.applyButton.enabled = True
         self.ui.applyButton.toolTip = "Stop the registration; the scene stays as it was." if running else ""
@@ -439,14 +472,128 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.util.errorDisplay(f"{message}\n\n{error}", detailedText=details)
 
     def _showResult(self, job, transformNode, report, seconds):
-        """Status line (time, similarity before/after) and views: fixed behind, aligned moving in front."""
-        before, after = report.get("ncc_before"), report.get("ncc_after")
-        similarity = f" NCC {before:.3f} -> {after:.3f}." if before is not None and after is not None else ""
-        self.ui.statusLabel.text = f"Done in {seconds:.1f} s: '{transformNode.GetName()}'.{similarity}"
-        foreground = job.outputVolumeNode or (job.movingVolumeNode if job.placeMovingUnderTransform else None)
-        slicer.util.setSliceViewerLayers(background=job.fixedVolumeNode, foreground=foreground,
-                                         foregroundOpacity=0.5, fit=True)
+        """Status line (time, then the report's summary: similarity, Jacobian, point correction, warnings) and
+        views: fixed behind, aligned moving (display.show_result) or the warped volume in front."""
+        from DIRVNetLib.errors import DIRVNetError
+        from DIRVNetLib.mrml import display
+
+        status = f"Done in {seconds:.1f} s: '{transformNode.GetName()}'."
+        try:
+            status += "\n" + display.report_summary(transformNode)
+            if job.outputVolumeNode is None and job.placeMovingUnderTransform:
+                display.show_result(transformNode)
+                slicer.util.setSliceViewerLayers(fit=True)
+            else:  # the warped volume in front (show_result shows the moving volume), or the fixed one alone
+                slicer.util.setSliceViewerLayers(background=job.fixedVolumeNode, foreground=job.outputVolumeNode,
+                                                 foregroundOpacity=display.FOREGROUND_OPACITY, fit=True)
+        except DIRVNetError as e:  # the result is in the scene; only showing it failed
+            status += f"\n{e}"
+        self.ui.statusLabel.text = status
         self._showSteps(transformNode)
+        self._showDisplayControls(transformNode)
+        self._checkCanRefine()
+
+    # Point pairs
+
+    def _refineTarget(self):
+        """The transform "Refine with points" corrects: the selected output transform, else the last result;
+        None unless it holds a DIRVNet report."""
+        from DIRVNetLib.mrml import REPORT_ATTRIBUTE
+
+        for node in (self._parameterNode.outputTransform if self._parameterNode else None, self._resultTransform):
+            if node is not None and node.GetScene() is not None:
+                return node if node.GetAttribute(REPORT_ATTRIBUTE) else None
+        return None
+
+    def _checkCanRefine(self):
+        """Enable "Refine with points" for a DIRVNet result and both point lists, with the reason when not."""
+        p = self._parameterNode
+        reason = None
+        if p is None:
+            reason = "No parameter node (the scene is closing)."
+        elif self._refineTarget() is None:
+            reason = "Needs a DIRVNet result: press Apply, or select a DIRVNet transform as the output transform."
+        elif not p.fixedPoints or not p.movingPoints:
+            reason = "Select a fixed and a moving point list (the i-th points correspond)."
+        self.ui.refineWithPointsButton.enabled = reason is None
+        self.ui.refineWithPointsButton.toolTip = reason or (
+            "Correct the result so that each fixed point maps to its moving point (no network run).")
+
+    def onRefineWithPointsButton(self):
+        """Correct the current result with the point pairs (main thread, no TensorFlow); the summary in the status."""
+        from DIRVNetLib import mrml
+        from DIRVNetLib.mrml import display
+
+        transformNode = self._refineTarget()
+        p = self._parameterNode
+        if transformNode is None or not p.fixedPoints or not p.movingPoints:
+            return
+        try:
+            with slicer.util.WaitCursor():
+                mrml.refine_with_points(transformNode, p.fixedPoints, p.movingPoints)
+        except Exception as e:  # PointsError, InputImageError...: one message, details in the log; nothing changed
+            self._showError("Refine with points failed.", e, traceback.format_exc())
+            return
+        self.ui.statusLabel.text = (f"Refined '{transformNode.GetName()}' with points.\n"
+                                    f"{display.report_summary(transformNode)}")
+
+    # Result display
+
+    def _showDisplayControls(self, transformNode):
+        """Point the result display section at ``transformNode`` (None: disable it); checkboxes show its state."""
+        from DIRVNetLib.mrml import JACOBIAN_VOLUME_ROLE, MOVING_VOLUME_ROLE
+
+        self._resultTransform = transformNode
+        self.ui.displayCollapsibleButton.enabled = transformNode is not None
+        moving = transformNode.GetNodeReference(MOVING_VOLUME_ROLE) if transformNode is not None else None
+        states = ((self.ui.afterCheckBox, moving is not None and moving.GetParentTransformNode() is transformNode),
+                  (self.ui.jacobianCheckBox, False), (self.ui.gridCheckBox, False))
+        for checkBox, checked in states:
+            wasBlocked = checkBox.blockSignals(True)
+            checkBox.checked = checked
+            checkBox.blockSignals(wasBlocked)
+        hasJacobian = transformNode is not None and transformNode.GetNodeReference(JACOBIAN_VOLUME_ROLE) is not None
+        self.ui.jacobianCheckBox.enabled = hasJacobian
+        self.ui.jacobianCheckBox.toolTip = (
+            "Show the Jacobian determinant volume over the fixed volume, with its colour legend." if hasJacobian
+            else "This result has no Jacobian volume: choose one in Outputs before Apply.")
+
+    def _displayResult(self, checkBox, checked, show, **kwargs):
+        """Run ``show(result, **kwargs)``; on an error say why in the status line and undo the checkbox."""
+        from DIRVNetLib.errors import DIRVNetError
+
+        transformNode = self._resultTransform
+        if transformNode is None or transformNode.GetScene() is None:
+            self._showDisplayControls(None)
+            return False
+        try:
+            show(transformNode, **kwargs)
+        except DIRVNetError as e:
+            self.ui.statusLabel.text = str(e)
+            wasBlocked = checkBox.blockSignals(True)
+            checkBox.checked = not checked
+            checkBox.blockSignals(wasBlocked)
+            return False
+        return True
+
+    def onAfterToggled(self, checked):
+        from DIRVNetLib.mrml import display
+
+        self._displayResult(self.ui.afterCheckBox, checked, display.show_before_after, after=checked)
+
+    def onJacobianToggled(self, checked):
+        from DIRVNetLib.mrml import display
+
+        if self._displayResult(self.ui.jacobianCheckBox, checked, display.show_jacobian, show=checked) and not checked:
+            # hiding the Jacobian shows the result again (display.show_result), with the moving volume registered
+            wasBlocked = self.ui.afterCheckBox.blockSignals(True)
+            self.ui.afterCheckBox.checked = True
+            self.ui.afterCheckBox.blockSignals(wasBlocked)
+
+    def onGridToggled(self, checked):
+        from DIRVNetLib.mrml import display
+
+        self._displayResult(self.ui.gridCheckBox, checked, display.show_deformation_grid, show=checked)
 
     # Registration steps
 
@@ -564,11 +711,13 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
             weights = str(p.weightFolder)
         else:
             weights = p.weightSet or None
-        options = {"refinement_rounds": p.refinementRounds}
+        options = {"refinement_rounds": p.refinementRounds, "mode": p.mode.value}
         if p.workingSpacing > 0:
             options["working_spacing"] = p.workingSpacing
         if p.coarsePass > 1:
             options["coarse_pass"] = p.coarsePass
+        if p.fixedPoints and p.movingPoints:  # the panel refuses to start with only one of them
+            options.update(fixedPointsNode=p.fixedPoints, movingPointsNode=p.movingPoints)
         return dict(fixedVolumeNode=p.fixedVolume, movingVolumeNode=p.movingVolume,
                     outputTransformNode=p.outputTransform, weights=weights, device=p.device.value,
                     outputVolumeNode=p.outputVolume, jacobianVolumeNode=p.jacobianVolume,

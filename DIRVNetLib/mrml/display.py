@@ -130,7 +130,8 @@ def show_deformation_grid(transformNode, show=True, spacingMm=GRID_SPACING_MM):
 
 def report_summary(transformNode):
     """The result's report (``DIRVNet.Report``) in a few lines for the panel: similarity before and after,
-    Jacobian statistics, the point correction if any, and the seconds taken."""
+    Jacobian statistics, the point correction if any, the seconds taken, and one line per warning
+    (``report["warnings"]``, e.g. a result worse than the identity)."""
     text = transformNode.GetAttribute(REPORT_ATTRIBUTE)
     if not text:
         raise InputImageError(f"The transform '{transformNode.GetName()}' holds no DIRVNet report.")
@@ -148,4 +149,5 @@ def report_summary(transformNode):
     seconds = report.get("seconds", {})
     if "total" in seconds:
         lines.append(f"{seconds['total']:.1f} s ({seconds.get('network', 0.0):.1f} s network)")
+    lines.extend(f"Warning: {warning}" for warning in report.get("warnings") or [])
     return "\n".join(lines)

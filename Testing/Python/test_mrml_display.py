@@ -99,3 +99,23 @@ def test_report_summary(result):
         display.report_summary(bare)
     with pytest.raises(InputImageError, match="'bare' has no fixed volume"):
         display.show_result(bare)
+
+
+def test_report_summary_shows_the_warnings_and_point_correction():
+    """Without a registration: a report as DIRVNetLib.register writes it, with warnings and a point correction."""
+    report = {"ncc_before": 0.5, "ncc_after": 0.9, "mse_before": 10.0, "mse_after": 2.0, "mi_before": 0.4,
+              "mi_after": 0.8, "jacobian_min": 0.2, "jacobian_nonpositive_percent": 0.0, "std_log_jacobian": 0.1,
+              "seconds": {"total": 3.0, "network": 1.0},
+              "point_correction": {"points": 2, "error_before_mm": [3.0, 1.0], "error_after_mm": [0.5, 0.25],
+                                   "radius_mm": 20.0},
+              "warnings": ["the result is worse than the identity: the identity transform was returned instead",
+                           "the volumes barely overlap"]}
+    transform = slicer.vtkMRMLScene().AddNewNodeByClass("vtkMRMLGridTransformNode", "with warnings")
+    transform.SetAttribute(mrml.REPORT_ATTRIBUTE, json.dumps(report))
+    lines = display.report_summary(transform).splitlines()
+    assert lines[0].startswith("NCC 0.500 -> 0.900")
+    assert "2 point pairs: largest error 3.00 -> 0.50 mm, corrected within 20 mm" in lines
+    assert lines[-2:] == [f"Warning: {warning}" for warning in report["warnings"]]
+    del report["warnings"]
+    transform.SetAttribute(mrml.REPORT_ATTRIBUTE, json.dumps(report))
+    assert "Warning" not in display.report_summary(transform)
