@@ -121,7 +121,7 @@ scene = slicer.vtkMRMLScene()
 fixed = load_volume(scene, {str(tmp_path / "fixed.nrrd")!r})
 moving = load_volume(scene, {str(tmp_path / "moving.nrrd")!r})
 worker = RegistrationWorker(python=sys.executable)
-job = mrml.prepare(fixed, moving, weights={weights!r}, placeMovingUnderTransform=True)
+job = mrml.prepare(fixed, moving, weights={weights!r}, placeMovingUnderTransform=True, mode="fast")  # units only
 worker.submit(job)
 transform = job.apply(worker.wait())
 worker.close()
