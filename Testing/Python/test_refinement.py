@@ -102,7 +102,7 @@ def test_register_modes_progress_and_cancel(small_pair):
     assert seen[-1].stage == "refinement step 2"
     with pytest.raises(ValueError, match="mode must be one of fast, accurate"):
         DIRVNetLib.register(fixed, moving, mode="best")
-    with pytest.raises(ValueError, match="refine_steps must be an integer >= 0"):
+    with pytest.raises(ValueError, match="refine_steps must be a whole number >= 0"):
         DIRVNetLib.register(fixed, moving, refine_steps=-1)
 
 
