@@ -64,12 +64,15 @@ def slicer_python():
         candidates += sorted(found, key=lambda p: [int(x) for x in Path(p).parents[1].name.split(".")], reverse=True)
     candidates.append(shutil.which(f"python{SLICER_PYTHON_VERSION}"))
     for candidate in filter(None, candidates):
-        version = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                                 capture_output=True, text=True)
+        version = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        )
         if version.returncode == 0 and version.stdout.strip() == SLICER_PYTHON_VERSION:
             return candidate
-    sys.exit(f"the Slicer-side tests need Python {SLICER_PYTHON_VERSION} (Slicer 5.10's): install it (pyenv install "
-             f"{SLICER_PYTHON_VERSION}) or set DIRVNET_SLICER_PYTHON to its interpreter")
+    sys.exit(
+        f"the Slicer-side tests need Python {SLICER_PYTHON_VERSION} (Slicer 5.10's): install it (pyenv install "
+        f"{SLICER_PYTHON_VERSION}) or set DIRVNET_SLICER_PYTHON to its interpreter"
+    )
 
 
 def ensure_slicer_environment():

@@ -26,12 +26,12 @@ MINIMUM_PYTHON = (3, 12)
 if sys.version_info < MINIMUM_PYTHON:
     raise ImportError(
         f"DIRVNet needs 3D Slicer 5.10 or later (Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]}); this Slicer runs "
-        f"Python {sys.version_info[0]}.{sys.version_info[1]}. Install a newer Slicer to use DIRVNet.")
+        f"Python {sys.version_info[0]}.{sys.version_info[1]}. Install a newer Slicer to use DIRVNet."
+    )
 
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer import vtkMRMLGridTransformNode, vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -269,8 +269,11 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self):
         """Use the scene's parameter node; pick the first two volumes when nothing is selected yet."""
         self.setParameterNode(self.logic.getParameterNode())
-        volumes = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-                   if not node.IsA("vtkMRMLLabelMapVolumeNode")]
+        volumes = [
+            node
+            for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            if not node.IsA("vtkMRMLLabelMapVolumeNode")
+        ]
         if not self._parameterNode.fixedVolume and volumes:
             self._parameterNode.fixedVolume = volumes[0]
         if not self._parameterNode.movingVolume and len(volumes) > 1:
@@ -344,8 +347,10 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode.useWeightFolder:
             text = "Weights from the folder below."
         elif not name:
-            text = "; ".join(f"{info.dimension}D: {info.description}" for info in weightsets.bundled()) \
+            text = (
+                "; ".join(f"{info.dimension}D: {info.description}" for info in weightsets.bundled())
                 or "No bundled weight set found: use a weight folder."
+            )
         else:
             info = next((i for i in weightsets.bundled() if i.name == name), None)
             text = f"{info.dimension}D. {info.description}" if info else ""
@@ -367,8 +372,10 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         if bool(p.fixedPoints) != bool(p.movingPoints):
             missing = "moving" if p.fixedPoints else "fixed"
-            self.ui.statusLabel.text = (f"Point pairs: choose the {missing} point list too, or set both to None to "
-                                        f"register without points. Nothing was started.")
+            self.ui.statusLabel.text = (
+                f"Point pairs: choose the {missing} point list too, or set both to None to "
+                f"register without points. Nothing was started."
+            )
             return
         try:
             if not self._ensureDependencies():
@@ -391,8 +398,9 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         plan = self.logic.installationPlan()
         if not plan.needed:
             return True
-        if not slicer.util.confirmOkCancelDisplay(plan.summary() + "\n\nInstall now?",
-                                                  "DIRVNet - install Python packages"):
+        if not slicer.util.confirmOkCancelDisplay(
+            plan.summary() + "\n\nInstall now?", "DIRVNet - install Python packages"
+        ):
             self.ui.statusLabel.text = "DIRVNet needs TensorFlow: press Apply again to install it."
             return False
         self._installing = True
@@ -420,8 +428,14 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = "Cancelled: the scene is unchanged."
 
     def _setRunningState(self, running):
-        for section in ("inputsCollapsibleButton", "modelCollapsibleButton", "optionsCollapsibleButton",
-                        "pointsCollapsibleButton", "outputsCollapsibleButton", "stepsCollapsibleButton"):
+        for section in (
+            "inputsCollapsibleButton",
+            "modelCollapsibleButton",
+            "optionsCollapsibleButton",
+            "pointsCollapsibleButton",
+            "outputsCollapsibleButton",
+            "stepsCollapsibleButton",
+        ):
             getattr(self.ui, section).enabled = not running
         self.ui.displayCollapsibleButton.enabled = not running and self._resultTransform is not None
         self.ui.applyButton.text = "Cancel" if running else "Apply"
@@ -431,8 +445,11 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if running:
             self.ui.progressBar.value = 0
             self.ui.progressBar.format = "Starting... %p%"
-            self.ui.statusLabel.text = ("Registering (the first run starts TensorFlow in a worker process)..."
-                                        if self.logic.worker().info is None else "Registering...")
+            self.ui.statusLabel.text = (
+                "Registering (the first run starts TensorFlow in a worker process)..."
+                if self.logic.worker().info is None
+                else "Registering..."
+            )
 
     def _pollRun(self):
         """Read the worker's progress; when it has finished, write the result on the main thread or say why not."""
@@ -484,8 +501,12 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 display.show_result(transformNode)
                 slicer.util.setSliceViewerLayers(fit=True)
             else:  # the warped volume in front (show_result shows the moving volume), or the fixed one alone
-                slicer.util.setSliceViewerLayers(background=job.fixedVolumeNode, foreground=job.outputVolumeNode,
-                                                 foregroundOpacity=display.FOREGROUND_OPACITY, fit=True)
+                slicer.util.setSliceViewerLayers(
+                    background=job.fixedVolumeNode,
+                    foreground=job.outputVolumeNode,
+                    foregroundOpacity=display.FOREGROUND_OPACITY,
+                    fit=True,
+                )
         except DIRVNetError as e:  # the result is in the scene; only showing it failed
             status += f"\n{e}"
         self.ui.statusLabel.text = status
@@ -517,7 +538,8 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             reason = "Select a fixed and a moving point list (the i-th points correspond)."
         self.ui.refineWithPointsButton.enabled = reason is None
         self.ui.refineWithPointsButton.toolTip = reason or (
-            "Correct the result so that each fixed point maps to its moving point (no network run).")
+            "Correct the result so that each fixed point maps to its moving point (no network run)."
+        )
 
     def onRefineWithPointsButton(self):
         """Correct the current result with the point pairs (main thread, no TensorFlow); the summary in the status."""
@@ -534,8 +556,9 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except Exception as e:  # PointsError, InputImageError...: one message, details in the log; nothing changed
             self._showError("Refine with points failed.", e, traceback.format_exc())
             return
-        self.ui.statusLabel.text = (f"Refined '{transformNode.GetName()}' with points.\n"
-                                    f"{display.report_summary(transformNode)}")
+        self.ui.statusLabel.text = (
+            f"Refined '{transformNode.GetName()}' with points.\n{display.report_summary(transformNode)}"
+        )
 
     # Result display
 
@@ -546,8 +569,11 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._resultTransform = transformNode
         self.ui.displayCollapsibleButton.enabled = transformNode is not None
         moving = transformNode.GetNodeReference(MOVING_VOLUME_ROLE) if transformNode is not None else None
-        states = ((self.ui.afterCheckBox, moving is not None and moving.GetParentTransformNode() is transformNode),
-                  (self.ui.jacobianCheckBox, False), (self.ui.gridCheckBox, False))
+        states = (
+            (self.ui.afterCheckBox, moving is not None and moving.GetParentTransformNode() is transformNode),
+            (self.ui.jacobianCheckBox, False),
+            (self.ui.gridCheckBox, False),
+        )
         for checkBox, checked in states:
             wasBlocked = checkBox.blockSignals(True)
             checkBox.checked = checked
@@ -555,8 +581,10 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasJacobian = transformNode is not None and transformNode.GetNodeReference(JACOBIAN_VOLUME_ROLE) is not None
         self.ui.jacobianCheckBox.enabled = hasJacobian
         self.ui.jacobianCheckBox.toolTip = (
-            "Show the Jacobian determinant volume over the fixed volume, with its colour legend." if hasJacobian
-            else "This result has no Jacobian volume: choose one in Outputs before Apply.")
+            "Show the Jacobian determinant volume over the fixed volume, with its colour legend."
+            if hasJacobian
+            else "This result has no Jacobian volume: choose one in Outputs before Apply."
+        )
 
     def _displayResult(self, checkBox, checked, show, **kwargs):
         """Run ``show(result, **kwargs)``; on an error say why in the status line and undo the checkbox."""
@@ -634,8 +662,9 @@ class DIRVNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         browser.SetSelectedItemNumber(step - 1)
         moving.SetAndObserveTransformNodeID(browser.GetProxyNode(sequence).GetID())
-        self.ui.stepLabel.text = (f"Step {step} of {sequence.GetNumberOfDataNodes()}: "
-                                  f"{sequence.GetNthDataNode(step - 1).GetName()}.")
+        self.ui.stepLabel.text = (
+            f"Step {step} of {sequence.GetNumberOfDataNodes()}: {sequence.GetNthDataNode(step - 1).GetName()}."
+        )
 
 
 #
@@ -678,13 +707,20 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
             slicer.util.pip_install(plan.requirements + ["-c", str(constraints)])
         else:
             # The user was asked already (with sizes); TensorFlow is never imported here, so no restart prompt.
-            packaging.pip_ensure(plan.requirements, constraints=str(constraints), prompt_install=False,
-                                 prompt_restart=False, requester="DIRVNet")
+            packaging.pip_ensure(
+                plan.requirements,
+                constraints=str(constraints),
+                prompt_install=False,
+                prompt_restart=False,
+                requester="DIRVNet",
+            )
         importlib.invalidate_caches()
         remaining = self.installationPlan()
         if remaining.needed:
-            raise RuntimeError(f"pip finished, but {', '.join(remaining.requirements)} is still missing; see the "
-                               f"Python console for pip's messages.")
+            raise RuntimeError(
+                f"pip finished, but {', '.join(remaining.requirements)} is still missing; see the "
+                f"Python console for pip's messages."
+            )
 
     def deviceDescription(self):
         """One line for the panel: the worker's GPUs once it has started, before that the driver's NVIDIA GPUs."""
@@ -694,8 +730,11 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
         if info is None:
             return device_description()
         gpus = info.get("gpus") or []
-        return (f"TensorFlow {info.get('tensorflow', '')} (worker process) sees {len(gpus)} GPU(s)." if gpus
-                else f"TensorFlow {info.get('tensorflow', '')} (worker process) sees no GPU: the CPU is used.")
+        return (
+            f"TensorFlow {info.get('tensorflow', '')} (worker process) sees {len(gpus)} GPU(s)."
+            if gpus
+            else f"TensorFlow {info.get('tensorflow', '')} (worker process) sees no GPU: the CPU is used."
+        )
 
     @staticmethod
     def worker():
@@ -718,19 +757,34 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
             options["coarse_pass"] = p.coarsePass
         if p.fixedPoints and p.movingPoints:  # the panel refuses to start with only one of them
             options.update(fixedPointsNode=p.fixedPoints, movingPointsNode=p.movingPoints)
-        return dict(fixedVolumeNode=p.fixedVolume, movingVolumeNode=p.movingVolume,
-                    outputTransformNode=p.outputTransform, weights=weights, device=p.device.value,
-                    outputVolumeNode=p.outputVolume, jacobianVolumeNode=p.jacobianVolume,
-                    keepIntermediate=p.keepIntermediate, placeMovingUnderTransform=p.placeMovingUnderTransform,
-                    **options)
+        return dict(
+            fixedVolumeNode=p.fixedVolume,
+            movingVolumeNode=p.movingVolume,
+            outputTransformNode=p.outputTransform,
+            weights=weights,
+            device=p.device.value,
+            outputVolumeNode=p.outputVolume,
+            jacobianVolumeNode=p.jacobianVolume,
+            keepIntermediate=p.keepIntermediate,
+            placeMovingUnderTransform=p.placeMovingUnderTransform,
+            **options,
+        )
 
     def _checkInstalled(self):
         message = self.installationPlan().missing_message()
         if message:
             raise RuntimeError(message)
 
-    def prepare(self, fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
-                outputVolumeNode=None, **options):
+    def prepare(
+        self,
+        fixedVolumeNode,
+        movingVolumeNode,
+        outputTransformNode=None,
+        weights=None,
+        device="auto",
+        outputVolumeNode=None,
+        **options,
+    ):
         """Check the inputs and read the volumes (DIRVNetLib.mrml.prepare), then that TensorFlow is installed.
 
         The returned job is run by the worker (``self.worker().submit(job)``) and written into the scene by
@@ -738,13 +792,30 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
         """
         from DIRVNetLib import mrml
 
-        job = mrml.prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=outputTransformNode,
-                           weights=weights, device=device, outputVolumeNode=outputVolumeNode, **options)
+        job = mrml.prepare(
+            fixedVolumeNode,
+            movingVolumeNode,
+            outputTransformNode=outputTransformNode,
+            weights=weights,
+            device=device,
+            outputVolumeNode=outputVolumeNode,
+            **options,
+        )
         self._checkInstalled()
         return job
 
-    def register(self, fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
-                 outputVolumeNode=None, progress=None, cancel=None, **options):
+    def register(
+        self,
+        fixedVolumeNode,
+        movingVolumeNode,
+        outputTransformNode=None,
+        weights=None,
+        device="auto",
+        outputVolumeNode=None,
+        progress=None,
+        cancel=None,
+        **options,
+    ):
         """Register ``movingVolumeNode`` to ``fixedVolumeNode`` in the worker process (blocks); returns the grid
         transform node.
 
@@ -755,9 +826,18 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
         from DIRVNetLib.mrml.background import register
 
         self._checkInstalled()
-        return register(fixedVolumeNode, movingVolumeNode, outputTransformNode=outputTransformNode,
-                        weights=weights, device=device, outputVolumeNode=outputVolumeNode, progress=progress,
-                        cancel=cancel, worker=self.worker(), **options)
+        return register(
+            fixedVolumeNode,
+            movingVolumeNode,
+            outputTransformNode=outputTransformNode,
+            weights=weights,
+            device=device,
+            outputVolumeNode=outputVolumeNode,
+            progress=progress,
+            cancel=cancel,
+            worker=self.worker(),
+            **options,
+        )
 
 
 #
@@ -812,8 +892,14 @@ class DIRVNetTest(ScriptedLoadableModuleTest):
         jacobian = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "jacobian")
         self.delayDisplay("Registering the sample pair")
 
-        transform = logic.register(fixed, moving, outputVolumeNode=warped, jacobianVolumeNode=jacobian,
-                                   keepIntermediate=True, placeMovingUnderTransform=True)
+        transform = logic.register(
+            fixed,
+            moving,
+            outputVolumeNode=warped,
+            jacobianVolumeNode=jacobian,
+            keepIntermediate=True,
+            placeMovingUnderTransform=True,
+        )
 
         self.assertTrue(transform.IsA("vtkMRMLGridTransformNode"))
         self.assertIs(transform.GetNodeReference(mrml.FIXED_VOLUME_ROLE), fixed)

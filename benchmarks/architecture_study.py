@@ -60,8 +60,20 @@ def train_variant(run, name, output_dir):
     folder = output_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.json").write_text(json.dumps(run, indent=2))
-    subprocess.run([sys.executable, "-m", "DIRVNetLib.cli.main", "train", "--config", str(folder / "run.json"), "--output-dir", str(folder),
-                    "--no-progress"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "DIRVNetLib.cli.main",
+            "train",
+            "--config",
+            str(folder / "run.json"),
+            "--output-dir",
+            str(folder),
+            "--no-progress",
+        ],
+        check=True,
+    )
     with open(folder / "validation.csv") as handle:
         last = list(csv.DictReader(handle))[-1]
     return folder / "weights", last
@@ -105,12 +117,16 @@ def main():
         weights, last = train_variant(runs[name], name, output_dir)
         rows.append((name, last, network_seconds(weights, base["network"]["ndim"])))
         print(f"done {name}", file=sys.stderr, flush=True)
-    print(f"| variant | overrides | val EPE (vox) | val EPE before | folding % | network s |  ({args.steps} steps each)")
+    print(
+        f"| variant | overrides | val EPE (vox) | val EPE before | folding % | network s |  ({args.steps} steps each)"
+    )
     print("|---|---|---|---|---|---|")
     for name, last, seconds in rows:
-        print(f"| {name} | {json.dumps(VARIANTS[name])} | {float(last['epe_voxels']):.3f} | "
-              f"{float(last['epe_before_voxels']):.3f} | {float(last.get('folding_percent', 'nan')):.3f} | "
-              f"{seconds:.3f} |")
+        print(
+            f"| {name} | {json.dumps(VARIANTS[name])} | {float(last['epe_voxels']):.3f} | "
+            f"{float(last['epe_before_voxels']):.3f} | {float(last.get('folding_percent', 'nan')):.3f} | "
+            f"{seconds:.3f} |"
+        )
 
 
 if __name__ == "__main__":

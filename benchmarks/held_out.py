@@ -25,8 +25,8 @@ from DIRVNetLib import register  # noqa: E402
 from DIRVNetLib.io.weights import load_weight_set, resolve  # noqa: E402
 from DIRVNetLib.model import DIRVNet  # noqa: E402
 from DIRVNetLib.registration.geometry import WorkingGrid  # noqa: E402
-from DIRVNetLib.training.losses import RELATIVE_FLOOR  # noqa: E402
 from DIRVNetLib.training.config import ValidationConfig, read_run  # noqa: E402
+from DIRVNetLib.training.losses import RELATIVE_FLOOR  # noqa: E402
 from DIRVNetLib.training.trainer import build_sampler, network_config, validation_batches  # noqa: E402
 
 
@@ -57,8 +57,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="training run configuration whose validation pairs to use")
     parser.add_argument("--pairs", type=int, default=ValidationConfig.pairs)
-    parser.add_argument("--coarse-pass", type=float, default=None, metavar="F",
-                        help="register every pair with a first pass F times coarser (as in dirvnet register)")
+    parser.add_argument(
+        "--coarse-pass",
+        type=float,
+        default=None,
+        metavar="F",
+        help="register every pair with a first pass F times coarser (as in dirvnet register)",
+    )
     parser.add_argument("weights", nargs="+", help="bundled names or weight-set folders")
     args = parser.parse_args()
     run = read_run(args.config)
@@ -67,8 +72,10 @@ def main():
 
     how = f", registered with a coarse pass {args.coarse_pass:g}" if args.coarse_pass else ""
     print(f"{args.pairs} held-out pairs of {args.config}{how}\n")
-    print("| weights | EPE (vox) | relative EPE | small half: EPE / relative | large half: EPE / relative "
-          "| worst reduction |")
+    print(
+        "| weights | EPE (vox) | relative EPE | small half: EPE / relative | large half: EPE / relative "
+        "| worst reduction |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.weights:
         weight_set = load_weight_set(resolve(name, config.ndim))
@@ -76,9 +83,12 @@ def main():
         relative = rows[:, 1] / np.maximum(rows[:, 0], RELATIVE_FLOOR)
         order = np.argsort(rows[:, 0])
         small, large = order[: len(order) // 2], order[len(order) // 2 :]
-        print(f"| {name} (sha256 {weight_set.metadata['weights_sha256'][:12]}...) | {rows[:, 1].mean():.3f} | "
-              f"{relative.mean():.3f} | {rows[small, 1].mean():.3f} / {relative[small].mean():.3f} | "
-              f"{rows[large, 1].mean():.3f} / {relative[large].mean():.3f} | {1 / relative.max():.2f} |", flush=True)
+        print(
+            f"| {name} (sha256 {weight_set.metadata['weights_sha256'][:12]}...) | {rows[:, 1].mean():.3f} | "
+            f"{relative.mean():.3f} | {rows[small, 1].mean():.3f} / {relative[small].mean():.3f} | "
+            f"{rows[large, 1].mean():.3f} / {relative[large].mean():.3f} | {1 / relative.max():.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """End-point error of a weight set on real MR it never saw, against the size of the deformation.
 
-    python benchmarks/magnitudes.py [--weights mr3d] [--refinement-rounds 0] [--coarse-pass F] [--image-gradient central]
+    python benchmarks/magnitudes.py [--weights mr3d] [--refinement-rounds 0] [--coarse-pass F]
+                                    [--image-gradient central]
 
 3D weights: the ITK T1 head (Testing/Data, 128x128x62 at 2x2x3 mm), EPE inside its brain mask; 2D
 weights: the BrainWeb T1 slice (181x217 at 1 mm), EPE inside the head (intensity > 10). Each is
 deformed by smooth random fields (``deform_image``) of several largest magnitudes and seeds and
-registered back with ``DIRVNetLib.register`` (default settings, or the rounds and coarse pass given). Prints a markdown table: mean EPE
+registered back with ``DIRVNetLib.register`` (default settings, or the rounds and coarse pass given).
+Prints a markdown table: mean EPE
 before and after (mm), their ratio, the folding of the final field and of the network's own field.
 ``--image-gradient`` runs the weights with the other finite-difference scheme in the data term (a
 temporary copy of the weight set with that switch; the weights themselves unchanged).
@@ -62,21 +64,26 @@ def main():
     zero = sitk.Image(moving.GetSize(), sitk.sitkVectorFloat64, weight_set.dimension)
     zero.CopyInformation(moving)
 
-    print(f"weights {weight_set.path} (sha256 {weight_set.metadata['weights_sha256'][:16]}...), "
-          f"{weight_set.config.image_gradient} differences, refinement rounds {args.refinement_rounds}, "
-          f"coarse pass {args.coarse_pass}\n")
+    print(
+        f"weights {weight_set.path} (sha256 {weight_set.metadata['weights_sha256'][:16]}...), "
+        f"{weight_set.config.image_gradient} differences, refinement rounds {args.refinement_rounds}, "
+        f"coarse pass {args.coarse_pass}\n"
+    )
     print("| largest displacement, seed | EPE before (mm) | EPE after (mm) | ratio | % J <= 0 | network's % J <= 0 |")
     print("|---|---:|---:|---:|---:|---:|")
     for max_mm, seed in CASES:
         fixed, true = deform_image(moving, max_mm, seed)
-        result = DIRVNetLib.register(fixed, moving, weight_set.path, refinement_rounds=args.refinement_rounds,
-                                     coarse_pass=args.coarse_pass)
+        result = DIRVNetLib.register(
+            fixed, moving, weight_set.path, refinement_rounds=args.refinement_rounds, coarse_pass=args.coarse_pass
+        )
         before = endpoint_error(zero, true, mask)["epe_mean_mm"]
         after = endpoint_error(result.displacement, true, mask)["epe_mean_mm"]
         report = result.report
-        print(f"| {max_mm} mm, {seed} | {before:.3f} | {after:.3f} | {before / after:.2f} | "
-              f"{report['jacobian_nonpositive_percent']:.4f} | {report['network_jacobian_nonpositive_percent']:.4f} |",
-              flush=True)
+        print(
+            f"| {max_mm} mm, {seed} | {before:.3f} | {after:.3f} | {before / after:.2f} | "
+            f"{report['jacobian_nonpositive_percent']:.4f} | {report['network_jacobian_nonpositive_percent']:.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -23,20 +23,33 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="2d-256", choices=list(CASES), help="image pair, as in speed.py")
     parser.add_argument("--blocks", type=int, default=8, help="alternating blocks of five calls per variant")
-    parser.add_argument("--variants", nargs="+", default=["base", "filters8", "kernels5-3", "units3",
-                                                           "filters8-kernel5", "filters8-units3",
-                                                           "filters8-kernel5-units3"], choices=list(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[
+            "base",
+            "filters8",
+            "kernels5-3",
+            "units3",
+            "filters8-kernel5",
+            "filters8-units3",
+            "filters8-kernel5-units3",
+        ],
+        choices=list(VARIANTS),
+    )
     args = parser.parse_args()
 
     import SimpleITK as sitk
     import tensorflow as tf
 
-    from DIRVNetLib.preprocessing import normalise_intensity
     from DIRVNetLib.io.weights import load_weight_set, resolve
     from DIRVNetLib.model import DIRVNet
+    from DIRVNetLib.preprocessing import normalise_intensity
 
-    fixed, moving = (tf.constant(normalise_intensity(sitk.GetArrayViewFromImage(image))[None, ..., None])
-                     for image in _image(args.case))
+    fixed, moving = (
+        tf.constant(normalise_intensity(sitk.GetArrayViewFromImage(image))[None, ..., None])
+        for image in _image(args.case)
+    )
     base = load_weight_set(resolve(None, fixed.shape.rank - 2)).config
     networks = {name: DIRVNet(dataclasses.replace(base, **VARIANTS[name])) for name in args.variants}
     for network in networks.values():
@@ -50,8 +63,10 @@ def main():
                 times[name].append(time.perf_counter() - started)
     medians = {name: statistics.median(values) for name, values in times.items()}
     first = medians[args.variants[0]]
-    print(f"| variant | overrides | network ms | ratio |  ({CASES[args.case]}, bundled configuration, "
-          f"median of {5 * args.blocks})")
+    print(
+        f"| variant | overrides | network ms | ratio |  ({CASES[args.case]}, bundled configuration, "
+        f"median of {5 * args.blocks})"
+    )
     print("|---|---|---:|---:|")
     for name, seconds in medians.items():
         print(f"| {name} | {VARIANTS[name] or '-'} | {1e3 * seconds:.1f} | {seconds / first:.2f} |")

@@ -14,7 +14,6 @@ it, the smallest Jacobian determinant, and the seconds the correction added.
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -27,8 +26,11 @@ from DIRVNetLib.errors import PointsError  # noqa: E402
 from DIRVNetLib.metrics import displacement_transform, jacobian_determinant, target_registration_error  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "Testing" / "Data"
-IMAGES = [("T1 head 3D", "KmeansTest_T1UCharRaw.nii.gz", 3), ("T1 slice 2D", "BrainT1Slice.png", 2),
-          ("PD slice 2D", "BrainProtonDensitySlice.png", 2)]
+IMAGES = [
+    ("T1 head 3D", "KmeansTest_T1UCharRaw.nii.gz", 3),
+    ("T1 slice 2D", "BrainT1Slice.png", 2),
+    ("PD slice 2D", "BrainProtonDensitySlice.png", 2),
+]
 BUMPS = 3
 
 
@@ -57,8 +59,9 @@ def local_field(image, head, rng):
 
 
 def epe(displacement, true, where):
-    return float(np.linalg.norm(sitk.GetArrayFromImage(displacement) - sitk.GetArrayFromImage(true), axis=-1)[where]
-                 .mean())
+    return float(
+        np.linalg.norm(sitk.GetArrayFromImage(displacement) - sitk.GetArrayFromImage(true), axis=-1)[where].mean()
+    )
 
 
 def main():
@@ -67,8 +70,10 @@ def main():
     parser.add_argument("--points-per-bump", type=int, default=1, help="pairs near each bump (first at its centre)")
     parser.add_argument("--mode", default="fast", choices=["fast", "accurate"], help="as in dirvnet register")
     args = parser.parse_args()
-    print("| image | seed | pairs | TRE at the points, network / corrected (mm) | EPE in the head | "
-          "EPE within R of the points | EPE beyond R | min det J | R (mm) | correction (s) |")
+    print(
+        "| image | seed | pairs | TRE at the points, network / corrected (mm) | EPE in the head | "
+        "EPE within R of the points | EPE beyond R | min det J | R (mm) | correction (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, file, dimension in IMAGES:
         image = sitk.ReadImage(str(DATA / file), sitk.sitkFloat32)
@@ -78,16 +83,20 @@ def main():
             true, centres, radii = local_field(image, head, rng)
             moving = image
             fixed = sitk.Resample(moving, image, displacement_transform(true), sitk.sitkLinear, 0.0)
-            offsets = [rng.uniform(-0.4, 0.4, dimension) * (k > 0) * r for c, r in zip(centres, radii)
-                       for k in range(args.points_per_bump)]
+            offsets = [
+                rng.uniform(-0.4, 0.4, dimension) * (k > 0) * r
+                for c, r in zip(centres, radii)
+                for k in range(args.points_per_bump)
+            ]
             fixed_points = np.repeat(centres, args.points_per_bump, axis=0) + np.array(offsets) + 0.37
             transform = displacement_transform(true)
             moving_points = np.array([transform.TransformPoint(p.tolist()) for p in fixed_points])
             settings = {"mode": args.mode, "fallback": False}
             plain = DIRVNetLib.register(fixed, moving, **settings)
             try:
-                corrected = DIRVNetLib.register(fixed, moving, fixed_points=fixed_points, moving_points=moving_points,
-                                                **settings)
+                corrected = DIRVNetLib.register(
+                    fixed, moving, fixed_points=fixed_points, moving_points=moving_points, **settings
+                )
             except PointsError as refused:
                 print(f"| {name} | {seed} | {len(fixed_points)} | refused: {refused} |")
                 continue
@@ -97,13 +106,19 @@ def main():
             in_head = sitk.GetArrayViewFromImage(head) > 0
             cells = []
             for where in (in_head, near, ~near):
-                cells.append(f"{epe(plain.displacement, true, where):.2f} / {epe(corrected.displacement, true, where):.2f}")
-            tre = [target_registration_error(fixed_points, moving_points, r.displacement)["tre_mean_mm"]
-                   for r in (plain, corrected)]
+                cells.append(
+                    f"{epe(plain.displacement, true, where):.2f} / {epe(corrected.displacement, true, where):.2f}"
+                )
+            tre = [
+                target_registration_error(fixed_points, moving_points, r.displacement)["tre_mean_mm"]
+                for r in (plain, corrected)
+            ]
             added = corrected.report["seconds"]["point_correction"]  # the last correction
-            print(f"| {name} | {seed} | {len(fixed_points)} | {tre[0]:.2f} / {tre[1]:.3f} | {' | '.join(cells)} | "
-                  f"{float(jacobian_determinant(corrected.displacement).min()):.2f} | {report['radius_mm']:.0f} | "
-                  f"{added:.2f} |")
+            print(
+                f"| {name} | {seed} | {len(fixed_points)} | {tre[0]:.2f} / {tre[1]:.3f} | {' | '.join(cells)} | "
+                f"{float(jacobian_determinant(corrected.displacement).min()):.2f} | {report['radius_mm']:.0f} | "
+                f"{added:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -70,11 +70,32 @@ def main():
     ops = {
         "B, warp, residual, image gradient (XLA)": lambda: _warp_residual(control, fixed, moving, s, c.image_gradient),
         f"FoE data: convolution{form}": tf.function(lambda: convolve_filters(residual, p.data_kernels, polyphase)),
-        "FoE data: activations (XLA)": lambda: _activate(responses, values, c.data_range, c.activation, c.centred_activations),
-        f"FoE data: adjoint convolution{form}": tf.function(lambda: adjoint_convolution(activated, p.data_kernels, polyphase)),
+        "FoE data: activations (XLA)": lambda: _activate(
+            responses, values, c.data_range, c.activation, c.centred_activations
+        ),
+        f"FoE data: adjoint convolution{form}": tf.function(
+            lambda: adjoint_convolution(activated, p.data_kernels, polyphase)
+        ),
         "B^T of the force (XLA)": lambda: _data_gradient(gradient, data_foe, control, s),
-        "FoE regulariser": tf.function(lambda: componentwise_field_of_experts(control, zero_mean(p.reg_kernels), p.reg_values, c.reg_range, c.activation, c.centred_activations)),
-        "whole unit": tf.function(lambda: variational_unit(control, fixed, moving, p, s, c.activation, c.data_range, c.reg_range, c.centred_activations, c.image_gradient)),
+        "FoE regulariser": tf.function(
+            lambda: componentwise_field_of_experts(
+                control, zero_mean(p.reg_kernels), p.reg_values, c.reg_range, c.activation, c.centred_activations
+            )
+        ),
+        "whole unit": tf.function(
+            lambda: variational_unit(
+                control,
+                fixed,
+                moving,
+                p,
+                s,
+                c.activation,
+                c.data_range,
+                c.reg_range,
+                c.centred_activations,
+                c.image_gradient,
+            )
+        ),
     }
     print(f"| operator | median s ({'x'.join(map(str, shape))}, {weight_set.name}, {os.cpu_count()} CPUs) |")
     print("|---|---|")

@@ -86,12 +86,16 @@ def main():
         out = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     mode = ", whole-graph passes" if args.whole_graph else ""
-    print(f"| case | size | median register (s) | network (s) | peak memory (GiB) |  (median of {args.repeats}, "
-          f"after warm-up, {os.cpu_count()} CPUs{mode})")
+    print(
+        f"| case | size | median register (s) | network (s) | peak memory (GiB) |  (median of {args.repeats}, "
+        f"after warm-up, {os.cpu_count()} CPUs{mode})"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {CASES[r['case']]} | {'x'.join(map(str, r['size']))} | {r['median_s']:.3f} | "
-              f"{r['network_median_s']:.3f} | {r['peak_memory_gib']:.2f} |")
+        print(
+            f"| {CASES[r['case']]} | {'x'.join(map(str, r['size']))} | {r['median_s']:.3f} | "
+            f"{r['network_median_s']:.3f} | {r['peak_memory_gib']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,14 @@ def pairs():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", nargs="+", help="bundled names or 2D weight-set folders")
-    parser.add_argument("--coarse-pass", type=float, nargs="*", default=[], metavar="F",
-                        help="also register with a first pass F times coarser (one row per factor)")
+    parser.add_argument(
+        "--coarse-pass",
+        type=float,
+        nargs="*",
+        default=[],
+        metavar="F",
+        help="also register with a first pass F times coarser (one row per factor)",
+    )
     args = parser.parse_args()
     cases = pairs()
     print(f"{len(cases)} pairs\n")
@@ -72,15 +78,25 @@ def main():
     print("|---|---|---:|---:|---:|---:|---:|")
     for weights in args.weights:
         for factor in [None, *args.coarse_pass]:
-            errors = np.array([
-                endpoint_error(DIRVNetLib.register(fixed, moving, weights, working_spacing=1.0,
-                                                   coarse_pass=factor).displacement, true, mask)["epe_mean_mm"]
-                for _, _, fixed, moving, true, mask in cases
-            ])
+            errors = np.array(
+                [
+                    endpoint_error(
+                        DIRVNetLib.register(
+                            fixed, moving, weights, working_spacing=1.0, coarse_pass=factor
+                        ).displacement,
+                        true,
+                        mask,
+                    )["epe_mean_mm"]
+                    for _, _, fixed, moving, true, mask in cases
+                ]
+            )
             noisy = np.array([c[0] for c in cases])
             large = np.array([c[1] == FIELDS[1][0] for c in cases])
-            print(f"| {weights} | {factor or 'off'} | {errors.mean():.3f} | {errors[~noisy].mean():.3f} | "
-                  f"{errors[noisy].mean():.3f} | {errors[~large].mean():.3f} | {errors[large].mean():.3f} |", flush=True)
+            print(
+                f"| {weights} | {factor or 'off'} | {errors.mean():.3f} | {errors[~noisy].mean():.3f} | "
+                f"{errors[noisy].mean():.3f} | {errors[~large].mean():.3f} | {errors[large].mean():.3f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -60,15 +60,19 @@ def main():
     fixed = load_volume(scene, DATA / "sample_fixed.nii.gz")
     warped = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "warped")
     jacobian = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "jacobian")
-    job = mrml.prepare(fixed, moving, weights=args.weights, outputVolumeNode=warped, jacobianVolumeNode=jacobian,
-                       keepIntermediate=True)
+    job = mrml.prepare(
+        fixed, moving, weights=args.weights, outputVolumeNode=warped, jacobianVolumeNode=jacobian, keepIntermediate=True
+    )
     result = job.run()
     job.apply(result)
     report = result.report
 
     point = largest_displacement_point(result.displacement)
-    images = [("fixed", job.fixed), ("moving", result.moving_resampled),
-              ("moving under the DIRVNet transform", volume_to_image(warped)[0])]
+    images = [
+        ("fixed", job.fixed),
+        ("moving", result.moving_resampled),
+        ("moving under the DIRVNet transform", volume_to_image(warped)[0]),
+    ]
     steps = [result.intermediate[i] for i in (0, len(result.intermediate) // 2, -1)]
     for *position, field in steps:
         image = sitk.Resample(job.moving, job.fixed, displacement_transform(field), sitk.sitkLinear, 0.0)
@@ -81,9 +85,14 @@ def main():
     difference = np.abs(fixed_view.array - moving_view.array)
     difference_style = dict(cmap="magma", limits=(0.0, float(np.nanpercentile(difference, 99.5))))
     panels = [(title, axial[title], gray) for title, _ in images[:3]]
-    panels += [("|fixed - moving|", replace(fixed_view, array=difference), difference_style),
-               ("|fixed - aligned moving|", replace(fixed_view, array=np.abs(fixed_view.array - warped_view.array)),
-                difference_style)]
+    panels += [
+        ("|fixed - moving|", replace(fixed_view, array=difference), difference_style),
+        (
+            "|fixed - aligned moving|",
+            replace(fixed_view, array=np.abs(fixed_view.array - warped_view.array)),
+            difference_style,
+        ),
+    ]
     panels += [(title, axial[title], gray) for title, _ in images[3:]]
     panels.append(("Jacobian determinant", jacobian_view, dict(cmap="bwr", limits=(0.5, 1.5))))
 
@@ -102,7 +111,9 @@ def main():
         f"(R on the left). "
         f"Weights: {weight_set.name} (sha256 {weight_set.metadata['weights_sha256'][:12]}...).\n"
         "Rendered with matplotlib from the output nodes of DIRVNetLib.mrml on a bare MRML scene (not a Slicer "
-        "screen capture).", fontsize=9)
+        "screen capture).",
+        fontsize=9,
+    )
     with atomic_path(args.output) as temporary:
         figure.savefig(temporary, dpi=100, format="png")
     print(f"wrote {args.output}")

@@ -67,8 +67,16 @@ class DIRVNetMethod(Method):
     package = "DIRVNet"
     needs_warmup = True
 
-    def __init__(self, weights=None, device="auto", refinement_rounds=0, coarse_pass=None, working_spacing=None,
-                 mode="accurate", refine_steps=None):
+    def __init__(
+        self,
+        weights=None,
+        device="auto",
+        refinement_rounds=0,
+        coarse_pass=None,
+        working_spacing=None,
+        mode="accurate",
+        refine_steps=None,
+    ):
         super().__init__()
         self.mode, self.refine_steps = mode, refine_steps
         self.weights = dict(weights or {})  # {dimension: weight-set folder or name}; default: bundled
@@ -79,8 +87,10 @@ class DIRVNetMethod(Method):
         weights_text = "bundled weights (mr2d / mr3d)"
         if self.weights:
             weights_text = "weights " + ", ".join(f"{d}D: {w}" for d, w in sorted(self.weights.items()))
-        self.settings = (f"{weights_text}, mode {mode}, up to {refinement_rounds} refinement rounds, whole-graph passes"
-                         + (f", up to {refine_steps} refinement steps" if refine_steps is not None else ""))
+        self.settings = (
+            f"{weights_text}, mode {mode}, up to {refinement_rounds} refinement rounds, whole-graph passes"
+            + (f", up to {refine_steps} refinement steps" if refine_steps is not None else "")
+        )
         if mode != "accurate":
             self.name = f"dirvnet-{mode}"
         labels = [mode] + ([f"{refinement_rounds} rounds"] if refinement_rounds else [])
@@ -108,9 +118,18 @@ class DIRVNetMethod(Method):
     def register(self, fixed, moving):
         from DIRVNetLib.registration.api import register
 
-        result = register(fixed, moving, weights=self.weights.get(fixed.GetDimension()), device=self.device,
-                          refinement_rounds=self.refinement_rounds, whole_graph=True, coarse_pass=self.coarse_pass,
-                          working_spacing=self.working_spacing, mode=self.mode, refine_steps=self.refine_steps)
+        result = register(
+            fixed,
+            moving,
+            weights=self.weights.get(fixed.GetDimension()),
+            device=self.device,
+            refinement_rounds=self.refinement_rounds,
+            whole_graph=True,
+            coarse_pass=self.coarse_pass,
+            working_spacing=self.working_spacing,
+            mode=self.mode,
+            refine_steps=self.refine_steps,
+        )
         self.stages = {k: v for k, v in result.report["seconds"].items() if k != "total"}
         self.weights_used = result.report["weights"]
         self.refinement_rounds_used = result.report["refinement_rounds_used"]
@@ -143,8 +162,17 @@ class DemonsMethod(Method):
         smoothed = sitk.SmoothingRecursiveGaussian(image, sigma) if sigma > 0 else image
         size = [max(2, int(n / shrink + 0.5)) for n in image.GetSize()]
         spacing = [(n - 1) * s / (m - 1) for n, s, m in zip(image.GetSize(), image.GetSpacing(), size)]
-        return sitk.Resample(smoothed, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), spacing,
-                             image.GetDirection(), 0.0, image.GetPixelID())
+        return sitk.Resample(
+            smoothed,
+            size,
+            sitk.Transform(),
+            sitk.sitkLinear,
+            image.GetOrigin(),
+            spacing,
+            image.GetDirection(),
+            0.0,
+            image.GetPixelID(),
+        )
 
     def register(self, fixed, moving):
         self.stages = {}
@@ -152,8 +180,9 @@ class DemonsMethod(Method):
 
         def prepare():
             on_fixed = resample_like(sitk.Cast(moving, sitk.sitkFloat32), fixed)
-            return sitk.HistogramMatching(on_fixed, fixed, numberOfHistogramLevels=1024, numberOfMatchPoints=7,
-                                          thresholdAtMeanIntensity=True)
+            return sitk.HistogramMatching(
+                on_fixed, fixed, numberOfHistogramLevels=1024, numberOfMatchPoints=7, thresholdAtMeanIntensity=True
+            )
 
         moving_on_fixed = self._timed("prepare", prepare)
 
@@ -162,8 +191,10 @@ class DemonsMethod(Method):
             demons.SetNumberOfIterations(self.iterations)
             demons.SetSmoothDisplacementField(True)
             demons.SetStandardDeviations(self.standard_deviations)
-            levels = [(self._smooth_and_resample(fixed, s, g), self._smooth_and_resample(moving_on_fixed, s, g))
-                      for s, g in zip(self.shrink_factors, self.smoothing_sigmas)] + [(fixed, moving_on_fixed)]
+            levels = [
+                (self._smooth_and_resample(fixed, s, g), self._smooth_and_resample(moving_on_fixed, s, g))
+                for s, g in zip(self.shrink_factors, self.smoothing_sigmas)
+            ] + [(fixed, moving_on_fixed)]
             coarse = levels[0][0]
             field = sitk.Image(coarse.GetSize(), sitk.sitkVectorFloat64, coarse.GetDimension())
             field.CopyInformation(coarse)
@@ -208,11 +239,21 @@ class GreedyMethod(Method):
         self.stages = {}
         dimension = fixed.GetDimension()
         greedy = picsl_greedy.Greedy3D() if dimension == 3 else picsl_greedy.Greedy2D()
-        images = self._timed("prepare", lambda: (sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32)))
+        images = self._timed(
+            "prepare", lambda: (sitk.Cast(fixed, sitk.sitkFloat32), sitk.Cast(moving, sitk.sitkFloat32))
+        )
         radius = "x".join(["2"] * dimension)
         log = io.StringIO()
-        self._timed("register", greedy.execute, f"-d {dimension} -i fixed moving -m NCC {radius} -n 100x50x10 -V 0 -o warp",
-                    out=log, err=log, fixed=images[0], moving=images[1], warp=None)
+        self._timed(
+            "register",
+            greedy.execute,
+            f"-d {dimension} -i fixed moving -m NCC {radius} -n 100x50x10 -V 0 -o warp",
+            out=log,
+            err=log,
+            fixed=images[0],
+            moving=images[1],
+            warp=None,
+        )
         self.log = log.getvalue()
         return self._timed("convert", lambda: _on_fixed(greedy["warp"], fixed))
 
@@ -265,7 +306,8 @@ class ElastixMethod(Method):
             parameters.AddParameterMap(parameters.GetDefaultParameterMap("bspline"))
             parameters.SetParameter("WriteResultImage", "false")
             _, transform_parameters = itk.elastix_registration_method(
-                fixed_itk, moving_itk, parameter_object=parameters, log_to_console=False)
+                fixed_itk, moving_itk, parameter_object=parameters, log_to_console=False
+            )
             return transform_parameters
 
         transform_parameters = self._timed("register", run)
@@ -315,15 +357,22 @@ class AntsMethod(_TempDirMethod):
                 return ants.image_read(str(tmp / "fixed.nii.gz")), ants.image_read(str(tmp / "moving.nii.gz"))
 
             fixed_ants, moving_ants = self._timed("prepare", prepare)
-            result = self._timed("register", ants.registration, fixed_ants, moving_ants, type_of_transform="SyNOnly",
-                                 outprefix=str(tmp / "syn_"))
+            result = self._timed(
+                "register",
+                ants.registration,
+                fixed_ants,
+                moving_ants,
+                type_of_transform="SyNOnly",
+                outprefix=str(tmp / "syn_"),
+            )
 
             def convert():
                 transforms = result["fwdtransforms"]
                 path = transforms[0]
                 if len(transforms) > 1 or not str(path).endswith((".nii.gz", ".nii")):
-                    path = ants.apply_transforms(fixed_ants, moving_ants, transformlist=transforms,
-                                                 compose=str(tmp / "composed_"))
+                    path = ants.apply_transforms(
+                        fixed_ants, moving_ants, transformlist=transforms, compose=str(tmp / "composed_")
+                    )
                 return _on_fixed(sitk.ReadImage(str(path)), fixed)
 
             return self._timed("convert", convert)
@@ -348,7 +397,9 @@ class VoxelMorphMethod(Method):
         """model_dir: the folder of the trained models (default: ``$DIRVNET_VOXELMORPH_DIR``, else
         ``benchmarks/voxelmorph`` of the current folder, where the repository keeps them)."""
         super().__init__()
-        self.model_dir = Path(model_dir or os.environ.get(VOXELMORPH_ENV) or Path("benchmarks") / "voxelmorph").resolve()
+        self.model_dir = Path(
+            model_dir or os.environ.get(VOXELMORPH_ENV) or Path("benchmarks") / "voxelmorph"
+        ).resolve()
         self._models = {}
 
     def model_path(self, dimension):
@@ -362,9 +413,11 @@ class VoxelMorphMethod(Method):
         missing = [d for d in ([dimension] if dimension else [2, 3]) if not self.model_path(d).is_file()]
         if missing:
             dimensions = ", ".join(f"{d}D" for d in missing)
-            return False, (f"no VoxelMorph model trained for {dimensions} ({self.model_path(missing[0])}): "
-                           "training it on the same synthetic data with the same budget as the bundled weights "
-                           "was not done on this machine (2D: 10 min; 3D: hours on a 2-core CPU; see benchmarks/README.md)")
+            return False, (
+                f"no VoxelMorph model trained for {dimensions} ({self.model_path(missing[0])}): "
+                "training it on the same synthetic data with the same budget as the bundled weights "
+                "was not done on this machine (2D: 10 min; 3D: hours on a 2-core CPU; see benchmarks/README.md)"
+            )
         return True, ""
 
     def _model(self, dimension):
@@ -411,9 +464,15 @@ def make(name, **options):
     for DIRV-Net (``dirvnet``: its default mode, accurate; ``dirvnet-fast``: the network alone),
     ``voxelmorph_dir`` for VoxelMorph."""
     if name in ("dirvnet", "dirvnet-fast"):
-        return DIRVNetMethod(options.get("weights"), options.get("device", "auto"), options.get("refinement_rounds", 0),
-                             options.get("coarse_pass"), options.get("working_spacing"),
-                             "fast" if name == "dirvnet-fast" else "accurate", options.get("refine_steps"))
+        return DIRVNetMethod(
+            options.get("weights"),
+            options.get("device", "auto"),
+            options.get("refinement_rounds", 0),
+            options.get("coarse_pass"),
+            options.get("working_spacing"),
+            "fast" if name == "dirvnet-fast" else "accurate",
+            options.get("refine_steps"),
+        )
     if name == "voxelmorph":
         return VoxelMorphMethod(options.get("voxelmorph_dir"))
     if name not in BASELINES:

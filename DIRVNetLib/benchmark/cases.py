@@ -14,7 +14,8 @@ or ``nilearn:NAME`` for the ICBM 2009a images shipped inside nilearn (``mni152_t
     moving image, as two acquisitions never share their noise; drawn from ``seed``).
 ``pair``: two real images ``fixed`` and ``moving`` (e.g. two subjects) with ``fixed_labels`` and
     ``moving_labels`` and/or ``fixed_landmarks`` and ``moving_landmarks``. ``fixed_spacing`` resamples the
-    fixed image; ``moving_mask`` (a label spec) zeroes the moving image outside it (skull stripping); ``prealign: "affine"`` first aligns the moving image (and its labels) with a
+    fixed image; ``moving_mask`` (a label spec) zeroes the moving image outside it (skull stripping);
+    ``prealign: "affine"`` first aligns the moving image (and its labels) with a
     SimpleITK affine registration, so that every method then does deformable-only registration of the
     same pre-aligned pair (as Learn2Reg hands out pairs).
 
@@ -77,8 +78,14 @@ class Case:
             image = getattr(self, name)
             if image is not None:
                 sitk.WriteImage(image, str(folder / f"{name}.nrrd"), True)
-        meta = {"name": self.name, "type": self.type, "seen_in_training": self.seen_in_training, "note": self.note,
-                "details": self.details, "describe": self.describe()}
+        meta = {
+            "name": self.name,
+            "type": self.type,
+            "seen_in_training": self.seen_in_training,
+            "note": self.note,
+            "details": self.details,
+            "describe": self.describe(),
+        }
         if self.fixed_points is not None:
             meta["fixed_points"] = self.fixed_points.tolist()
             meta["moving_points"] = self.moving_points.tolist()
@@ -89,10 +96,19 @@ def load_prepared(folder):
     """A :class:`Case` written by :meth:`Case.save`."""
     folder = Path(folder)
     meta = json.loads((folder / "case.json").read_text())
-    images = {name: sitk.ReadImage(str(folder / f"{name}.nrrd")) for name in FILES if (folder / f"{name}.nrrd").exists()}
+    images = {
+        name: sitk.ReadImage(str(folder / f"{name}.nrrd")) for name in FILES if (folder / f"{name}.nrrd").exists()
+    }
     points = {k: np.array(meta[k]) for k in ("fixed_points", "moving_points") if k in meta}
-    return Case(name=meta["name"], type=meta["type"], seen_in_training=meta["seen_in_training"], note=meta["note"],
-                details=meta["details"], **images, **points)
+    return Case(
+        name=meta["name"],
+        type=meta["type"],
+        seen_in_training=meta["seen_in_training"],
+        note=meta["note"],
+        details=meta["details"],
+        **images,
+        **points,
+    )
 
 
 def read_case_list(path):
@@ -168,10 +184,13 @@ def _labels(spec, base, reference=None):
     if isinstance(spec, str):
         spec = {"file": spec}
     if "probability_maps" in spec:
-        maps = {int(label): sitk.Cast(_read_raw(p, base), sitk.sitkFloat32) for label, p in spec["probability_maps"].items()}
+        maps = {
+            int(label): sitk.Cast(_read_raw(p, base), sitk.sitkFloat32) for label, p in spec["probability_maps"].items()
+        }
         first = next(iter(maps.values()))
-        arrays = np.stack([sitk.GetArrayFromImage(m) / max(float(sitk.GetArrayViewFromImage(m).max()), 1e-12)
-                           for m in maps.values()])
+        arrays = np.stack(
+            [sitk.GetArrayFromImage(m) / max(float(sitk.GetArrayViewFromImage(m).max()), 1e-12) for m in maps.values()]
+        )
         winner = np.array(list(maps))[np.argmax(arrays, axis=0)]
         labels = np.where(arrays.max(axis=0) > float(spec.get("threshold", 0.5)), winner, 0).astype(np.uint8)
         image = sitk.GetImageFromArray(labels)
@@ -224,15 +243,17 @@ def prealign_affine(fixed, moving):
     """A SimpleITK affine transform (fixed -> moving points) aligning ``moving`` to ``fixed``: centred
     moments initialisation, Mattes MI, gradient descent on a 3-level pyramid, fixed sampling seed."""
     dimension = fixed.GetDimension()
-    initial = sitk.CenteredTransformInitializer(fixed, moving, sitk.AffineTransform(dimension),
-                                                sitk.CenteredTransformInitializerFilter.MOMENTS)
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.AffineTransform(dimension), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
     method.SetMetricSamplingPercentage(0.1, seed=7)
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsGradientDescent(learningRate=1.0, numberOfIterations=200, convergenceMinimumValue=1e-6,
-                                         convergenceWindowSize=10)
+    method.SetOptimizerAsGradientDescent(
+        learningRate=1.0, numberOfIterations=200, convergenceMinimumValue=1e-6, convergenceWindowSize=10
+    )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel([4, 2, 1])
     method.SetSmoothingSigmasPerLevel([2, 1, 0])
@@ -244,8 +265,12 @@ def prealign_affine(fixed, moving):
 def prepare(spec):
     """A :class:`Case` from one case dict of :func:`read_case_list` (deterministic: seeds are fixed)."""
     base = spec["_base"]
-    common = {"name": spec["name"], "type": spec["type"], "seen_in_training": bool(spec.get("seen_in_training", False)),
-              "note": spec.get("note", "")}
+    common = {
+        "name": spec["name"],
+        "type": spec["type"],
+        "seen_in_training": bool(spec.get("seen_in_training", False)),
+        "note": spec.get("note", ""),
+    }
     if spec["type"] == "synthetic":
         image = _image(spec["image"], base, f"case '{spec['name']}' image")
         if spec.get("spacing"):
@@ -264,10 +289,23 @@ def prepare(spec):
         fixed_labels = warp_labels(moving_labels, true) if moving_labels is not None else None
         source_mask = _mask(spec.get("mask"), base, image)
         mask = warp_labels(source_mask, true) if source_mask is not None else None
-        details = {"max_mm": float(spec["max_mm"]), "seed": int(spec["seed"]), "noise": float(noise),
-                   "image": str(spec["image"]), "moving_image": str(spec.get("moving_image", spec["image"]))}
-        return Case(fixed=fixed, moving=moving, true_field=true, mask=mask, fixed_labels=fixed_labels,
-                    moving_labels=moving_labels, details=details, **common)
+        details = {
+            "max_mm": float(spec["max_mm"]),
+            "seed": int(spec["seed"]),
+            "noise": float(noise),
+            "image": str(spec["image"]),
+            "moving_image": str(spec.get("moving_image", spec["image"])),
+        }
+        return Case(
+            fixed=fixed,
+            moving=moving,
+            true_field=true,
+            mask=mask,
+            fixed_labels=fixed_labels,
+            moving_labels=moving_labels,
+            details=details,
+            **common,
+        )
     fixed = _image(spec["fixed"], base, f"case '{spec['name']}' fixed")
     if spec.get("fixed_spacing"):
         fixed = resample_isotropic(fixed, float(spec["fixed_spacing"]))
@@ -294,5 +332,14 @@ def prepare(spec):
     elif spec.get("prealign"):
         raise ValueError(f"case '{spec['name']}': prealign must be 'affine' or absent, got {spec['prealign']!r}")
     mask = _mask(spec.get("mask"), base, fixed)
-    return Case(fixed=fixed, moving=moving, mask=mask, fixed_labels=fixed_labels, moving_labels=moving_labels,
-                fixed_points=fixed_points, moving_points=moving_points, details=details, **common)
+    return Case(
+        fixed=fixed,
+        moving=moving,
+        mask=mask,
+        fixed_labels=fixed_labels,
+        moving_labels=moving_labels,
+        fixed_points=fixed_points,
+        moving_points=moving_points,
+        details=details,
+        **common,
+    )

@@ -37,8 +37,10 @@ def on_grid(displacement, reference):
     """``displacement`` (vector image, mm) on ``reference``'s grid as float64 (resampled linearly only
     where the grids differ beyond header rounding, :meth:`Grid.same_as`)."""
     if displacement.GetNumberOfComponentsPerPixel() != reference.GetDimension():
-        raise ValueError(f"a {reference.GetDimension()}D displacement needs {reference.GetDimension()} components, "
-                         f"got {displacement.GetNumberOfComponentsPerPixel()}")
+        raise ValueError(
+            f"a {reference.GetDimension()}D displacement needs {reference.GetDimension()} components, "
+            f"got {displacement.GetNumberOfComponentsPerPixel()}"
+        )
     if Grid.of(displacement).same_as(Grid.of(reference)):
         field = sitk.Cast(displacement, sitk.sitkVectorFloat64)
         field.CopyInformation(reference)
@@ -73,8 +75,18 @@ def labels_on(labels, reference):
     return sitk.Resample(labels, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, labels.GetPixelID())
 
 
-def evaluate_displacement(fixed, moving, displacement, *, true_field=None, mask=None, fixed_labels=None,
-                          moving_labels=None, fixed_points=None, moving_points=None):
+def evaluate_displacement(
+    fixed,
+    moving,
+    displacement,
+    *,
+    true_field=None,
+    mask=None,
+    fixed_labels=None,
+    moving_labels=None,
+    fixed_points=None,
+    moving_points=None,
+):
     """All measures that apply, as a flat dict of floats (plus ``dice_per_label`` and
     ``hd95_per_label_mm`` dicts when labels are given).
 

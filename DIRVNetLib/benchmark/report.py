@@ -30,28 +30,32 @@ def _case_header(row, cases):
 def accuracy_table(rows, cases):
     """Markdown: one row per case and method; skipped/failed rows point to their reason, listed once
     under the table."""
-    lines = ["| case | method | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-             "|---|---|" + "---:|" * len(COLUMNS)]
+    lines = ["| case | method | " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|---|---|" + "---:|" * len(COLUMNS)]
     reasons = []
     last_case = None
     for row in rows:
         if row["case"] != last_case:
             info = cases.get(row["case"], {})
             identity = info.get("identity", {})
-            before = [f"EPE {identity['epe_mean_mm']:.2f} mm" if identity.get("epe_mean_mm") is not None else "",
-                      f"Dice {identity['dice_mean']:.3f}" if identity.get("dice_mean") is not None else "",
-                      f"NCC {identity['ncc_after']:.3f}" if identity.get("ncc_after") is not None else ""]
+            before = [
+                f"EPE {identity['epe_mean_mm']:.2f} mm" if identity.get("epe_mean_mm") is not None else "",
+                f"Dice {identity['dice_mean']:.3f}" if identity.get("dice_mean") is not None else "",
+                f"NCC {identity['ncc_after']:.3f}" if identity.get("ncc_after") is not None else "",
+            ]
             before = ", ".join(b for b in before if b)
-            lines.append(f"| {_case_header(row, cases)} | *{info.get('describe', '')}; before: {before}* |"
-                         + " |" * len(COLUMNS))
+            lines.append(
+                f"| {_case_header(row, cases)} | *{info.get('describe', '')}; before: {before}* |" + " |" * len(COLUMNS)
+            )
         last_case = row["case"]
         label = row.get("label") or row["method"]
         if row.get("status") != "ok":
             reason = str(row.get("reason", "")).replace("|", "/").replace("\n", " ")
             if reason not in reasons:
                 reasons.append(reason)
-            lines.append(f"| | {label} | {row.get('status', 'failed')} [{reasons.index(reason) + 1}] |"
-                         + " |" * (len(COLUMNS) - 1))
+            lines.append(
+                f"| | {label} | {row.get('status', 'failed')} [{reasons.index(reason) + 1}] |"
+                + " |" * (len(COLUMNS) - 1)
+            )
             continue
         cells = [_fmt(row.get(k), f) for k, _, f in COLUMNS]
         if row.get("runs", 1) != 1:
@@ -63,29 +67,35 @@ def accuracy_table(rows, cases):
 
 def speed_table(rows):
     """Markdown: time per stage, warm-up time and peak memory of every successful row."""
-    lines = ["| case | method | total s | stages (median s) | warm-up s | peak RSS MiB |",
-             "|---|---|---:|---|---:|---:|"]
+    lines = [
+        "| case | method | total s | stages (median s) | warm-up s | peak RSS MiB |",
+        "|---|---|---:|---|---:|---:|",
+    ]
     for row in rows:
         if row.get("status") != "ok":
             continue
         stages = ", ".join(f"{k} {v:.2f}" for k, v in row.get("stages", {}).items())
-        lines.append(f"| {row['case']} | {row.get('label') or row['method']} | {row['seconds']:.2f} | {stages} | "
-                     f"{_fmt(row.get('warmup_seconds'), '{:.1f}')} | {_fmt(row.get('peak_rss_mib'), '{:.0f}')} |")
+        lines.append(
+            f"| {row['case']} | {row.get('label') or row['method']} | {row['seconds']:.2f} | {stages} | "
+            f"{_fmt(row.get('warmup_seconds'), '{:.1f}')} | {_fmt(row.get('peak_rss_mib'), '{:.0f}')} |"
+        )
     return "\n".join(lines)
 
 
 def markdown(rows, cases, machine, command):
     """The whole report as markdown."""
     machine_lines = "\n".join(f"- {k}: {v}" for k, v in machine.items())
-    return (f"# DIRV-Net benchmark\n\nCommand: `{command}`\n\nMachine:\n{machine_lines}\n\n"
-            "## Accuracy and smoothness\n\n"
-            "EPE: end-point error against the known field (inside the case's mask); Dice/HD95: mean over labels; "
-            "J<=0: folding; std log J over J > 0. *before* = identity transform.\n\n"
-            f"{accuracy_table(rows, cases)}\n\n## Speed\n\n"
-            "Median wall time of one registration with both images in memory, after a warm-up call for methods "
-            "with one-off costs; peak RSS is the worker process's peak resident memory during the timed calls, "
-            "libraries included.\n\n"
-            f"{speed_table(rows)}\n")
+    return (
+        f"# DIRV-Net benchmark\n\nCommand: `{command}`\n\nMachine:\n{machine_lines}\n\n"
+        "## Accuracy and smoothness\n\n"
+        "EPE: end-point error against the known field (inside the case's mask); Dice/HD95: mean over labels; "
+        "J<=0: folding; std log J over J > 0. *before* = identity transform.\n\n"
+        f"{accuracy_table(rows, cases)}\n\n## Speed\n\n"
+        "Median wall time of one registration with both images in memory, after a warm-up call for methods "
+        "with one-off costs; peak RSS is the worker process's peak resident memory during the timed calls, "
+        "libraries included.\n\n"
+        f"{speed_table(rows)}\n"
+    )
 
 
 def plot(rows, path):
@@ -97,9 +107,18 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r.get("status") == "ok"]
-    panels = [("epe_mean_mm", "mean EPE (mm, log scale), lower is better", [r for r in ok if r.get("epe_mean_mm") is not None]),
-              ("dice_mean", "mean Dice, higher is better",
-               [r for r in ok if r.get("dice_mean") is not None and r.get("epe_mean_mm") is None])]
+    panels = [
+        (
+            "epe_mean_mm",
+            "mean EPE (mm, log scale), lower is better",
+            [r for r in ok if r.get("epe_mean_mm") is not None],
+        ),
+        (
+            "dice_mean",
+            "mean Dice, higher is better",
+            [r for r in ok if r.get("dice_mean") is not None and r.get("epe_mean_mm") is None],
+        ),
+    ]
     panels = [p for p in panels if p[2]] or panels[:1]
     methods = sorted({r["method"] for r in ok})
     cases = sorted({r["case"] for r in ok})
@@ -115,8 +134,17 @@ def plot(rows, path):
         axis.set_xlabel("wall time per registration (s, median, log scale)")
         axis.set_ylabel(title)
         axis.grid(True, which="both", alpha=0.3)
-    handles = [plt.Line2D([], [], color=colours[m], marker="o", linestyle="", label=next(
-        (r.get("label") for r in ok if r["method"] == m), m)) for m in methods]
+    handles = [
+        plt.Line2D(
+            [],
+            [],
+            color=colours[m],
+            marker="o",
+            linestyle="",
+            label=next((r.get("label") for r in ok if r["method"] == m), m),
+        )
+        for m in methods
+    ]
     handles += [plt.Line2D([], [], color="grey", marker=markers[c], linestyle="", label=c) for c in cases]
     axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
     figure.suptitle("accuracy against time")

@@ -45,8 +45,14 @@ def measure(method, case, repeats=3, time_budget=60.0):
     """One result row (dict) for ``method`` on a prepared ``case``."""
     from DIRVNetLib.benchmark.evaluation import evaluate_displacement
 
-    row = {"case": case.name, "method": method.name, "label": method.label, "dimension": case.dimension,
-           "seen_in_training": case.seen_in_training, "settings": method.settings}
+    row = {
+        "case": case.name,
+        "method": method.name,
+        "label": method.label,
+        "dimension": case.dimension,
+        "seen_in_training": case.seen_in_training,
+        "settings": method.settings,
+    }
     ok, reason = method.available(case.dimension)
     if not ok:
         return {**row, "status": "skipped", "reason": reason}
@@ -70,23 +76,45 @@ def measure(method, case, repeats=3, time_budget=60.0):
                 increases.append(peak - base)
             if sum(times) >= time_budget:
                 break
-        row.update(status="ok", seconds=statistics.median(times), seconds_runs=times, runs=len(times),
-                   stages={k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[-1]})
+        row.update(
+            status="ok",
+            seconds=statistics.median(times),
+            seconds_runs=times,
+            runs=len(times),
+            stages={k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[-1]},
+        )
         if peaks:
             row.update(peak_rss_mib=max(peaks), rss_increase_mib=max(increases))
-        reported = {"weights_used": "weights", "device_used": "device",
-                    "refinement_rounds_used": "refinement_rounds_used", "working_grid": "working_grid"}
+        reported = {
+            "weights_used": "weights",
+            "device_used": "device",
+            "refinement_rounds_used": "refinement_rounds_used",
+            "working_grid": "working_grid",
+        }
         for attribute, key in reported.items():
             if getattr(method, attribute, None) is not None:
                 row[key] = getattr(method, attribute)
-        row.update(evaluate_displacement(
-            case.fixed, case.moving, displacement, true_field=case.true_field, mask=case.mask,
-            fixed_labels=case.fixed_labels, moving_labels=case.moving_labels,
-            fixed_points=case.fixed_points, moving_points=case.moving_points))
+        row.update(
+            evaluate_displacement(
+                case.fixed,
+                case.moving,
+                displacement,
+                true_field=case.true_field,
+                mask=case.mask,
+                fixed_labels=case.fixed_labels,
+                moving_labels=case.moving_labels,
+                fixed_points=case.fixed_points,
+                moving_points=case.moving_points,
+            )
+        )
         return row
     except Exception as e:  # a baseline's failure is a row, never a crash of the benchmark
-        return {**row, "status": "failed", "reason": f"{type(e).__name__}: {e}".strip(),
-                "traceback": traceback.format_exc()}
+        return {
+            **row,
+            "status": "failed",
+            "reason": f"{type(e).__name__}: {e}".strip(),
+            "traceback": traceback.format_exc(),
+        }
 
 
 def _worker(spec_path):
@@ -117,15 +145,26 @@ def run_method(method, case_folders, log_path, repeats=3, time_budget=60.0, opti
     """
     read_fd, write_fd = os.pipe()
     spec_path = Path(log_path).with_suffix(".spec.json")
-    spec = {"method": method, "options": options or {}, "cases": [str(f) for f in case_folders],
-            "repeats": repeats, "time_budget": time_budget, "fd": write_fd}
+    spec = {
+        "method": method,
+        "options": options or {},
+        "cases": [str(f) for f in case_folders],
+        "repeats": repeats,
+        "time_budget": time_budget,
+        "fd": write_fd,
+    }
     spec_path.write_text(json.dumps(spec))
     rows = []
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "DIRVNetLib.benchmark.runner", str(spec_path)],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   pass_fds=(write_fd,), env=env)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "DIRVNetLib.benchmark.runner", str(spec_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,),
+            env=env,
+        )
         os.close(write_fd)
         with os.fdopen(read_fd) as channel:
             for line in channel:
@@ -135,9 +174,13 @@ def run_method(method, case_folders, log_path, repeats=3, time_budget=60.0, opti
                     on_row(row)
         code = process.wait()
     spec_path.unlink()
-    for folder in case_folders[len(rows):]:
-        row = {"case": Path(folder).name, "method": method, "status": "failed",
-               "reason": f"worker process exited with code {code} (see {log_path})"}
+    for folder in case_folders[len(rows) :]:
+        row = {
+            "case": Path(folder).name,
+            "method": method,
+            "status": "failed",
+            "reason": f"worker process exited with code {code} (see {log_path})",
+        }
         rows.append(row)
         if on_row:
             on_row(row)

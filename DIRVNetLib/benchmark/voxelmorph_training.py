@@ -45,9 +45,13 @@ def build_model(ndim, architecture=None):
     import voxelmorph as vxm
 
     architecture = {**ARCHITECTURE, **(architecture or {})}
-    return vxm.nn.models.VxmPairwise(ndim=ndim, source_channels=1, target_channels=1,
-                                     nb_features=architecture["nb_features"],
-                                     integration_steps=architecture["integration_steps"])
+    return vxm.nn.models.VxmPairwise(
+        ndim=ndim,
+        source_channels=1,
+        target_channels=1,
+        nb_features=architecture["nb_features"],
+        integration_steps=architecture["integration_steps"],
+    )
 
 
 def load_model(path):
@@ -89,18 +93,28 @@ def train(run, output, steps=None, progress=True, command=None):
         loss.backward()
         optimizer.step()
         losses.append(float(loss))
-    record = {"steps": steps, "batch_size": batch, "learning_rate": run.learning_rate, "data": run.data.to_dict(),
-              "loss": "supervised mean end-point error (voxels)", "final_loss_mean_last_50": float(np.mean(losses[-50:])),
-              "seconds": time.perf_counter() - started, "command": command}
+    record = {
+        "steps": steps,
+        "batch_size": batch,
+        "learning_rate": run.learning_rate,
+        "data": run.data.to_dict(),
+        "loss": "supervised mean end-point error (voxels)",
+        "final_loss_mean_last_50": float(np.mean(losses[-50:])),
+        "seconds": time.perf_counter() - started,
+        "command": command,
+    }
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"ndim": ndim, "architecture": ARCHITECTURE, "state_dict": model.state_dict(), "training": record},
-               str(output))
+    torch.save(
+        {"ndim": ndim, "architecture": ARCHITECTURE, "state_dict": model.state_dict(), "training": record}, str(output)
+    )
     return record
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="train VoxelMorph on DIRV-Net's synthetic data and budget")
-    parser.add_argument("--config", required=True, help="DIRV-Net run configuration (e.g. model_weights/mr2d/train.json)")
+    parser.add_argument(
+        "--config", required=True, help="DIRV-Net run configuration (e.g. model_weights/mr2d/train.json)"
+    )
     parser.add_argument("--output", required=True, help="model file to write (vxm2d.pt / vxm3d.pt)")
     parser.add_argument("--steps", type=int, help="override the number of steps (then the budget is not the same)")
     args = parser.parse_args(argv)

@@ -21,29 +21,71 @@ def add_parser(commands):
 
     parser = commands.add_parser("benchmark", help="compare DIRV-Net with classical tools on a list of cases")
     parser.add_argument("--cases", required=True, help="case list (JSON or YAML), e.g. benchmarks/cases/default.json")
-    parser.add_argument("--output-dir", required=True, help="folder for results.md, results.json, the plot, cases, logs")
-    parser.add_argument("--only", nargs="+", default=[], metavar="CASE",
-                        help="run only the cases of the list with these names (default: all)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
-                        help=f"methods to run (default: all of {', '.join(METHODS)})")
+    parser.add_argument(
+        "--output-dir", required=True, help="folder for results.md, results.json, the plot, cases, logs"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="CASE",
+        help="run only the cases of the list with these names (default: all)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=METHODS,
+        metavar="METHOD",
+        help=f"methods to run (default: all of {', '.join(METHODS)})",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method and case (median; default 3)")
-    parser.add_argument("--time-budget", type=float, default=60.0,
-                        help="stop repeating once a method has spent this many seconds on a case (default 60)")
-    parser.add_argument("--weights", action="append", default=[],
-                        help="DIRV-Net weight set (folder or bundled name) for its dimension; repeat for 2D and 3D "
-                             "(default: the bundled mr2d / mr3d)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=60.0,
+        help="stop repeating once a method has spent this many seconds on a case (default 60)",
+    )
+    parser.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        help="DIRV-Net weight set (folder or bundled name) for its dimension; repeat for 2D and 3D "
+        "(default: the bundled mr2d / mr3d)",
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="DIRV-Net device")
-    parser.add_argument("--refinement-rounds", type=int, default=0,
-                        help="DIRV-Net recurrent refinement rounds, as in dirvnet register (default 0)")
-    parser.add_argument("--refine-steps", type=int, default=None, metavar="N",
-                        help="DIRV-Net (accurate mode) most test-time refinement steps, as in dirvnet register")
-    parser.add_argument("--coarse-pass", type=float, default=None, metavar="FACTOR",
-                        help="DIRV-Net first pass on a grid FACTOR (> 1) times coarser, as in dirvnet register")
-    parser.add_argument("--working-spacing", type=float, default=None, metavar="MM",
-                        help="DIRV-Net isotropic working grid spacing in mm, as in dirvnet register "
-                             "(default: the finest fixed spacing)")
-    parser.add_argument("--voxelmorph-dir",
-                        help="folder holding vxm2d.pt / vxm3d.pt (default: $DIRVNET_VOXELMORPH_DIR, else ./benchmarks/voxelmorph)")
+    parser.add_argument(
+        "--refinement-rounds",
+        type=int,
+        default=0,
+        help="DIRV-Net recurrent refinement rounds, as in dirvnet register (default 0)",
+    )
+    parser.add_argument(
+        "--refine-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="DIRV-Net (accurate mode) most test-time refinement steps, as in dirvnet register",
+    )
+    parser.add_argument(
+        "--coarse-pass",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="DIRV-Net first pass on a grid FACTOR (> 1) times coarser, as in dirvnet register",
+    )
+    parser.add_argument(
+        "--working-spacing",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="DIRV-Net isotropic working grid spacing in mm, as in dirvnet register "
+        "(default: the finest fixed spacing)",
+    )
+    parser.add_argument(
+        "--voxelmorph-dir",
+        help="folder holding vxm2d.pt / vxm3d.pt (default: $DIRVNET_VOXELMORPH_DIR, else ./benchmarks/voxelmorph)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -54,8 +96,11 @@ def machine_info():
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu cores": os.cpu_count()}
     try:
-        models = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")]
+        models = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         info["cpu"] = models[0] if models else platform.processor()
         total = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
         info["memory GiB"] = round(int(total.split()[1]) / 1024**2, 1)
@@ -110,9 +155,14 @@ def run(args):
         raise ValueError(f"--coarse-pass must be a factor > 1, got {args.coarse_pass}")
     if args.working_spacing is not None and not 0 < args.working_spacing < math.inf:
         raise ValueError(f"--working-spacing must be a spacing > 0 mm, got {args.working_spacing}")
-    options = {"weights": _weights_by_dimension(args.weights), "device": args.device,
-               "refinement_rounds": args.refinement_rounds, "coarse_pass": args.coarse_pass,
-               "working_spacing": args.working_spacing, "refine_steps": args.refine_steps}
+    options = {
+        "weights": _weights_by_dimension(args.weights),
+        "device": args.device,
+        "refinement_rounds": args.refinement_rounds,
+        "coarse_pass": args.coarse_pass,
+        "working_spacing": args.working_spacing,
+        "refine_steps": args.refine_steps,
+    }
     if args.voxelmorph_dir:
         options["voxelmorph_dir"] = str(Path(args.voxelmorph_dir).resolve())
     output = Path(args.output_dir)
@@ -124,11 +174,24 @@ def run(args):
         folder = output / "cases" / case.name
         case.save(folder)
         folders.append(folder)
-        identity = evaluate_displacement(case.fixed, case.moving, zero_field(case.fixed), true_field=case.true_field,
-                                         mask=case.mask, fixed_labels=case.fixed_labels, moving_labels=case.moving_labels,
-                                         fixed_points=case.fixed_points, moving_points=case.moving_points)
-        cases[case.name] = {"describe": case.describe(), "seen_in_training": case.seen_in_training, "note": case.note,
-                            "details": case.details, "identity": identity}
+        identity = evaluate_displacement(
+            case.fixed,
+            case.moving,
+            zero_field(case.fixed),
+            true_field=case.true_field,
+            mask=case.mask,
+            fixed_labels=case.fixed_labels,
+            moving_labels=case.moving_labels,
+            fixed_points=case.fixed_points,
+            moving_points=case.moving_points,
+        )
+        cases[case.name] = {
+            "describe": case.describe(),
+            "seen_in_training": case.seen_in_training,
+            "note": case.note,
+            "details": case.details,
+            "identity": identity,
+        }
 
     rows = []
     with tqdm(total=len(args.methods) * len(folders), desc="benchmark", unit="run", disable=args.no_progress) as bar:
@@ -139,16 +202,24 @@ def run(args):
                 bar.set_postfix_str(f"{row['method']} {row['case']}: {row.get('status')}")
                 bar.update(1)
 
-            rows += run_method(method, folders, output / "logs" / f"{method}.log", args.repeats, args.time_budget,
-                               options, on_row)
+            rows += run_method(
+                method, folders, output / "logs" / f"{method}.log", args.repeats, args.time_budget, options, on_row
+            )
     order = {name: i for i, name in enumerate(cases)}
     methods = {name: i for i, name in enumerate(args.methods)}
     rows.sort(key=lambda r: (order.get(r["case"], len(order)), methods.get(r["method"], len(methods))))
     machine["load average at end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     machine["benchmark wall time s"] = round(time.perf_counter() - started, 1)
 
-    results = {"command": command, "description": description, "machine": machine, "repeats": args.repeats,
-               "time_budget_s": args.time_budget, "cases": cases, "rows": rows}
+    results = {
+        "command": command,
+        "description": description,
+        "machine": machine,
+        "repeats": args.repeats,
+        "time_budget_s": args.time_budget,
+        "cases": cases,
+        "rows": rows,
+    }
     with atomic_path(output / "results.json") as tmp:
         tmp.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
     text = report.markdown(rows, cases, machine, command)

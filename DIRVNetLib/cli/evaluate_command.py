@@ -10,26 +10,52 @@ from pathlib import Path
 
 from DIRVNetLib.registration.devices import DEVICES
 
-KEYS = ("epe_mean_mm", "epe_median_mm", "epe_p95_mm", "epe_max_mm", "epe_before_mean_mm",
-        "dice_mean", "dice_before_mean", "hd95_mean_mm", "hd95_before_mean_mm",
-        "tre_mean_mm", "tre_median_mm", "tre_max_mm", "tre_before_mean_mm",
-        "jacobian_min", "jacobian_nonpositive_percent", "std_log_jacobian", "std_log_jacobian_l2r",
-        "ncc_before", "ncc_after", "mse_before", "mse_after", "mi_before", "mi_after", "seconds")
+KEYS = (
+    "epe_mean_mm",
+    "epe_median_mm",
+    "epe_p95_mm",
+    "epe_max_mm",
+    "epe_before_mean_mm",
+    "dice_mean",
+    "dice_before_mean",
+    "hd95_mean_mm",
+    "hd95_before_mean_mm",
+    "tre_mean_mm",
+    "tre_median_mm",
+    "tre_max_mm",
+    "tre_before_mean_mm",
+    "jacobian_min",
+    "jacobian_nonpositive_percent",
+    "std_log_jacobian",
+    "std_log_jacobian_l2r",
+    "ncc_before",
+    "ncc_after",
+    "mse_before",
+    "mse_after",
+    "mi_before",
+    "mi_after",
+    "seconds",
+)
 
 
 def add_parser(commands):
     parser = commands.add_parser("evaluate", help="measure a registration against known fields, labels or landmarks")
     parser.add_argument("--fixed", required=True)
     parser.add_argument("--moving", required=True)
-    parser.add_argument("--transform", help="evaluate this transform (.h5/.tfm: any ITK transform, fixed -> moving "
-                                            "points) or displacement image (LPS mm, pull) instead of registering")
+    parser.add_argument(
+        "--transform",
+        help="evaluate this transform (.h5/.tfm: any ITK transform, fixed -> moving "
+        "points) or displacement image (LPS mm, pull) instead of registering",
+    )
     parser.add_argument("--true-field", help="known displacement (vector image or transform), pull convention, LPS mm")
     parser.add_argument("--fixed-labels", help="label map of the fixed image (0 = background)")
     parser.add_argument("--moving-labels", help="label map of the moving image (warped with nearest neighbour)")
     parser.add_argument("--fixed-landmarks", help=".mrk.json, .fcsv or CSV (x,y[,z] LPS mm)")
     parser.add_argument("--moving-landmarks", help="the corresponding moving points, same order")
     parser.add_argument("--mask", help="measure end-point error only where this label image is nonzero")
-    parser.add_argument("--weights", default=None, help="weight set when registering (default: bundled for the dimension)")
+    parser.add_argument(
+        "--weights", default=None, help="weight set when registering (default: bundled for the dimension)"
+    )
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--output-json", required=True)
     parser.set_defaults(run=run)
@@ -56,12 +82,15 @@ def evaluate(args):
         extra["seconds_per_stage"] = registration.report["seconds"]
         extra["weights"] = registration.report["weights"]
     result = evaluate_displacement(
-        fixed, moving, displacement,
+        fixed,
+        moving,
+        displacement,
         true_field=read_field(args.true_field, fixed) if args.true_field else None,
         mask=read_label_image(args.mask, "mask") if args.mask else None,
         fixed_labels=read_label_image(args.fixed_labels, "fixed labels") if args.fixed_labels else None,
         moving_labels=read_label_image(args.moving_labels, "moving labels") if args.moving_labels else None,
-        fixed_points=args.fixed_landmarks, moving_points=args.moving_landmarks,
+        fixed_points=args.fixed_landmarks,
+        moving_points=args.moving_landmarks,
     )
     result.update(extra)
     return result

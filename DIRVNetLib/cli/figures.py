@@ -14,10 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from DIRVNetLib.preprocessing import normalise_intensity  # noqa: E402
 from DIRVNetLib.io.atomic import atomic_path  # noqa: E402
 from DIRVNetLib.io.orientation import anatomical_slices  # noqa: E402
 from DIRVNetLib.metrics import jacobian_determinant, largest_displacement_point  # noqa: E402
+from DIRVNetLib.preprocessing import normalise_intensity  # noqa: E402
 
 
 def checkerboard(a, b, tiles=8):
@@ -37,17 +37,26 @@ def draw_view(axis, view, cmap, limits, edge_letters=True):
     """Show one :class:`~DIRVNetLib.io.orientation.SliceView` on a matplotlib axis at its physical
     aspect, with the patient direction at each edge; returns the image artist (for a colour bar)."""
     width, height = view.size_mm
-    artist = axis.imshow(view.array, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest",
-                         extent=(0, width, height, 0))
+    artist = axis.imshow(
+        view.array, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest", extent=(0, width, height, 0)
+    )
     axis.set_facecolor("black")
     axis.set_xticks([])
     axis.set_yticks([])
     if edge_letters:
-        style = dict(transform=axis.transAxes, color="yellow", fontsize=7, fontweight="bold",
-                     bbox=dict(facecolor="black", alpha=0.6, pad=0.5, edgecolor="none"))
-        for edge, (x, y, ha, va) in {"top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom"),
-                                     "left": (0.01, 0.5, "left", "center"),
-                                     "right": (0.99, 0.5, "right", "center")}.items():
+        style = dict(
+            transform=axis.transAxes,
+            color="yellow",
+            fontsize=7,
+            fontweight="bold",
+            bbox=dict(facecolor="black", alpha=0.6, pad=0.5, edgecolor="none"),
+        )
+        for edge, (x, y, ha, va) in {
+            "top": (0.5, 0.99, "center", "top"),
+            "bottom": (0.5, 0.01, "center", "bottom"),
+            "left": (0.01, 0.5, "left", "center"),
+            "right": (0.99, 0.5, "right", "center"),
+        }.items():
             axis.text(x, y, view.edges[edge], ha=ha, va=va, **style)
     return artist
 
@@ -63,8 +72,13 @@ def write_qa_figure(path, fixed, moving_on_fixed, warped, displacement, point=No
     if point is None:
         point = largest_displacement_point(displacement)
     images = {
-        "fixed": f, "moving": m, "warped": w, "|fixed - moving|": np.abs(f - m), "|fixed - warped|": np.abs(f - w),
-        "|u|": magnitude, "Jacobian determinant": jacobian_determinant(displacement, np.float32),
+        "fixed": f,
+        "moving": m,
+        "warped": w,
+        "|fixed - moving|": np.abs(f - m),
+        "|fixed - warped|": np.abs(f - w),
+        "|u|": magnitude,
+        "Jacobian determinant": jacobian_determinant(displacement, np.float32),
     }
     views = {name: anatomical_slices(_like(array, fixed), point, convention) for name, array in images.items()}
     u_max = max(float(np.nanmax(v.array)) for v in views["|u|"]) or 1.0
@@ -79,8 +93,9 @@ def write_qa_figure(path, fixed, moving_on_fixed, warped, displacement, point=No
         ("Jacobian determinant", "Jacobian determinant", "RdBu_r", (0, 2), "det J (1 = volume kept)"),
     ]
     rows = len(views["fixed"])
-    figure, axes = plt.subplots(rows, len(columns), figsize=(2.3 * len(columns), 2.5 * rows + 0.9), squeeze=False,
-                                layout="constrained")
+    figure, axes = plt.subplots(
+        rows, len(columns), figsize=(2.3 * len(columns), 2.5 * rows + 0.9), squeeze=False, layout="constrained"
+    )
     for r in range(rows):
         for c, (title, name, cmap, limits, _) in enumerate(columns):
             if name is None:
@@ -97,8 +112,11 @@ def write_qa_figure(path, fixed, moving_on_fixed, warped, displacement, point=No
                 bar.set_label(columns[c][4], fontsize=7)
                 bar.ax.tick_params(labelsize=6)
     where = ", ".join(f"{v:.1f}" for v in point)
-    figure.suptitle(f"{convention} convention (patient's {'right' if convention == 'radiological' else 'left'} on "
-                    f"the screen's left); slices through LPS ({where}) mm", fontsize=8)
+    figure.suptitle(
+        f"{convention} convention (patient's {'right' if convention == 'radiological' else 'left'} on "
+        f"the screen's left); slices through LPS ({where}) mm",
+        fontsize=8,
+    )
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=100, format="png")
     plt.close(figure)

@@ -51,38 +51,80 @@ def add_parser(commands):
     parser = commands.add_parser("register", help="register a moving image to a fixed image")
     parser.add_argument("--fixed", required=True, help="fixed image (file or DICOM folder)")
     parser.add_argument("--moving", required=True, help="moving image (file or DICOM folder)")
-    parser.add_argument("--output-dir", required=True,
-                        help="folder for the outputs (new, empty, or of an earlier run: replaced as a whole)")
-    parser.add_argument("--weights", default=None,
-                        help="bundled weight-set name or folder (default: for the dimension)")
+    parser.add_argument(
+        "--output-dir",
+        required=True,
+        help="folder for the outputs (new, empty, or of an earlier run: replaced as a whole)",
+    )
+    parser.add_argument(
+        "--weights", default=None, help="bundled weight-set name or folder (default: for the dimension)"
+    )
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--mode", default="accurate", choices=["fast", "accurate"],
-                        help="accurate (default): the network, then test-time refinement; fast: the network alone")
-    parser.add_argument("--refine-steps", type=_rounds, default=None, metavar="N",
-                        help="most test-time refinement steps (default: the mode's; 0: none)")
-    parser.add_argument("--no-fallback", action="store_true",
-                        help="return the result even when it is less similar to the fixed image than the input")
+    parser.add_argument(
+        "--mode",
+        default="accurate",
+        choices=["fast", "accurate"],
+        help="accurate (default): the network, then test-time refinement; fast: the network alone",
+    )
+    parser.add_argument(
+        "--refine-steps",
+        type=_rounds,
+        default=None,
+        metavar="N",
+        help="most test-time refinement steps (default: the mode's; 0: none)",
+    )
+    parser.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="return the result even when it is less similar to the fixed image than the input",
+    )
     parser.add_argument("--refinement-rounds", type=_rounds, default=0, help="recurrent refinement rounds (default 0)")
     parser.add_argument("--working-spacing", type=_positive_mm, default=None, help="isotropic working spacing in mm")
-    parser.add_argument("--coarse-pass", type=_factor, default=None, metavar="FACTOR",
-                        help="first register on a grid FACTOR (> 1) times coarser, then refine on the working grid")
-    parser.add_argument("--moving-labels", action="store_true",
-                        help="the moving image is a label map: warp it with nearest neighbour (detected for integer "
-                        "images of few values)")
+    parser.add_argument(
+        "--coarse-pass",
+        type=_factor,
+        default=None,
+        metavar="FACTOR",
+        help="first register on a grid FACTOR (> 1) times coarser, then refine on the working grid",
+    )
+    parser.add_argument(
+        "--moving-labels",
+        action="store_true",
+        help="the moving image is a label map: warp it with nearest neighbour (detected for integer "
+        "images of few values)",
+    )
     parser.add_argument("--no-isotropic", action="store_true", help="register anisotropic images on their own grid")
     parser.add_argument("--no-unfold", action="store_true", help="keep the network's field even where it folds")
-    parser.add_argument("--fixed-points", default=None, metavar="FILE",
-                        help="points on the fixed image (.mrk.json, .fcsv or .csv) that the result must carry to the "
-                             "--moving-points, in the same order: the field is corrected locally around them")
+    parser.add_argument(
+        "--fixed-points",
+        default=None,
+        metavar="FILE",
+        help="points on the fixed image (.mrk.json, .fcsv or .csv) that the result must carry to the "
+        "--moving-points, in the same order: the field is corrected locally around them",
+    )
     parser.add_argument("--moving-points", default=None, metavar="FILE", help="the corresponding moving-image points")
-    parser.add_argument("--points-radius", type=float, default=None, metavar="MM",
-                        help="radius of the correction around each point (default: from the largest error)")
+    parser.add_argument(
+        "--points-radius",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="radius of the correction around each point (default: from the largest error)",
+    )
     parser.add_argument("--no-figure", action="store_true", help="skip the QA figure")
-    parser.add_argument("--qa-point", type=_point, default=None, metavar="X,Y,Z",
-                        help="QA slices through this LPS point in mm, e.g. --qa-point=-30,12.5,40 (default: where "
-                             "the field moves most)")
-    parser.add_argument("--qa-convention", choices=["radiological", "neurological"], default="radiological",
-                        help="QA left-right convention (default radiological: the patient's right on the left)")
+    parser.add_argument(
+        "--qa-point",
+        type=_point,
+        default=None,
+        metavar="X,Y,Z",
+        help="QA slices through this LPS point in mm, e.g. --qa-point=-30,12.5,40 (default: where "
+        "the field moves most)",
+    )
+    parser.add_argument(
+        "--qa-convention",
+        choices=["radiological", "neurological"],
+        default="radiological",
+        help="QA left-right convention (default radiological: the patient's right on the left)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -120,23 +162,43 @@ def run(args):
                 bar.update(info.done - bar.n)
 
             result = register(
-                args.fixed, args.moving, weights=args.weights, device=args.device, progress=progress,
-                refinement_rounds=args.refinement_rounds, working_spacing=args.working_spacing,
-                isotropic=not args.no_isotropic, unfold=not args.no_unfold, coarse_pass=args.coarse_pass,
+                args.fixed,
+                args.moving,
+                weights=args.weights,
+                device=args.device,
+                progress=progress,
+                refinement_rounds=args.refinement_rounds,
+                working_spacing=args.working_spacing,
+                isotropic=not args.no_isotropic,
+                unfold=not args.no_unfold,
+                coarse_pass=args.coarse_pass,
                 moving_labels=True if args.moving_labels else None,
-                mode=args.mode, refine_steps=args.refine_steps, fallback=not args.no_fallback,
-                fixed_points=args.fixed_points, moving_points=args.moving_points, points_radius=args.points_radius,
+                mode=args.mode,
+                refine_steps=args.refine_steps,
+                fallback=not args.no_fallback,
+                fixed_points=args.fixed_points,
+                moving_points=args.moving_points,
+                points_radius=args.points_radius,
             )
         if args.qa_point is not None and len(args.qa_point) != result.fixed.GetDimension():
-            raise ValueError(f"--qa-point {args.qa_point} has {len(args.qa_point)} coordinates but the images are "
-                             f"{result.fixed.GetDimension()}D; nothing was written")
+            raise ValueError(
+                f"--qa-point {args.qa_point} has {len(args.qa_point)} coordinates but the images are "
+                f"{result.fixed.GetDimension()}D; nothing was written"
+            )
         started = time.perf_counter()
         write_transform(result.transform, outputs.path("transform.h5"))
         write_image(result.displacement, outputs.path("displacement.nrrd"))
         write_image(result.warped, outputs.path("warped.nrrd"))
         if not args.no_figure:
-            write_qa_figure(outputs.path("qa.png"), result.fixed, result.moving_resampled, result.warped,
-                            result.displacement, args.qa_point, args.qa_convention)
+            write_qa_figure(
+                outputs.path("qa.png"),
+                result.fixed,
+                result.moving_resampled,
+                result.warped,
+                result.displacement,
+                args.qa_point,
+                args.qa_convention,
+            )
         report = dict(result.report)
         report["seconds"] = {**report["seconds"], "write": time.perf_counter() - started}
         report["inputs"] = {"fixed": str(args.fixed), "moving": str(args.moving)}
@@ -157,8 +219,11 @@ def _signals_interrupt():
     def interrupt(number, frame):
         raise KeyboardInterrupt(signal.Signals(number).name)
 
-    kept = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
-            if number is not None}
+    kept = {
+        number: signal.signal(number, interrupt)
+        for number in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
+        if number is not None
+    }
     try:
         yield
     finally:
@@ -186,5 +251,7 @@ def _points_summary(correction):
     if not correction:
         return ""
     before, after = correction["error_before_mm"], correction["error_after_mm"]
-    return (f"\n{correction['points']} point pairs: error at the points {max(before):.2f} -> {max(after):.2f} mm "
-            f"(largest), corrected within {correction['radius_mm']:.0f} mm of them")
+    return (
+        f"\n{correction['points']} point pairs: error at the points {max(before):.2f} -> {max(after):.2f} mm "
+        f"(largest), corrected within {correction['radius_mm']:.0f} mm of them"
+    )

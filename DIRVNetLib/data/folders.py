@@ -57,7 +57,9 @@ def expand_volume_sources(sources):
         if path.is_dir() and not is_dicom_folder(path):
             found = list(image_entries(path).values())
             if not found:
-                raise InputImageError(f"training volume folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)} or DICOM)")
+                raise InputImageError(
+                    f"training volume folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)} or DICOM)"
+                )
             expanded.extend(str(p) for p in found)
         else:
             expanded.append(str(source))
@@ -158,8 +160,12 @@ class PairFolderSampler:
                     f"pair '{name}' ({fixed_path}) is {fixed.ndim}D but the patches are {len(self.shape)}D"
                 )
             self.images.append((fixed, moving))
-        self.augmentation = {"noise": float(noise), "gamma": float(gamma), "bias": float(bias),
-                             "saturation": float(saturation)}
+        self.augmentation = {
+            "noise": float(noise),
+            "gamma": float(gamma),
+            "bias": float(bias),
+            "saturation": float(saturation),
+        }
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -186,6 +192,12 @@ class PairFolderSampler:
 
     def summary(self):
         folder = None if self.folder is None else str(Path(self.folder).resolve())
-        return {"kind": "image pairs (unsupervised)", "folder": folder, "pairs": [p[0] for p in self.pairs],
-                "shape": list(self.shape), "spacing_mm": self.spacing, "augmentation": self.augmentation,
-                "image_shapes": [list(f.shape) for f, _ in self.images]}
+        return {
+            "kind": "image pairs (unsupervised)",
+            "folder": folder,
+            "pairs": [p[0] for p in self.pairs],
+            "shape": list(self.shape),
+            "spacing_mm": self.spacing,
+            "augmentation": self.augmentation,
+            "image_shapes": [list(f.shape) for f, _ in self.images],
+        }

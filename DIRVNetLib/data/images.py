@@ -30,7 +30,9 @@ def random_shapes(shape, rng, classes=6, smoothness=4.0, blur=0.7):
     intensities = rng.uniform(0.0, 1.0, size=classes)
     image = intensities[labels]
     if blur > 0:
-        image = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(image.astype(np.float32)), blur))
+        image = sitk.GetArrayFromImage(
+            sitk.SmoothingRecursiveGaussian(sitk.GetImageFromArray(image.astype(np.float32)), blur)
+        )
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 

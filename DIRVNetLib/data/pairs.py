@@ -67,9 +67,22 @@ class PairSampler:
 
     supervised = True  # batches carry the true field
 
-    def __init__(self, shape, max_magnitude, sources=SOURCES, volumes=(), seed=0, affine_scale=0.1,
-                 noise=0.02, gamma=0.3, bias=0.0, saturation=0.0, shape_blur=(0.7, 0.7), control_points=(5, 5),
-                 slice_thickness=1.0):
+    def __init__(
+        self,
+        shape,
+        max_magnitude,
+        sources=SOURCES,
+        volumes=(),
+        seed=0,
+        affine_scale=0.1,
+        noise=0.02,
+        gamma=0.3,
+        bias=0.0,
+        saturation=0.0,
+        shape_blur=(0.7, 0.7),
+        control_points=(5, 5),
+        slice_thickness=1.0,
+    ):
         unknown = set(sources) - set(SOURCES)
         if unknown:
             raise ValueError(f"unknown training sources {sorted(unknown)}; choose from {SOURCES}")
@@ -80,8 +93,12 @@ class PairSampler:
         self.sources = tuple(sources)
         self.volumes = [normalise_intensity(np.asarray(v, np.float32)) for v in volumes]
         self.affine_scale = affine_scale
-        self.augmentation = {"noise": float(noise), "gamma": float(gamma), "bias": float(bias),
-                             "saturation": float(saturation)}
+        self.augmentation = {
+            "noise": float(noise),
+            "gamma": float(gamma),
+            "bias": float(bias),
+            "saturation": float(saturation),
+        }
         self.shape_blur = tuple(float(b) for b in shape_blur)
         self.control_points = tuple(int(n) for n in control_points)
         if len(self.control_points) != 2 or not 2 <= self.control_points[0] <= self.control_points[1]:
@@ -106,7 +123,9 @@ class PairSampler:
         magnitude = self.rng.uniform(0.1, 1.0) * self.max_magnitude
         low, high = self.control_points
         points = low if low == high else int(self.rng.integers(low, high + 1))
-        field = smooth_random_field(self.shape, magnitude, self.rng, control_points=points, affine_scale=self.affine_scale)
+        field = smooth_random_field(
+            self.shape, magnitude, self.rng, control_points=points, affine_scale=self.affine_scale
+        )
         fixed = warp(image[np.newaxis, ..., np.newaxis], field[np.newaxis]).numpy()[0, ..., 0]
         fixed = augment_intensity(fixed, self.rng, **self.augmentation)
         moving = augment_intensity(image, self.rng, **self.augmentation)
@@ -128,11 +147,18 @@ class PairSampler:
 
     def summary(self):
         """JSON-able description of what this sampler draws (for weight-set metadata)."""
-        return {"kind": "synthetic deformations (swap trick)", "shape": list(self.shape),
-                "max_magnitude_voxels": self.max_magnitude, "sources": list(self.sources),
-                "volumes": [list(v.shape) for v in self.volumes], "affine_scale": self.affine_scale,
-                "augmentation": self.augmentation, "shape_blur": list(self.shape_blur),
-                "control_points": list(self.control_points), "slice_thickness": self.slice_thickness}
+        return {
+            "kind": "synthetic deformations (swap trick)",
+            "shape": list(self.shape),
+            "max_magnitude_voxels": self.max_magnitude,
+            "sources": list(self.sources),
+            "volumes": [list(v.shape) for v in self.volumes],
+            "affine_scale": self.affine_scale,
+            "augmentation": self.augmentation,
+            "shape_blur": list(self.shape_blur),
+            "control_points": list(self.control_points),
+            "slice_thickness": self.slice_thickness,
+        }
 
     def dataset(self, batch_size, seed=None, start=0, stop=None):
         """A ``tf.data.Dataset`` of :meth:`batch` outputs: endless draws from the current random state,

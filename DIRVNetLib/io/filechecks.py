@@ -18,11 +18,38 @@ from DIRVNetLib.io.stderr import captured_stderr
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _NIFTI_HEADER_BYTES = 540  # a NIfTI-2 header; a NIfTI-1 header is 348
-_NIFTI_BITS = {2: 8, 4: 16, 8: 32, 16: 32, 32: 64, 64: 64, 128: 24, 256: 8, 512: 16, 768: 32, 1024: 64, 1280: 64,
-               1536: 128, 1792: 128, 2048: 256, 2304: 32}
-_META_BYTES = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4, "MET_INT": 4,
-               "MET_ULONG": 8, "MET_LONG": 8, "MET_ULONG_LONG": 8, "MET_LONG_LONG": 8, "MET_FLOAT": 4,
-               "MET_DOUBLE": 8}
+_NIFTI_BITS = {
+    2: 8,
+    4: 16,
+    8: 32,
+    16: 32,
+    32: 64,
+    64: 64,
+    128: 24,
+    256: 8,
+    512: 16,
+    768: 32,
+    1024: 64,
+    1280: 64,
+    1536: 128,
+    1792: 128,
+    2048: 256,
+    2304: 32,
+}
+_META_BYTES = {
+    "MET_UCHAR": 1,
+    "MET_CHAR": 1,
+    "MET_USHORT": 2,
+    "MET_SHORT": 2,
+    "MET_UINT": 4,
+    "MET_INT": 4,
+    "MET_ULONG": 8,
+    "MET_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_LONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
+}
 
 
 def check_file_whole(path, role):
@@ -40,8 +67,7 @@ def check_file_whole(path, role):
     expected = _nifti_bytes(head)
     if expected is not None and length < expected:
         raise InputImageError(
-            f"{role} image {path} is truncated: its NIfTI header promises {expected} bytes but the file holds "
-            f"{length}"
+            f"{role} image {path} is truncated: its NIfTI header promises {expected} bytes but the file holds {length}"
         )
     if path.suffix.lower() in (".mhd", ".mha"):
         _check_metaimage(path, role)
@@ -79,7 +105,7 @@ def _nifti_bytes(head):
         if offset is None or not 1 <= dims[0] <= 7:  # a .hdr/.img pair: the data lies in another file
             return None
         bits = _NIFTI_BITS.get(datatype, bitpix)
-        return offset + int(np.prod([max(int(d), 1) for d in dims[1: dims[0] + 1]], dtype=object)) * bits // 8
+        return offset + int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=object)) * bits // 8
     return None
 
 

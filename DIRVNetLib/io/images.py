@@ -71,8 +71,16 @@ def looks_like_labels(image, max_values=64):
     return np.unique(sitk.GetArrayViewFromImage(image)).size <= max_values
 
 
-_INTEGER_TYPES = {sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32, sitk.sitkInt32,
-                  sitk.sitkUInt64, sitk.sitkInt64}
+_INTEGER_TYPES = {
+    sitk.sitkUInt8,
+    sitk.sitkInt8,
+    sitk.sitkUInt16,
+    sitk.sitkInt16,
+    sitk.sitkUInt32,
+    sitk.sitkInt32,
+    sitk.sitkUInt64,
+    sitk.sitkInt64,
+}
 
 
 def check_image(image, name):

@@ -57,9 +57,12 @@ def display_grid(image: sitk.Image):
     exceed 512 voxels) covering the image's corners."""
     dim = image.GetDimension()
     direction = np.array(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
-    corners = np.array([image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner,
-                                                                                                    image.GetSize())])
-                        for corner in np.ndindex(*(2,) * dim)])
+    corners = np.array(
+        [
+            image.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, image.GetSize())])
+            for corner in np.ndindex(*(2,) * dim)
+        ]
+    )
     low, high = corners.min(axis=0), corners.max(axis=0)
     permutation = _signed_permutation(direction)
     if permutation is not None:
@@ -79,8 +82,16 @@ def display_grid(image: sitk.Image):
 def _sample(image, reference, exact):
     """``image`` sampled on ``reference`` as a float32 array (NaN outside ``image``)."""
     interpolator = sitk.sitkNearestNeighbor if exact else sitk.sitkLinear
-    return sitk.GetArrayFromImage(sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(),
-                                                interpolator, float("nan"), sitk.sitkFloat32))
+    return sitk.GetArrayFromImage(
+        sitk.Resample(
+            sitk.Cast(image, sitk.sitkFloat32),
+            reference,
+            sitk.Transform(),
+            interpolator,
+            float("nan"),
+            sitk.sitkFloat32,
+        )
+    )
 
 
 def _edges(view: str, convention: str) -> dict:
@@ -128,8 +139,9 @@ def anatomical_slices(image: sitk.Image, point=None, convention: str = "radiolog
         axis = _NORMAL_AXIS[view]
         slab = sitk.Image([1 if a == axis else n for a, n in enumerate(reference.GetSize())], sitk.sitkFloat32)
         slab.SetSpacing(spacing)
-        slab.SetOrigin(reference.TransformIndexToPhysicalPoint([int(i) if a == axis else 0
-                                                                for a, i in enumerate(index)]))
+        slab.SetOrigin(
+            reference.TransformIndexToPhysicalPoint([int(i) if a == axis else 0 for a, i in enumerate(index)])
+        )
         plane = np.squeeze(_sample(image, slab, exact), axis=2 - axis)  # [y, x], [z, x] or [z, y]
         if view == "axial":
             shown = plane  # rows towards P (A on top), columns towards L
@@ -143,6 +155,14 @@ def anatomical_slices(image: sitk.Image, point=None, convention: str = "radiolog
         if flip_lr and view != "sagittal":
             shown = shown[:, ::-1]
         position = slab.GetOrigin()[axis]
-        views.append(SliceView(view, np.ascontiguousarray(shown), (shown.shape[1] * width, shown.shape[0] * height),
-                               _edges(view, convention), float(position), _position_label(axis, position)))
+        views.append(
+            SliceView(
+                view,
+                np.ascontiguousarray(shown),
+                (shown.shape[1] * width, shown.shape[0] * height),
+                _edges(view, convention),
+                float(position),
+                _position_label(axis, position),
+            )
+        )
     return views

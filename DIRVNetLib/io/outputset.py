@@ -188,7 +188,8 @@ class OutputSet:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputFolderError(f"output folder {folder} is not writable")
         foreign = sorted(
-            entry.name for entry in folder.iterdir()
+            entry.name
+            for entry in folder.iterdir()
             if entry.name not in self.names or entry.is_symlink() or not entry.is_file()
         )
         if foreign:

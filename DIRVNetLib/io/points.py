@@ -50,8 +50,7 @@ def _read_markups_json(path: Path) -> np.ndarray:
         for k, point in enumerate(markup.get("controlPoints", [])):
             position = point.get("position")
             if position is None or point.get("positionStatus", "defined") != "defined":
-                raise PointsError(f"{path}: control point {k} ({point.get('label', '')!r}) has "
-                                 f"no defined position")
+                raise PointsError(f"{path}: control point {k} ({point.get('label', '')!r}) has no defined position")
             xyz = np.asarray(position, dtype=np.float64)
             if xyz.shape != (3,):
                 raise PointsError(f"{path}: control point {k} position {position} is not 3D")
@@ -101,7 +100,7 @@ def _read_plain_csv(path: Path) -> np.ndarray:
     except ValueError:  # a header row
         header = [c.strip().lower() for c in rows.pop(0)]
         if "x" not in header or "y" not in header:
-            raise PointsError(f"{path}: the CSV header {header} must name columns x, y[, z]")
+            raise PointsError(f"{path}: the CSV header {header} must name columns x, y[, z]") from None
         ix = [header.index(h) for h in ("x", "y", "z") if h in header]
     points = []
     for n, row in enumerate(rows):
@@ -142,11 +141,10 @@ def read_points(path, dimension=None) -> np.ndarray:
         if int(dimension) == 2 and points.shape[1] == 3 and np.ptp(points[:, 2]) <= 1e-6:
             points = points[:, :2].copy()
         else:
-            raise PointsError(f"{path}: dimension mismatch: the file holds {points.shape[1]}D "
-                             f"points, {dimension}D requested")
+            raise PointsError(
+                f"{path}: dimension mismatch: the file holds {points.shape[1]}D points, {dimension}D requested"
+            )
     return points
-
-
 
 
 def as_points(points, name, dimension=None) -> np.ndarray:
@@ -156,8 +154,10 @@ def as_points(points, name, dimension=None) -> np.ndarray:
         return read_points(points, dimension)
     array = np.array(points, dtype=np.float64)
     if array.ndim != 2 or array.shape[0] == 0 or not np.all(np.isfinite(array)):
-        raise PointsError(f"{name} must be a non-empty (N, {dimension or 'dim'}) array of finite LPS mm "
-                          f"coordinates, got shape {array.shape}")
+        raise PointsError(
+            f"{name} must be a non-empty (N, {dimension or 'dim'}) array of finite LPS mm "
+            f"coordinates, got shape {array.shape}"
+        )
     if dimension is not None and array.shape[1] != dimension:
         raise PointsError(f"{name} holds {array.shape[1]}D points but the images are {dimension}D")
     return array
@@ -170,18 +170,24 @@ def point_pairs(fixed_points, moving_points, fixed_image: sitk.Image) -> tuple:
     Raises :class:`~DIRVNetLib.errors.PointsError` when the counts or dimensions differ from each
     other or from ``fixed_image``, or a fixed point lies outside the fixed image (first such point
     named)."""
-    names = [str(p) if isinstance(p, (str, Path)) else role
-             for p, role in ((fixed_points, "fixed points"), (moving_points, "moving points"))]
+    names = [
+        str(p) if isinstance(p, (str, Path)) else role
+        for p, role in ((fixed_points, "fixed points"), (moving_points, "moving points"))
+    ]
     dimension = fixed_image.GetDimension()
     fixed = as_points(fixed_points, names[0], dimension)
     moving = as_points(moving_points, names[1], dimension)
     if fixed.shape[0] != moving.shape[0]:
-        raise PointsError(f"unpaired points: {names[0]} holds {fixed.shape[0]} points but {names[1]} holds "
-                          f"{moving.shape[0]}; give one moving point per fixed point, in the same order")
+        raise PointsError(
+            f"unpaired points: {names[0]} holds {fixed.shape[0]} points but {names[1]} holds "
+            f"{moving.shape[0]}; give one moving point per fixed point, in the same order"
+        )
     size = np.array(fixed_image.GetSize())
     for i, p in enumerate(fixed):
         index = np.array(fixed_image.TransformPhysicalPointToContinuousIndex(p.tolist()))
         if np.any(index < -0.5) or np.any(index > size - 0.5):
-            raise PointsError(f"fixed point {i + 1} of {names[0]} at LPS ({', '.join(f'{v:.1f}' for v in p)}) mm "
-                              f"lies outside the fixed image")
+            raise PointsError(
+                f"fixed point {i + 1} of {names[0]} at LPS ({', '.join(f'{v:.1f}' for v in p)}) mm "
+                f"lies outside the fixed image"
+            )
     return fixed, moving

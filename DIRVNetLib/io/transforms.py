@@ -46,8 +46,13 @@ def read_displacement(path, reference=None):
                 dimensions = f"{transform.GetDimension()}D transform for {reference.GetDimension()}D images"
                 raise ValueError(f"{path}: a {dimensions}")
             return sitk.TransformToDisplacementField(
-                transform, sitk.sitkVectorFloat64, reference.GetSize(), reference.GetOrigin(),
-                reference.GetSpacing(), reference.GetDirection())
+                transform,
+                sitk.sitkVectorFloat64,
+                reference.GetSize(),
+                reference.GetOrigin(),
+                reference.GetSpacing(),
+                reference.GetDirection(),
+            )
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise ValueError(f"{path}: unreadable: {str(e).strip().splitlines()[-1]}") from e

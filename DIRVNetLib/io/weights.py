@@ -159,7 +159,9 @@ def load_weight_set(path):
         )
     _check_config(path, metadata, config_dict)
     if metadata.get("dimension") != config.ndim:
-        raise WeightSetError(f"weight set {path}: metadata dimension {metadata.get('dimension')} != config ndim {config.ndim}")
+        raise WeightSetError(
+            f"weight set {path}: metadata dimension {metadata.get('dimension')} != config ndim {config.ndim}"
+        )
     return WeightSet(config=config, weights=_arrays(weights_path, actual), metadata=metadata, path=path)
 
 

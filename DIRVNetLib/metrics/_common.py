@@ -16,7 +16,8 @@ def check_same_grid(a: sitk.Image, b: sitk.Image, name_a: str, name_b: str) -> N
     if not grid_a.same_as(grid_b):
         raise ValueError(
             f"grid mismatch: {name_a} and {name_b} must share one grid; "
-            f"{name_a}: {grid_a.describe()}; {name_b}: {grid_b.describe()}")
+            f"{name_a}: {grid_a.describe()}; {name_b}: {grid_b.describe()}"
+        )
 
 
 def check_displacement(displacement, name: str = "displacement") -> None:
@@ -30,7 +31,8 @@ def check_displacement(displacement, name: str = "displacement") -> None:
     if ncomp != dim:
         raise ValueError(
             f"dimension mismatch: {name} is a {dim}D image with {ncomp} components per pixel; "
-            f"a displacement field needs {dim} (x, y{', z' if dim == 3 else ''} in mm)")
+            f"a displacement field needs {dim} (x, y{', z' if dim == 3 else ''} in mm)"
+        )
 
 
 def displacement_array(displacement: sitk.Image) -> np.ndarray:
@@ -42,8 +44,9 @@ def scalar_view(image, name: str) -> np.ndarray:
     """Array of a scalar SimpleITK image (a read-only view, its own pixel type) or array-like."""
     if isinstance(image, sitk.Image):
         if image.GetNumberOfComponentsPerPixel() != 1:
-            raise ValueError(f"{name} must be a scalar image, got "
-                             f"{image.GetNumberOfComponentsPerPixel()} components per pixel")
+            raise ValueError(
+                f"{name} must be a scalar image, got {image.GetNumberOfComponentsPerPixel()} components per pixel"
+            )
         return sitk.GetArrayViewFromImage(image)
     return np.asarray(image)
 
@@ -52,8 +55,9 @@ def label_array(image, name: str) -> np.ndarray:
     """Integer label array of a scalar SimpleITK image or array-like."""
     if isinstance(image, sitk.Image):
         if image.GetNumberOfComponentsPerPixel() != 1:
-            raise ValueError(f"{name} must be a scalar label image, got "
-                             f"{image.GetNumberOfComponentsPerPixel()} components per pixel")
+            raise ValueError(
+                f"{name} must be a scalar label image, got {image.GetNumberOfComponentsPerPixel()} components per pixel"
+            )
         arr = sitk.GetArrayFromImage(image)
     else:
         arr = np.asarray(image)
@@ -73,8 +77,10 @@ def check_pair(a, b, name_a: str, name_b: str) -> None:
 
 def check_shapes(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"grid mismatch: {name_a} has shape {a.shape} and {name_b} has shape "
-                         f"{b.shape} (numpy order); they must be on the same grid")
+        raise ValueError(
+            f"grid mismatch: {name_a} has shape {a.shape} and {name_b} has shape "
+            f"{b.shape} (numpy order); they must be on the same grid"
+        )
 
 
 def mask_array(mask, shape, reference=None, name: str = "mask") -> np.ndarray:
@@ -94,8 +100,7 @@ def mask_array(mask, shape, reference=None, name: str = "mask") -> np.ndarray:
     else:
         arr = np.asarray(mask) != 0
     if arr.shape != tuple(shape):
-        raise ValueError(f"grid mismatch: {name} has shape {arr.shape}, expected {tuple(shape)} "
-                         f"(numpy order)")
+        raise ValueError(f"grid mismatch: {name} has shape {arr.shape}, expected {tuple(shape)} (numpy order)")
     if not arr.any():
         raise ValueError(f"{name} is empty: it selects no voxel")
     return np.array(arr, dtype=bool)

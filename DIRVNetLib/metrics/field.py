@@ -13,7 +13,6 @@ from DIRVNetLib.grid import Grid
 
 from ._common import check_displacement, check_same_grid, displacement_array, mask_array
 
-
 # Voxels per slab of jacobian_determinant: its temporaries then stay near the CPU caches, and small
 # images are one slab.
 _SLAB_VOXELS = 1 << 18
@@ -31,8 +30,10 @@ def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarr
     """
     check_displacement(displacement)
     if min(displacement.GetSize()) < 2:
-        raise ValueError(f"displacement grid {displacement.GetSize()} is too small for finite "
-                         f"differences: every axis needs at least 2 voxels")
+        raise ValueError(
+            f"displacement grid {displacement.GetSize()} is too small for finite "
+            f"differences: every axis needs at least 2 voxels"
+        )
     u = sitk.GetArrayViewFromImage(displacement)  # (*spatial, dim), components x, y, z
     to_index = Grid.of(displacement).physical_to_index.astype(dtype)
     det = np.empty(u.shape[:-1], dtype)
@@ -147,8 +148,9 @@ def largest_displacement_point(displacement: sitk.Image, smoothing_mm: float = 5
     the centre of the region the registration changed most (ties: the first in array order)."""
     check_displacement(displacement)
     magnitude = sitk.VectorMagnitude(sitk.Cast(displacement, sitk.sitkVectorFloat32))
-    smoothed = sitk.SmoothingRecursiveGaussian(magnitude, smoothing_mm) if min(displacement.GetSize()) >= 4 \
-        else magnitude
+    smoothed = (
+        sitk.SmoothingRecursiveGaussian(magnitude, smoothing_mm) if min(displacement.GetSize()) >= 4 else magnitude
+    )
     values = sitk.GetArrayViewFromImage(smoothed)
     index = np.unravel_index(int(np.argmax(values)), values.shape)[::-1]  # (x, y[, z])
     return displacement.TransformIndexToPhysicalPoint([int(i) for i in index])

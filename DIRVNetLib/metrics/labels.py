@@ -30,12 +30,15 @@ def warp_labels(labels: sitk.Image, displacement: sitk.Image) -> sitk.Image:
     if not isinstance(labels, sitk.Image):
         raise TypeError(f"labels must be a SimpleITK image, got {type(labels).__name__}")
     if labels.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError("labels must be a scalar label image, got "
-                         f"{labels.GetNumberOfComponentsPerPixel()} components per pixel")
+        raise ValueError(
+            f"labels must be a scalar label image, got {labels.GetNumberOfComponentsPerPixel()} components per pixel"
+        )
     check_displacement(displacement)
     if labels.GetDimension() != displacement.GetDimension():
-        raise ValueError(f"dimension mismatch: labels are {labels.GetDimension()}D but the "
-                         f"displacement is {displacement.GetDimension()}D")
+        raise ValueError(
+            f"dimension mismatch: labels are {labels.GetDimension()}D but the "
+            f"displacement is {displacement.GetDimension()}D"
+        )
     resampler = sitk.ResampleImageFilter()
     resampler.SetSize(displacement.GetSize())
     resampler.SetOutputSpacing(displacement.GetSpacing())
@@ -85,16 +88,14 @@ def dice(a, b, labels=None) -> dict:
     for label in _select_labels(xa, xb, labels):
         in_a, in_b = xa == label, xb == label
         total = np.count_nonzero(in_a) + np.count_nonzero(in_b)
-        per_label[label] = (float(2.0 * np.count_nonzero(in_a & in_b) / total)
-                            if total else float("nan"))
+        per_label[label] = float(2.0 * np.count_nonzero(in_a & in_b) / total) if total else float("nan")
     return {"per_label": per_label, "dice_mean": _mean_defined(per_label)}
 
 
 def _surface(mask_image: sitk.Image) -> sitk.Image:
     """Face-connected boundary voxels of a binary image (the image border is not a boundary; an
     object without any boundary inside the image is its own surface)."""
-    contour = sitk.BinaryContour(mask_image, fullyConnected=False, backgroundValue=0,
-                                 foregroundValue=1)
+    contour = sitk.BinaryContour(mask_image, fullyConnected=False, backgroundValue=0, foregroundValue=1)
     if sitk.GetArrayViewFromImage(contour).any():
         return contour
     return mask_image
@@ -102,9 +103,9 @@ def _surface(mask_image: sitk.Image) -> sitk.Image:
 
 def _distance_to(surface: sitk.Image) -> np.ndarray:
     """Physical distance (mm) of every voxel centre to the nearest voxel of ``surface``."""
-    distance = sitk.SignedMaurerDistanceMap(surface, insideIsPositive=False,
-                                            squaredDistance=False, useImageSpacing=True,
-                                            backgroundValue=0)
+    distance = sitk.SignedMaurerDistanceMap(
+        surface, insideIsPositive=False, squaredDistance=False, useImageSpacing=True, backgroundValue=0
+    )
     return np.abs(sitk.GetArrayFromImage(distance))
 
 

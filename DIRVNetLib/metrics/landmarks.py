@@ -27,21 +27,27 @@ def target_registration_error(fixed_points, moving_points, transform_or_displace
     fixed, fixed_name = _as_points(fixed_points, "fixed_points")
     moving, moving_name = _as_points(moving_points, "moving_points")
     if fixed.shape != moving.shape:
-        raise ValueError(f"landmark mismatch: {fixed_name} holds {fixed.shape[0]} points of "
-                         f"dimension {fixed.shape[1]}, {moving_name} holds {moving.shape[0]} of "
-                         f"dimension {moving.shape[1]}")
+        raise ValueError(
+            f"landmark mismatch: {fixed_name} holds {fixed.shape[0]} points of "
+            f"dimension {fixed.shape[1]}, {moving_name} holds {moving.shape[0]} of "
+            f"dimension {moving.shape[1]}"
+        )
     if isinstance(transform_or_displacement, sitk.Image):
         transform = displacement_transform(transform_or_displacement)
     elif isinstance(transform_or_displacement, sitk.Transform):
         transform = transform_or_displacement
     else:
-        raise TypeError("transform_or_displacement must be a SimpleITK displacement image or "
-                        f"transform, got {type(transform_or_displacement).__name__}")
+        raise TypeError(
+            "transform_or_displacement must be a SimpleITK displacement image or "
+            f"transform, got {type(transform_or_displacement).__name__}"
+        )
     dim = transform.GetDimension()
     if fixed.shape[1] != dim:
-        raise ValueError(f"dimension mismatch: {fixed_name} holds {fixed.shape[1]}D points but "
-                         f"the transform is {dim}D (read_points(path, dimension=2) drops a "
-                         f"constant z)")
+        raise ValueError(
+            f"dimension mismatch: {fixed_name} holds {fixed.shape[1]}D points but "
+            f"the transform is {dim}D (read_points(path, dimension=2) drops a "
+            f"constant z)"
+        )
     mapped = np.array([transform.TransformPoint(tuple(map(float, p))) for p in fixed])
     after = np.linalg.norm(mapped - moving, axis=1)
     before = np.linalg.norm(fixed - moving, axis=1)

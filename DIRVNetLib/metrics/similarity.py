@@ -9,7 +9,6 @@ import SimpleITK as sitk
 
 from ._common import check_pair, check_shapes, mask_array, scalar_view
 
-
 _CHUNK = 1 << 18  # voxels per block of the accumulations: blocks stay in cache, no whole-image temporaries
 
 
@@ -103,11 +102,13 @@ def _compare(reference, *others, bins):
     results = []
     for (mean_y, _, _), (yy, xy, squared), joint in zip(rest, sums, joints):
         denom = np.sqrt(xx * yy)
-        results.append({
-            "ncc": float("nan") if denom == 0.0 else float(np.clip(xy / denom, -1.0, 1.0)),
-            "mse": float(squared / reference.size + (mean_x - mean_y) ** 2),
-            "mi": _mutual_information(joint, bins),
-        })
+        results.append(
+            {
+                "ncc": float("nan") if denom == 0.0 else float(np.clip(xy / denom, -1.0, 1.0)),
+                "mse": float(squared / reference.size + (mean_x - mean_y) ** 2),
+                "mi": _mutual_information(joint, bins),
+            }
+        )
     return results
 
 

@@ -144,13 +144,28 @@ class DIRVNet(tf.Module):
         params = self.parameters(level, unit)
         if tf.executing_eagerly():
             return _compiled_unit(
-                control, fixed, moving, *(getattr(params, n) for n in UnitParameters.NAMES), spacing=c.control_spacing,
-                activation=c.activation, data_range=c.data_range, reg_range=c.reg_range, centred=c.centred_activations,
+                control,
+                fixed,
+                moving,
+                *(getattr(params, n) for n in UnitParameters.NAMES),
+                spacing=c.control_spacing,
+                activation=c.activation,
+                data_range=c.data_range,
+                reg_range=c.reg_range,
+                centred=c.centred_activations,
                 gradient=c.image_gradient,
             )
         return variational_unit(
-            control, fixed, moving, params, c.control_spacing, c.activation, c.data_range, c.reg_range,
-            c.centred_activations, c.image_gradient,
+            control,
+            fixed,
+            moving,
+            params,
+            c.control_spacing,
+            c.activation,
+            c.data_range,
+            c.reg_range,
+            c.centred_activations,
+            c.image_gradient,
         )
 
     def final_flow(self, fixed, moving):
@@ -193,4 +208,3 @@ class DIRVNet(tf.Module):
         flow = _dense_flow(control, c.control_spacing, padded)
         flow = flow[(slice(None),) + tuple(slice(0, n) for n in spatial)]
         return NetworkOutput(flow=flow, level_controls=level_controls, unit_controls=unit_controls)
-

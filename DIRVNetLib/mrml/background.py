@@ -42,10 +42,14 @@ class DependencyError(errors.DIRVNetError):
     """The worker's Python cannot import what a registration needs (TensorFlow not installed)."""
 
 
-_ERRORS = {"InputImageError": errors.InputImageError, "WeightSetError": errors.WeightSetError,
-           "InsufficientMemoryError": errors.InsufficientMemoryError,
-           "RegistrationCancelled": errors.RegistrationCancelled, "DependencyError": DependencyError,
-           "RegistrationError": errors.DIRVNetError}
+_ERRORS = {
+    "InputImageError": errors.InputImageError,
+    "WeightSetError": errors.WeightSetError,
+    "InsufficientMemoryError": errors.InsufficientMemoryError,
+    "RegistrationCancelled": errors.RegistrationCancelled,
+    "DependencyError": DependencyError,
+    "RegistrationError": errors.DIRVNetError,
+}
 
 
 def python_executable() -> str:
@@ -61,8 +65,10 @@ def python_executable() -> str:
         beside = Path(sys.executable).parent / ("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
         if found or beside.is_file():
             return found or str(beside)
-        raise RegistrationProcessError("Slicer's Python (PythonSlicer) was not found on the PATH or next to "
-                                       f"{sys.executable}; the registration cannot start.")
+        raise RegistrationProcessError(
+            "Slicer's Python (PythonSlicer) was not found on the PATH or next to "
+            f"{sys.executable}; the registration cannot start."
+        )
     return sys.executable
 
 
@@ -100,10 +106,16 @@ class WorkerResult:
 def read_result(folder, outputs: dict, report: dict) -> WorkerResult:
     """The worker's output files in ``folder`` (names from its "done" event) as SimpleITK images."""
     folder = Path(folder)
-    intermediate = [(item["round"], item["level"], item["unit"], sitk.ReadImage(str(folder / item["file"])))
-                    for item in outputs.get("intermediate", [])]
-    return WorkerResult(sitk.ReadImage(str(folder / outputs["displacement"])),
-                        sitk.ReadImage(str(folder / outputs["warped"])), report, intermediate)
+    intermediate = [
+        (item["round"], item["level"], item["unit"], sitk.ReadImage(str(folder / item["file"])))
+        for item in outputs.get("intermediate", [])
+    ]
+    return WorkerResult(
+        sitk.ReadImage(str(folder / outputs["displacement"])),
+        sitk.ReadImage(str(folder / outputs["warped"])),
+        report,
+        intermediate,
+    )
 
 
 @dataclass
@@ -179,8 +191,13 @@ class RegistrationWorker:
             options["creationflags"] = subprocess.CREATE_NO_WINDOW
         try:
             self._process = subprocess.Popen(
-                worker_command(self.python, self.idle_timeout), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=self._log, env=worker_environment(), **options)
+                worker_command(self.python, self.idle_timeout),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                env=worker_environment(),
+                **options,
+            )
         except OSError as e:
             raise RegistrationProcessError(f"The registration process could not start: {e}.") from e
         os.set_blocking(self._process.stdout.fileno(), False)
@@ -196,10 +213,16 @@ class RegistrationWorker:
         try:
             sitk.WriteImage(job.fixed, str(folder / "fixed.nrrd"))
             sitk.WriteImage(job.moving, str(folder / "moving.nrrd"))
-            request = {"id": self._count, "fixed": str(folder / "fixed.nrrd"), "moving": str(folder / "moving.nrrd"),
-                       "output_dir": str(folder / "out"), "weights": None if job.weights is None else str(job.weights),
-                       "device": job.device, "keep_intermediate": bool(job.keepIntermediate),
-                       "options": dict(job.options)}
+            request = {
+                "id": self._count,
+                "fixed": str(folder / "fixed.nrrd"),
+                "moving": str(folder / "moving.nrrd"),
+                "output_dir": str(folder / "out"),
+                "weights": None if job.weights is None else str(job.weights),
+                "device": job.device,
+                "keep_intermediate": bool(job.keepIntermediate),
+                "options": dict(job.options),
+            }
             self._process.stdin.write((json.dumps(request) + "\n").encode("utf-8"))
             self._process.stdin.flush()
         except OSError:  # the worker ended before reading: poll() reports how
@@ -219,9 +242,13 @@ class RegistrationWorker:
         for line in self._read_lines():
             self._handle(line)
         if ended and run is not None and not run.finished:
-            self._fail(run, RegistrationProcessError(
-                f"The registration process ended unexpectedly (exit code {self._process.returncode}); "
-                f"nothing was added to the scene."))
+            self._fail(
+                run,
+                RegistrationProcessError(
+                    f"The registration process ended unexpectedly (exit code {self._process.returncode}); "
+                    f"nothing was added to the scene."
+                ),
+            )
         return run
 
     def wait(self, progress=None, cancel=None, interval_s=0.02):
@@ -317,8 +344,9 @@ class RegistrationWorker:
         if run is None or run.finished or event.get("id") not in (run.ident, None):
             return
         if kind == "progress":
-            run.updates.append(Progress(event["done"], event["total"], event["level"], event["unit"],
-                                        event["round"], event["stage"]))
+            run.updates.append(
+                Progress(event["done"], event["total"], event["level"], event["unit"], event["round"], event["stage"])
+            )
         elif kind == "done":
             try:
                 run.result = read_result(run.folder / "out", event["outputs"], event["report"])
@@ -346,16 +374,33 @@ def shared_worker() -> RegistrationWorker:
     return _SHARED[0]
 
 
-def register(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
-             outputVolumeNode=None, progress=None, cancel=None, worker=None, **options):
+def register(
+    fixedVolumeNode,
+    movingVolumeNode,
+    outputTransformNode=None,
+    weights=None,
+    device="auto",
+    outputVolumeNode=None,
+    progress=None,
+    cancel=None,
+    worker=None,
+    **options,
+):
     """:func:`DIRVNetLib.mrml.register` with the registration run in the worker process (blocks).
 
     Same arguments (``jacobianVolumeNode``, ``keepIntermediate``, ``placeMovingUnderTransform``,
     ``refinement_rounds``...), plus ``worker`` (default: :func:`shared_worker`). On an error or a cancel
     the scene is unchanged.
     """
-    job = prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=outputTransformNode, weights=weights,
-                  device=device, outputVolumeNode=outputVolumeNode, **options)
+    job = prepare(
+        fixedVolumeNode,
+        movingVolumeNode,
+        outputTransformNode=outputTransformNode,
+        weights=weights,
+        device=device,
+        outputVolumeNode=outputVolumeNode,
+        **options,
+    )
     worker = worker or shared_worker()
     worker.submit(job)
     return job.apply(worker.wait(progress=progress, cancel=cancel))

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
+import slicer
 import vtk
 from vtk.util import numpy_support
-
-import slicer
 
 from DIRVNetLib.errors import InputImageError
 
@@ -51,9 +50,11 @@ class Grid:
     def is_axial_slice(self) -> bool:
         """True for a single slice whose i and j axes lie in the x-y plane (k along z): a 2D image."""
         _, _, direction = self.lps_geometry()
-        return (self.size[2] == 1
-                and np.allclose(direction[2, :2], 0.0, atol=_AXIAL_TOLERANCE)
-                and np.allclose(direction[:2, 2], 0.0, atol=_AXIAL_TOLERANCE))
+        return (
+            self.size[2] == 1
+            and np.allclose(direction[2, :2], 0.0, atol=_AXIAL_TOLERANCE)
+            and np.allclose(direction[:2, 2], 0.0, atol=_AXIAL_TOLERANCE)
+        )
 
     @property
     def dimension(self) -> int:
@@ -129,7 +130,8 @@ def volume_array(volumeNode) -> np.ndarray:
     if scalars.GetNumberOfComponents() != 1:
         raise InputImageError(
             f"volume '{volumeNode.GetName()}' has {scalars.GetNumberOfComponents()} components per "
-            f"voxel; DIRVNet registers scalar volumes only")
+            f"voxel; DIRVNet registers scalar volumes only"
+        )
     dims = imageData.GetDimensions()
     return numpy_support.vtk_to_numpy(scalars).reshape(dims[::-1]).copy()
 
@@ -186,8 +188,9 @@ def set_volume_voxels(volumeNode, array: np.ndarray, grid: Grid) -> None:
     volumeNode.SetAndObserveImageData(voxels)
 
 
-def displacement_to_grid_transform(displacement: np.ndarray, grid: Grid,
-                                   dtype=np.float64) -> "slicer.vtkOrientedGridTransform":
+def displacement_to_grid_transform(
+    displacement: np.ndarray, grid: Grid, dtype=np.float64
+) -> "slicer.vtkOrientedGridTransform":
     """A vtkOrientedGridTransform (RAS) of a displacement given in LPS mm on ``grid``.
 
     ``displacement``: [k, j, i, c] with c = 3 components (x, y, z) or 2 (x, y: a 2D field on an axial
@@ -225,8 +228,9 @@ def grid_transform_to_displacement(transformNode):
     transform = transformNode.GetTransformFromParent() if transformNode is not None else None
     if transform is None or not transform.IsA("vtkOrientedGridTransform") or transform.GetDisplacementGrid() is None:
         name = "None" if transformNode is None else f"'{transformNode.GetName()}'"
-        raise InputImageError(f"The transform {name} holds no displacement grid (TransformFromParent); choose a "
-                              f"DIRVNet result.")
+        raise InputImageError(
+            f"The transform {name} holds no displacement grid (TransformFromParent); choose a DIRVNet result."
+        )
     field = transform.GetDisplacementGrid()
     size = field.GetDimensions()
     scale = transform.GetDisplacementScale()

@@ -60,8 +60,9 @@ def is_satisfied(requirement: str) -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     module = parsed.name.replace("-", "_")
-    return parsed.specifier.contains(installed, prereleases=True) and (is_importable(module)
-                                                                       or is_importable(module.lower()))
+    return parsed.specifier.contains(installed, prereleases=True) and (
+        is_importable(module) or is_importable(module.lower())
+    )
 
 
 def nvidia_gpus() -> list:
@@ -94,27 +95,37 @@ class InstallPlan:
         """A short text for the confirmation dialog: exact packages, approximate download, notes."""
         lines = ["DIRVNet needs these Python packages, which are not installed yet:", ""]
         lines += [f"  {requirement}" for requirement in self.requirements]
-        lines += ["", f"Download: about {self.download_mb / 1000:.1f} GB (approximate)." if self.download_mb >= 1000
-                  else f"Download: about {self.download_mb} MB (approximate)."]
+        lines += [
+            "",
+            f"Download: about {self.download_mb / 1000:.1f} GB (approximate)."
+            if self.download_mb >= 1000
+            else f"Download: about {self.download_mb} MB (approximate).",
+        ]
         lines += self.notes
         if self.constraints:
-            lines += ["", "Kept as Slicer ships them (never reinstalled or changed): "
-                      + ", ".join(c.replace("==", " ") for c in self.constraints) + "."]
+            lines += [
+                "",
+                "Kept as Slicer ships them (never reinstalled or changed): "
+                + ", ".join(c.replace("==", " ") for c in self.constraints)
+                + ".",
+            ]
         return "\n".join(lines)
 
     def panel_text(self) -> str:
         """One line for the panel: what the first Apply installs and its size, or that nothing is needed."""
         if not self.needed:
             return "Python packages: installed."
-        size = (f"{self.download_mb / 1000:.1f} GB" if self.download_mb >= 1000 else f"{self.download_mb} MB")
+        size = f"{self.download_mb / 1000:.1f} GB" if self.download_mb >= 1000 else f"{self.download_mb} MB"
         return f"Apply first installs {', '.join(self.requirements)} (about {size} download, after asking)."
 
     def missing_message(self) -> str:
         """A sentence for a registration asked for before the packages are installed ("" when none is missing)."""
         if not self.needed:
             return ""
-        return (f"DIRVNet needs {', '.join(self.requirements)}, which is not installed: press Apply in the DIRVNet "
-                f"module, or run DIRVNet.DIRVNetLogic().installDependencies() in the Python console.")
+        return (
+            f"DIRVNet needs {', '.join(self.requirements)}, which is not installed: press Apply in the DIRVNet "
+            f"module, or run DIRVNet.DIRVNetLogic().installDependencies() in the Python console."
+        )
 
     def write_constraints(self, path) -> Path:
         """Write the pip constraints file (one ``name==version`` per line) and return its path."""
@@ -135,8 +146,11 @@ def plan(requirements, system=None, machine=None, gpus=None, missing_only=True) 
     machine = (machine or platform.machine()).lower()
     protected = {name.lower() for name in PROTECTED_PACKAGES}
     Requirement = _requirement_class()
-    missing = [r for r in requirements
-               if Requirement(r).name.lower() not in protected and not (missing_only and is_satisfied(r))]
+    missing = [
+        r
+        for r in requirements
+        if Requirement(r).name.lower() not in protected and not (missing_only and is_satisfied(r))
+    ]
     notes = []
     gpu_build = False
     to_install = []
@@ -164,8 +178,9 @@ def plan(requirements, system=None, machine=None, gpus=None, missing_only=True) 
             constraints.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
             continue  # Slicer's own VTK build is not a pip distribution: nothing can replace it by name
-    return InstallPlan(requirements=to_install, constraints=constraints, download_mb=download_mb,
-                       gpu_build=gpu_build, notes=notes)
+    return InstallPlan(
+        requirements=to_install, constraints=constraints, download_mb=download_mb, gpu_build=gpu_build, notes=notes
+    )
 
 
 def device_description() -> str:

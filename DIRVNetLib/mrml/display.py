@@ -32,8 +32,10 @@ def _referenced(transformNode, role, what):
 
 
 def _slice_composites(scene):
-    return [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
-            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    return [
+        scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))
+    ]
 
 
 def _place_moving(transformNode, movingNode, registered):
@@ -41,9 +43,11 @@ def _place_moving(transformNode, movingNode, registered):
     volume sits under another transform (that would be lost)."""
     parent = movingNode.GetParentTransformNode()
     if parent is not None and parent is not transformNode:
-        raise InputImageError(f"The moving volume '{movingNode.GetName()}' is under the transform '{parent.GetName()}'"
-                              f", not under the result '{transformNode.GetName()}'; harden or remove that transform "
-                              f"first.")
+        raise InputImageError(
+            f"The moving volume '{movingNode.GetName()}' is under the transform '{parent.GetName()}'"
+            f", not under the result '{transformNode.GetName()}'; harden or remove that transform "
+            f"first."
+        )
     movingNode.SetAndObserveTransformNodeID(transformNode.GetID() if registered else None)
 
 
@@ -144,8 +148,10 @@ def report_summary(transformNode):
     ]
     correction = report.get("point_correction")
     if correction:
-        lines.append(f"{correction['points']} point pairs: largest error {max(correction['error_before_mm']):.2f} -> "
-                     f"{max(correction['error_after_mm']):.2f} mm, corrected within {correction['radius_mm']:.0f} mm")
+        lines.append(
+            f"{correction['points']} point pairs: largest error {max(correction['error_before_mm']):.2f} -> "
+            f"{max(correction['error_after_mm']):.2f} mm, corrected within {correction['radius_mm']:.0f} mm"
+        )
     seconds = report.get("seconds", {})
     if "total" in seconds:
         lines.append(f"{seconds['total']:.1f} s ({seconds.get('network', 0.0):.1f} s network)")

@@ -5,7 +5,6 @@ succeeded. Geometry comes from the fixed grid (:class:`~DIRVNetLib.mrml.convert.
 """
 
 import numpy as np
-
 import slicer
 
 from DIRVNetLib.metrics import jacobian_determinant
@@ -57,8 +56,9 @@ def jacobian_color_node(scene):
     transfer.RemoveAllPoints()
     for value, r, g, b in _JACOBIAN_COLORS:
         transfer.AddRGBPoint(value, r, g, b)
-    colorNode.SetDescription("Jacobian determinant of p -> p + u(p): <= 0 folding, < 1 compression, "
-                             "1 volume kept, > 1 expansion")
+    colorNode.SetDescription(
+        "Jacobian determinant of p -> p + u(p): <= 0 folding, < 1 compression, 1 volume kept, > 1 expansion"
+    )
     return colorNode
 
 
@@ -86,7 +86,7 @@ def add_intermediate_sequence(scene, intermediate, grid: Grid, baseName: str):
     sequence.SetIndexUnit("")
     sequence.SetIndexType(sequence.NumericIndex)
     for step, (*position, field) in enumerate(intermediate, start=1):
-        names = ("round", "level", "unit")[-len(position):]
+        names = ("round", "level", "unit")[-len(position) :]
         label = " ".join(f"{name} {value}" for name, value in zip(names, position))
         item = slicer.vtkMRMLGridTransformNode()
         item.SetName(label)

@@ -15,8 +15,16 @@ from DIRVNetLib.io.points import point_pairs
 from DIRVNetLib.metrics import displacement_transform, jacobian_statistics, similarity_report
 from DIRVNetLib.registration.point_correction import correct_with_points
 
-from .convert import (RAS_TO_LPS, array_to_image, displacement_to_grid_transform, grid_transform_to_displacement,
-                      image_array_on_grid, volume_array, volume_grid, volume_to_image)
+from .convert import (
+    RAS_TO_LPS,
+    array_to_image,
+    displacement_to_grid_transform,
+    grid_transform_to_displacement,
+    image_array_on_grid,
+    volume_array,
+    volume_grid,
+    volume_to_image,
+)
 from .outputs import write_jacobian_volume, write_warped_volume
 
 POINT_CORRECTION_KEY = "point_correction"
@@ -31,16 +39,19 @@ def markups_points(markupsNode, dimension=3, role="fixed"):
     if markupsNode is None:
         raise PointsError(f"The {role} points are not set: choose a point list.")
     if not markupsNode.IsA("vtkMRMLMarkupsNode"):
-        raise PointsError(f"The {role} points '{markupsNode.GetName()}' are a {markupsNode.GetClassName()}, not a "
-                          f"markups point list.")
+        raise PointsError(
+            f"The {role} points '{markupsNode.GetName()}' are a {markupsNode.GetClassName()}, not a markups point list."
+        )
     count = markupsNode.GetNumberOfControlPoints()
     if count == 0:
         raise PointsError(f"The {role} point list '{markupsNode.GetName()}' has no points.")
     points = np.zeros((count, 3))
     for i in range(count):
         if markupsNode.GetNthControlPointPositionStatus(i) != markupsNode.PositionDefined:
-            raise PointsError(f"Point {i + 1} ('{markupsNode.GetNthControlPointLabel(i)}') of the {role} point list "
-                              f"'{markupsNode.GetName()}' has no position: place it or delete it.")
+            raise PointsError(
+                f"Point {i + 1} ('{markupsNode.GetNthControlPointLabel(i)}') of the {role} point list "
+                f"'{markupsNode.GetName()}' has no position: place it or delete it."
+            )
         ras = [0.0, 0.0, 0.0]
         markupsNode.GetNthControlPointPositionWorld(i, ras)
         points[i] = RAS_TO_LPS @ np.array(ras)
@@ -66,24 +77,33 @@ def refine_with_points(transformNode, fixedPointsNode, movingPointsNode, radius=
     On an error (:class:`~DIRVNetLib.errors.PointsError`, e.g. unpaired points, a point outside the fixed
     volume, pairs that would fold the field) nothing is changed.
     """
-    from .register import FIXED_VOLUME_ROLE, JACOBIAN_VOLUME_ROLE, MOVING_VOLUME_ROLE, REPORT_ATTRIBUTE, \
-        WARPED_VOLUME_ROLE
+    from .register import (
+        FIXED_VOLUME_ROLE,
+        JACOBIAN_VOLUME_ROLE,
+        MOVING_VOLUME_ROLE,
+        REPORT_ATTRIBUTE,
+        WARPED_VOLUME_ROLE,
+    )
 
     displacement, grid = grid_transform_to_displacement(transformNode)
     fixedNode = transformNode.GetNodeReference(FIXED_VOLUME_ROLE)
     movingNode = transformNode.GetNodeReference(MOVING_VOLUME_ROLE)
     if fixedNode is None or movingNode is None:
-        raise InputImageError(f"The transform '{transformNode.GetName()}' does not refer to its fixed and moving "
-                              f"volumes: refine a DIRVNet result.")
+        raise InputImageError(
+            f"The transform '{transformNode.GetName()}' does not refer to its fixed and moving "
+            f"volumes: refine a DIRVNet result."
+        )
     dimension = displacement.GetDimension()
-    pairs = point_pairs(markups_points(fixedPointsNode, dimension, "fixed"),
-                        markups_points(movingPointsNode, dimension, "moving"), displacement)
+    pairs = point_pairs(
+        markups_points(fixedPointsNode, dimension, "fixed"),
+        markups_points(movingPointsNode, dimension, "moving"),
+        displacement,
+    )
     corrected, correction = correct_with_points(displacement, *pairs, radius=radius)
 
     fixed = _node_image(fixedNode, transformNode)
     moving = _node_image(movingNode, transformNode)
-    warped = sitk.Resample(moving, corrected, displacement_transform(corrected), sitk.sitkLinear, 0.0,
-                           sitk.sitkFloat32)
+    warped = sitk.Resample(moving, corrected, displacement_transform(corrected), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     moving_on_fixed = sitk.Resample(moving, corrected, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     report = json.loads(transformNode.GetAttribute(REPORT_ATTRIBUTE) or "{}")
     report.update(similarity_report(sitk.Cast(fixed, sitk.sitkFloat32), moving_on_fixed, warped))
@@ -91,7 +111,8 @@ def refine_with_points(transformNode, fixedPointsNode, movingPointsNode, radius=
     report[POINT_CORRECTION_KEY] = correction
 
     transformNode.SetAndObserveTransformFromParent(
-        displacement_to_grid_transform(image_array_on_grid(corrected, grid, "corrected field"), grid))
+        displacement_to_grid_transform(image_array_on_grid(corrected, grid, "corrected field"), grid)
+    )
     transformNode.SetAttribute(REPORT_ATTRIBUTE, json.dumps(report, default=float))
     warpedNode = transformNode.GetNodeReference(WARPED_VOLUME_ROLE)
     if warpedNode is not None:

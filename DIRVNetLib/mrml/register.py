@@ -29,8 +29,7 @@ from DIRVNetLib.errors import InputImageError, WeightSetError
 from DIRVNetLib.io.points import point_pairs
 
 from .convert import Grid, displacement_to_grid_transform, image_array_on_grid, volume_to_image
-from .outputs import (JACOBIAN_COLOR_NODE_NAME, add_intermediate_sequence, write_jacobian_volume,
-                      write_warped_volume)
+from .outputs import JACOBIAN_COLOR_NODE_NAME, add_intermediate_sequence, write_jacobian_volume, write_warped_volume
 from .weightsets import describe
 
 FIXED_VOLUME_ROLE = "fixedVolume"
@@ -62,12 +61,12 @@ def _check_volume(node, role: str) -> None:
     if node is None:
         raise InputImageError(f"The {role} volume is not set: choose a volume.")
     if not node.IsA("vtkMRMLScalarVolumeNode"):
-        raise InputImageError(
-            f"The {role} volume {_describe(node)} is a {node.GetClassName()}, not a scalar volume.")
+        raise InputImageError(f"The {role} volume {_describe(node)} is a {node.GetClassName()}, not a scalar volume.")
     if node.IsA("vtkMRMLLabelMapVolumeNode"):
         raise InputImageError(
             f"The {role} volume {_describe(node)} is a label map; DIRVNet registers intensity images. "
-            f"Choose the image the labels belong to.")
+            f"Choose the image the labels belong to."
+        )
     if node.GetImageData() is None or node.GetImageData().GetNumberOfPoints() == 0:
         raise InputImageError(f"The {role} volume {_describe(node)} has no voxels.")
     if node.GetScene() is None:
@@ -83,7 +82,8 @@ def _check_output(node, role: str, expected_class: str, inputs) -> None:
     if any(node is inputNode for inputNode in inputs):
         raise InputImageError(
             f"The {role} {_describe(node)} is one of the input volumes; DIRVNet never overwrites an input. "
-            f"Choose another node or create a new one.")
+            f"Choose another node or create a new one."
+        )
     if node.GetScene() is not inputs[0].GetScene():
         raise InputImageError(f"The {role} {_describe(node)} is not in the scene of the input volumes.")
 
@@ -119,12 +119,20 @@ def previous_result(movingVolumeNode):
     scene = movingVolumeNode.GetScene()
     if parent is None or scene is None:
         return None
-    candidates = [parent] if _is_dirvnet_result(parent) else [
-        scene.GetNthNodeByClass(n, "vtkMRMLTransformNode")
-        for n in range(scene.GetNumberOfNodesByClass("vtkMRMLTransformNode"))]
+    candidates = (
+        [parent]
+        if _is_dirvnet_result(parent)
+        else [
+            scene.GetNthNodeByClass(n, "vtkMRMLTransformNode")
+            for n in range(scene.GetNumberOfNodesByClass("vtkMRMLTransformNode"))
+        ]
+    )
     for result in candidates:
-        if (not _is_dirvnet_result(result) or result.GetParentTransformNode() is not None
-                or result.GetNodeReference(MOVING_VOLUME_ROLE) is not movingVolumeNode):
+        if (
+            not _is_dirvnet_result(result)
+            or result.GetParentTransformNode() is not None
+            or result.GetNodeReference(MOVING_VOLUME_ROLE) is not movingVolumeNode
+        ):
             continue
         if parent is result:
             return result
@@ -165,8 +173,15 @@ class RegistrationJob:
         :class:`~DIRVNetLib.errors.RegistrationCancelled`.
         """
         return DIRVNetLib.register(
-            self.fixed, self.moving, weights=self.weights, device=self.device, progress=progress,
-            cancel=cancel, keep_intermediate=self.keepIntermediate, **self.options)
+            self.fixed,
+            self.moving,
+            weights=self.weights,
+            device=self.device,
+            progress=progress,
+            cancel=cancel,
+            keep_intermediate=self.keepIntermediate,
+            **self.options,
+        )
 
     def apply(self, result):
         """Write ``result`` into the scene (main thread) and return the output transform node.
@@ -174,13 +189,18 @@ class RegistrationJob:
         If writing fails halfway, the nodes this call created are removed again before re-raising.
         """
         scene = self.fixedVolumeNode.GetScene()
-        nodes = ((self.fixedVolumeNode, "fixed volume"), (self.movingVolumeNode, "moving volume"),
-                 (self.outputTransformNode, "output transform"), (self.outputVolumeNode, "output volume"),
-                 (self.jacobianVolumeNode, "Jacobian volume"))
+        nodes = (
+            (self.fixedVolumeNode, "fixed volume"),
+            (self.movingVolumeNode, "moving volume"),
+            (self.outputTransformNode, "output transform"),
+            (self.outputVolumeNode, "output volume"),
+            (self.jacobianVolumeNode, "Jacobian volume"),
+        )
         for node, role in nodes:
             if node is not None and (scene is None or node.GetScene() is not scene):
-                raise InputImageError(f"The {role} {_describe(node)} was removed from the scene while "
-                                      f"registering; nothing was added.")
+                raise InputImageError(
+                    f"The {role} {_describe(node)} was removed from the scene while registering; nothing was added."
+                )
         created = []
         try:
             transformNode = self._write_transform(scene, result, created)
@@ -195,7 +215,8 @@ class RegistrationJob:
                 transformNode.SetNodeReferenceID(JACOBIAN_VOLUME_ROLE, self.jacobianVolumeNode.GetID())
             if self.keepIntermediate and result.intermediate:
                 sequence, browser = add_intermediate_sequence(
-                    scene, result.intermediate, self.grid, transformNode.GetName())
+                    scene, result.intermediate, self.grid, transformNode.GetName()
+                )
                 created.extend([sequence, browser, browser.GetProxyNode(sequence)])
                 transformNode.SetNodeReferenceID(INTERMEDIATE_SEQUENCE_ROLE, sequence.GetID())
                 transformNode.SetNodeReferenceID(INTERMEDIATE_BROWSER_ROLE, browser.GetID())
@@ -211,7 +232,8 @@ class RegistrationJob:
         transformNode = self.outputTransformNode
         if transformNode is None:
             name = scene.GenerateUniqueName(
-                f"{self.movingVolumeNode.GetName()} to {self.fixedVolumeNode.GetName()} (DIRVNet)")
+                f"{self.movingVolumeNode.GetName()} to {self.fixedVolumeNode.GetName()} (DIRVNet)"
+            )
             transformNode = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", name)
             created.append(transformNode)
         displacement = image_array_on_grid(result.displacement, self.grid, "displacement field")
@@ -223,10 +245,20 @@ class RegistrationJob:
         return transformNode
 
 
-def prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
-            outputVolumeNode=None, jacobianVolumeNode=None, keepIntermediate=False,
-            placeMovingUnderTransform=False, fixedPointsNode=None, movingPointsNode=None,
-            **options) -> RegistrationJob:
+def prepare(
+    fixedVolumeNode,
+    movingVolumeNode,
+    outputTransformNode=None,
+    weights=None,
+    device="auto",
+    outputVolumeNode=None,
+    jacobianVolumeNode=None,
+    keepIntermediate=False,
+    placeMovingUnderTransform=False,
+    fixedPointsNode=None,
+    movingPointsNode=None,
+    **options,
+) -> RegistrationJob:
     """Check the nodes and read the volumes (main thread); the scene is not changed. ``fixedPointsNode``,
     ``movingPointsNode``: markups point lists whose i-th points correspond (the ``fixed_points`` and
     ``moving_points`` of :func:`DIRVNetLib.register`).
@@ -239,15 +271,19 @@ def prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights
     if fixedVolumeNode is movingVolumeNode:
         raise InputImageError(
             f"The fixed and moving volumes are the same node {_describe(fixedVolumeNode)}: choose two "
-            f"different volumes.")
+            f"different volumes."
+        )
     if fixedVolumeNode.GetScene() is not movingVolumeNode.GetScene():
         raise InputImageError("The fixed and moving volumes are in different scenes.")
     inputs = (fixedVolumeNode, movingVolumeNode)
-    if outputTransformNode is not None and not (outputTransformNode.IsA("vtkMRMLGridTransformNode")
-                                                or outputTransformNode.GetClassName() == "vtkMRMLTransformNode"):
+    if outputTransformNode is not None and not (
+        outputTransformNode.IsA("vtkMRMLGridTransformNode")
+        or outputTransformNode.GetClassName() == "vtkMRMLTransformNode"
+    ):
         raise InputImageError(
             f"The output transform {_describe(outputTransformNode)} is a {outputTransformNode.GetClassName()}; "
-            f"a deformable result needs a grid transform (or a generic transform) node.")
+            f"a deformable result needs a grid transform (or a generic transform) node."
+        )
     _check_output(outputTransformNode, "output transform", "vtkMRMLTransformNode", inputs)
     _check_output(outputVolumeNode, "output volume", "vtkMRMLScalarVolumeNode", inputs)
     _check_output(jacobianVolumeNode, "Jacobian volume", "vtkMRMLScalarVolumeNode", inputs)
@@ -258,7 +294,8 @@ def prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights
         raise InputImageError(
             f"The moving volume {_describe(movingVolumeNode)} is already under the transform "
             f"{_describe(movingVolumeNode.GetParentTransformNode())}. Harden that transform first, or do "
-            f"not place the moving volume under the result.")
+            f"not place the moving volume under the result."
+        )
 
     fixed, grid = volume_to_image(fixedVolumeNode)
     # Under an earlier DIRVNet result (or its replay proxy) the original moving volume is registered again.
@@ -266,34 +303,64 @@ def prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights
     if fixed.GetDimension() != moving.GetDimension():
         raise InputImageError(
             f"The fixed volume {_describe(fixedVolumeNode)} is {fixed.GetDimension()}D and the moving volume "
-            f"{_describe(movingVolumeNode)} is {moving.GetDimension()}D; both must have the same dimension.")
+            f"{_describe(movingVolumeNode)} is {moving.GetDimension()}D; both must have the same dimension."
+        )
     expected = None if weights is None else describe(weights).dimension
     if expected is not None and expected != fixed.GetDimension():
         raise WeightSetError(
             f"Weight set '{weights}' registers {expected}D images, but the volumes are {fixed.GetDimension()}D "
             f"(fixed {_describe(fixedVolumeNode)}, size {tuple(grid.size)}). Choose a {fixed.GetDimension()}D "
-            f"weight set.")
+            f"weight set."
+        )
     if fixedPointsNode is not None or movingPointsNode is not None:
         from .points import markups_points
 
-        fixed_points, moving_points = point_pairs(markups_points(fixedPointsNode, fixed.GetDimension(), "fixed"),
-                                                  markups_points(movingPointsNode, fixed.GetDimension(), "moving"),
-                                                  fixed)
+        fixed_points, moving_points = point_pairs(
+            markups_points(fixedPointsNode, fixed.GetDimension(), "fixed"),
+            markups_points(movingPointsNode, fixed.GetDimension(), "moving"),
+            fixed,
+        )
         # lists (LPS mm), so that the options travel to a worker process as JSON
         options = dict(options, fixed_points=fixed_points.tolist(), moving_points=moving_points.tolist())
-    logger.info("DIRVNet: registering %s to %s (%dD)", movingVolumeNode.GetName(), fixedVolumeNode.GetName(),
-                fixed.GetDimension())
+    logger.info(
+        "DIRVNet: registering %s to %s (%dD)",
+        movingVolumeNode.GetName(),
+        fixedVolumeNode.GetName(),
+        fixed.GetDimension(),
+    )
     return RegistrationJob(
-        fixedVolumeNode=fixedVolumeNode, movingVolumeNode=movingVolumeNode, fixed=fixed, moving=moving,
-        grid=grid, outputTransformNode=outputTransformNode, outputVolumeNode=outputVolumeNode,
-        jacobianVolumeNode=jacobianVolumeNode, keepIntermediate=keepIntermediate,
-        placeMovingUnderTransform=placeMovingUnderTransform, weights=weights, device=device, options=options)
+        fixedVolumeNode=fixedVolumeNode,
+        movingVolumeNode=movingVolumeNode,
+        fixed=fixed,
+        moving=moving,
+        grid=grid,
+        outputTransformNode=outputTransformNode,
+        outputVolumeNode=outputVolumeNode,
+        jacobianVolumeNode=jacobianVolumeNode,
+        keepIntermediate=keepIntermediate,
+        placeMovingUnderTransform=placeMovingUnderTransform,
+        weights=weights,
+        device=device,
+        options=options,
+    )
 
 
-def register(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weights=None, device="auto",
-             outputVolumeNode=None, jacobianVolumeNode=None, keepIntermediate=False,
-             placeMovingUnderTransform=False, progress=None, cancel=None, fixedPointsNode=None,
-             movingPointsNode=None, **options):
+def register(
+    fixedVolumeNode,
+    movingVolumeNode,
+    outputTransformNode=None,
+    weights=None,
+    device="auto",
+    outputVolumeNode=None,
+    jacobianVolumeNode=None,
+    keepIntermediate=False,
+    placeMovingUnderTransform=False,
+    progress=None,
+    cancel=None,
+    fixedPointsNode=None,
+    movingPointsNode=None,
+    **options,
+):
     """Register ``movingVolumeNode`` to ``fixedVolumeNode``; returns the output grid transform node.
 
     Works on the nodes' own scene (a bare ``vtkMRMLScene`` is enough). Arguments:
@@ -312,8 +379,18 @@ def register(fixedVolumeNode, movingVolumeNode, outputTransformNode=None, weight
     The input volumes are never modified (apart from the requested parent transform). On an error or
     a cancel (:class:`~DIRVNetLib.errors.RegistrationCancelled`) the scene is unchanged.
     """
-    job = prepare(fixedVolumeNode, movingVolumeNode, outputTransformNode=outputTransformNode, weights=weights,
-                  device=device, outputVolumeNode=outputVolumeNode, jacobianVolumeNode=jacobianVolumeNode,
-                  keepIntermediate=keepIntermediate, placeMovingUnderTransform=placeMovingUnderTransform,
-                  fixedPointsNode=fixedPointsNode, movingPointsNode=movingPointsNode, **options)
+    job = prepare(
+        fixedVolumeNode,
+        movingVolumeNode,
+        outputTransformNode=outputTransformNode,
+        weights=weights,
+        device=device,
+        outputVolumeNode=outputVolumeNode,
+        jacobianVolumeNode=jacobianVolumeNode,
+        keepIntermediate=keepIntermediate,
+        placeMovingUnderTransform=placeMovingUnderTransform,
+        fixedPointsNode=fixedPointsNode,
+        movingPointsNode=movingPointsNode,
+        **options,
+    )
     return job.apply(job.run(progress=progress, cancel=cancel))

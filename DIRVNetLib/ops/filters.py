@@ -22,7 +22,6 @@ def convolve(x, kernels, strides=1, padding="SAME"):
     return tf.nn.conv3d(x, kernels, strides, padding, data_format="NDHWC")
 
 
-
 def image_gradient(image, scheme="forward"):
     """Finite-difference gradient of a ``[B, *S, 1]`` image, mirrored at the borders.
 

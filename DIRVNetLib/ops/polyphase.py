@@ -46,7 +46,7 @@ def depth_to_space(x):
     return tf.reshape(x, tf.concat([[shape[0]], shape[1 : 1 + ndim] * 2, [channels]], axis=0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _phase_selection(size):
     """``sel[d, q, p, t] = 1`` where tap ``t`` of a ``size``-tap kernel links output phase ``p`` to input
     phase ``q`` at coarse offset ``d - r`` (``t = 2 (d - r) + q - p + c``)."""

@@ -25,8 +25,8 @@ from DIRVNetLib.registration.devices import DEVICES
 from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.memory import check_memory
-from DIRVNetLib.registration.point_correction import correct_with_points
 from DIRVNetLib.registration.modes import DEFAULT_MODE, settings_for
+from DIRVNetLib.registration.point_correction import correct_with_points
 from DIRVNetLib.registration.progress import UnitMonitor
 from DIRVNetLib.registration.refinement import Landmarks, refine_flow
 
@@ -180,10 +180,23 @@ def register(
     timings = {}
     started = time.perf_counter()
     checked = check_arguments(
-        fixed, moving, weights=weights, device=device, progress=progress, cancel=cancel,
-        refinement_rounds=refinement_rounds, working_spacing=working_spacing, isotropic=isotropic,
-        keep_intermediate=keep_intermediate, unfold=unfold, whole_graph=whole_graph, coarse_pass=coarse_pass,
-        moving_labels=moving_labels, refine_steps=refine_steps, fallback=fallback, points_radius=points_radius,
+        fixed,
+        moving,
+        weights=weights,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+        refinement_rounds=refinement_rounds,
+        working_spacing=working_spacing,
+        isotropic=isotropic,
+        keep_intermediate=keep_intermediate,
+        unfold=unfold,
+        whole_graph=whole_graph,
+        coarse_pass=coarse_pass,
+        moving_labels=moving_labels,
+        refine_steps=refine_steps,
+        fallback=fallback,
+        points_radius=points_radius,
     )
     fixed_image, moving_image = checked.fixed, checked.moving
     dimension = fixed_image.GetDimension()
@@ -196,8 +209,9 @@ def register(
             f"weight set {weight_set.path} is for {weight_set.dimension}D images but the images are {dimension}D"
         )
     if whole_graph and (progress is not None or cancel is not None or keep_intermediate):
-        raise ValueError("whole_graph runs no code between units: it cannot be combined with progress, cancel "
-                         "or keep_intermediate")
+        raise ValueError(
+            "whole_graph runs no code between units: it cannot be combined with progress, cancel or keep_intermediate"
+        )
     if coarse_pass is not None and keep_intermediate:
         raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
     settings = settings_for(mode, dimension, refine_steps, refinement)
@@ -211,8 +225,9 @@ def register(
     with _device_scope(device):
         mark = time.perf_counter()
         config = weight_set.config
-        estimated = check_memory(config.padded_shape(WorkingGrid.shape_for(fixed_image, working_spacing, isotropic)),
-                                 config)
+        estimated = check_memory(
+            config.padded_shape(WorkingGrid.shape_for(fixed_image, working_spacing, isotropic)), config
+        )
         grid = WorkingGrid.for_fixed(fixed_image, working_spacing, isotropic)
         on_fixed_grid = grid.matches(fixed_image)
         fixed_on_grid = fixed_image if on_fixed_grid else resample_like(fixed_image, grid.reference)
@@ -228,8 +243,9 @@ def register(
 
         mark = time.perf_counter()
         passes = 1 + refinement_rounds + (coarse_pass is not None)
-        monitor = UnitMonitor(config.levels * config.units * passes + settings.steps, progress, cancel,
-                              keep=keep_intermediate)
+        monitor = UnitMonitor(
+            config.levels * config.units * passes + settings.steps, progress, cancel, keep=keep_intermediate
+        )
         monitor.check_cancel()
         initial = None
         if coarse_pass is not None:
@@ -252,8 +268,7 @@ def register(
                 on_grid, _ = correct_with_points(grid.flow_to_displacement(flow), *pairs, radius=points_radius)
                 flow = grid.displacement_to_flow(on_grid)
             before = landmarks.distances_mm(flow) if landmarks is not None else None
-            flow, refined = refine_flow(fixed_working, moving_working, flow, settings, landmarks,
-                                        on_step=monitor.step)
+            flow, refined = refine_flow(fixed_working, moving_working, flow, settings, landmarks, on_step=monitor.step)
             refined.pop("energies")
             if landmarks is not None:
                 refined["landmark_distance_mm_before"] = before.tolist()
@@ -268,6 +283,7 @@ def register(
         if unfold and network_jacobian["jacobian_nonpositive_percent"] > 0:
             displacement, unfolded_voxels, _ = remove_folding(displacement)
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
+
         def warp_moving(transform):
             return warp_image(moving_image, fixed_image, transform, checked.moving_labels, checked.moving_pixel_id)
 

@@ -34,6 +34,7 @@ def _flag(name):
     def check(value):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
+
     return check
 
 
@@ -41,6 +42,7 @@ def _optional_flag(name):
     def check(value):
         if value is not None:
             _flag(name)(value)
+
     return check
 
 
@@ -50,6 +52,7 @@ def _count(name, optional=False):
             return
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
             raise ValueError(f"{name} must be a whole number >= 0{' (or None)' if optional else ''}, got {value!r}")
+
     return check
 
 
@@ -75,15 +78,16 @@ def _device(value):
 
 def _weights(value):
     if value is not None and not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"weights must be None, a bundled weight-set name or a folder path, got "
-                        f"{type(value).__name__}")
+        raise TypeError(f"weights must be None, a bundled weight-set name or a folder path, got {type(value).__name__}")
 
 
 def _callable_or_none(name, also=None):
     def check(value):
         if value is not None and not callable(value) and not (also and hasattr(value, also)):
-            raise TypeError(f"{name} must be None or a callable{f' (or have {also}())' if also else ''}, "
-                            f"got {type(value).__name__}")
+            raise TypeError(
+                f"{name} must be None or a callable{f' (or have {also}())' if also else ''}, got {type(value).__name__}"
+            )
+
     return check
 
 
@@ -122,8 +126,9 @@ def check_arguments(fixed, moving, **arguments):
     if labels is None:
         labels = looks_like_labels(moving_raw)
         if labels:
-            warnings.append(f"{_name(moving, 'moving')} looks like a label map (integer, few values): warped "
-                            "with nearest neighbour")
+            warnings.append(
+                f"{_name(moving, 'moving')} looks like a label map (integer, few values): warped with nearest neighbour"
+            )
     pixel_id = moving_raw.GetPixelID() if labels and moving_raw.GetPixelID() != sitk.sitkFloat64 else sitk.sitkFloat32
     return CheckedInputs(fixed_image, moving_image, bool(labels), pixel_id, warnings)
 
@@ -139,8 +144,11 @@ def _raw(image, role, warnings):
         return read_raw(image, role, warnings)
     raise InputImageError(
         f"{role} must be a SimpleITK image or a path (str or pathlib.Path), got {type(image).__name__}"
-        + (" (make one with SimpleITK.GetImageFromArray and set its spacing, origin and direction)"
-           if isinstance(image, np.ndarray) else "")
+        + (
+            " (make one with SimpleITK.GetImageFromArray and set its spacing, origin and direction)"
+            if isinstance(image, np.ndarray)
+            else ""
+        )
     )
 
 
@@ -157,6 +165,7 @@ def check_finite(array, what):
 
 def check_finite_report(report):
     """Raise :class:`RegistrationFailedError` for any NaN/Inf number in the report (nested)."""
+
     def walk(value, key):
         if isinstance(value, dict):
             for k, v in value.items():
@@ -168,4 +177,5 @@ def check_finite_report(report):
             raise RegistrationFailedError(
                 f"the registration failed: its report's {key} is {value}; nothing was written"
             )
+
     walk(report, "")

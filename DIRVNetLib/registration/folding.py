@@ -40,7 +40,9 @@ def remove_folding(displacement, max_iterations=100):
     for _ in range(max_iterations):
         if not folding.any():
             return as_image(values), int(changed.sum()), 0
-        region = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(folding.astype(np.uint8)), [1] * ndim)) > 0
+        region = (
+            sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(folding.astype(np.uint8)), [1] * ndim)) > 0
+        )
         where = np.argwhere(region)
         box = tuple(slice(max(0, lo - _MARGIN), hi + 1 + _MARGIN) for lo, hi in zip(where.min(0), where.max(0)))
         inside = region[box]

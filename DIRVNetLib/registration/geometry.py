@@ -86,9 +86,7 @@ def resample_displacement(displacement, reference):
     exactly that grid is returned as it is (not copied)."""
     if displacement.GetPixelID() == sitk.sitkVectorFloat64 and Grid.of(displacement) == Grid.of(reference):
         return displacement
-    return sitk.Resample(
-        displacement, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True
-    )
+    return sitk.Resample(displacement, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True)
 
 
 MIN_OVERLAP = 0.01

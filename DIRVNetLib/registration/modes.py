@@ -12,8 +12,9 @@ DEFAULT_MODE = "accurate"
 
 
 def settings_for(mode, dimension, refine_steps=None, refinement=None):
-    """The refinement settings of ``mode`` for ``dimension``-D images; ``refinement`` (a :class:`RefinementSettings`) replaces them and
-    ``refine_steps`` replaces their number of steps. Raises ValueError naming an unknown mode."""
+    """The refinement settings of ``mode`` for ``dimension``-D images; ``refinement`` (a
+    :class:`RefinementSettings`) replaces them and ``refine_steps`` replaces their number of steps.
+    Raises ValueError naming an unknown mode."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     settings = MODES[mode][dimension] if refinement is None else refinement

@@ -58,8 +58,10 @@ def _radial_field(displacement, centres, weights, radius):
     field = np.zeros(tuple(shape) + (dim,), np.float64)
     reach = radius
     for centre, weight in zip(centres, weights):
-        corners = [displacement.TransformPhysicalPointToContinuousIndex((centre + offset).tolist())
-                   for offset in np.array(np.meshgrid(*[[-reach, reach]] * dim)).reshape(dim, -1).T]
+        corners = [
+            displacement.TransformPhysicalPointToContinuousIndex((centre + offset).tolist())
+            for offset in np.array(np.meshgrid(*[[-reach, reach]] * dim)).reshape(dim, -1).T
+        ]
         corners = np.array(corners)[:, ::-1]  # array order
         low = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, np.array(shape))
         high = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 1, 0, np.array(shape))
@@ -87,10 +89,14 @@ def _check_distinct(fixed_points, moving_points):
     """Two pairs with one fixed point but different moving points cannot both hold."""
     for i in range(len(fixed_points)):
         for j in range(i + 1, len(fixed_points)):
-            if np.linalg.norm(fixed_points[i] - fixed_points[j]) < 1e-6 and \
-                    np.linalg.norm(moving_points[i] - moving_points[j]) > 1e-6:
-                raise PointsError(f"point pairs {i + 1} and {j + 1} share a fixed point but have different moving "
-                                  f"points: no field can carry one point to two places")
+            if (
+                np.linalg.norm(fixed_points[i] - fixed_points[j]) < 1e-6
+                and np.linalg.norm(moving_points[i] - moving_points[j]) > 1e-6
+            ):
+                raise PointsError(
+                    f"point pairs {i + 1} and {j + 1} share a fixed point but have different moving "
+                    f"points: no field can carry one point to two places"
+                )
 
 
 def _most_demanding_pair(fixed_points, residuals):
@@ -111,8 +117,11 @@ def _changed_box(displacement, points, radius):
     shape = np.array(displacement.GetSize()[::-1])
     reach = radius + 2.0 * max(displacement.GetSpacing())
     dim = displacement.GetDimension()
-    corners = [displacement.TransformPhysicalPointToContinuousIndex((p + offset).tolist())[::-1]
-               for p in points for offset in np.array(np.meshgrid(*[[-reach, reach]] * dim)).reshape(dim, -1).T]
+    corners = [
+        displacement.TransformPhysicalPointToContinuousIndex((p + offset).tolist())[::-1]
+        for p in points
+        for offset in np.array(np.meshgrid(*[[-reach, reach]] * dim)).reshape(dim, -1).T
+    ]
     low = np.clip(np.floor(np.min(corners, axis=0)).astype(int), 0, shape)
     high = np.clip(np.ceil(np.max(corners, axis=0)).astype(int) + 1, 0, shape)
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
@@ -175,14 +184,26 @@ def correct_with_points(displacement, fixed_points, moving_points, radius=None):
     after = np.linalg.norm(moving_points - _mapped(output, fixed_points), axis=1)
     if after.max() > TOLERANCE_MM:
         pair = _most_demanding_pair(fixed_points, residuals)
-        detail = "" if pair is None else (
-            f"; pairs {pair[0] + 1} and {pair[1] + 1} are {pair[2]:.1f} mm apart on the fixed image but must move "
-            f"{pair[3]:.1f} mm relative to each other")
+        detail = (
+            ""
+            if pair is None
+            else (
+                f"; pairs {pair[0] + 1} and {pair[1] + 1} are {pair[2]:.1f} mm apart on the fixed image but must move "
+                f"{pair[3]:.1f} mm relative to each other"
+            )
+        )
         worst = int(np.argmax(after))
-        raise PointsError(f"the point pairs would fold the field: pair {worst + 1} stays {after[worst]:.1f} mm from its "
-                          f"moving point without folding{detail}; check that each moving point corresponds to its "
-                          f"fixed point")
-    report = {"points": int(len(fixed_points)), "radius_mm": float(largest or radius), "levels": levels,
-              "error_before_mm": [float(v) for v in before], "error_after_mm": [float(v) for v in after],
-              "jacobian_min_after": float(jacobian_determinant(output[tuple(reversed(outer))]).min())}
+        raise PointsError(
+            f"the point pairs would fold the field: pair {worst + 1} stays {after[worst]:.1f} mm from its "
+            f"moving point without folding{detail}; check that each moving point corresponds to its "
+            f"fixed point"
+        )
+    report = {
+        "points": int(len(fixed_points)),
+        "radius_mm": float(largest or radius),
+        "levels": levels,
+        "error_before_mm": [float(v) for v in before],
+        "error_after_mm": [float(v) for v in after],
+        "jacobian_min_after": float(jacobian_determinant(output[tuple(reversed(outer))]).min()),
+    }
     return output, report

@@ -113,12 +113,15 @@ class Landmarks:
         size = np.array(reference.GetSize()[::-1])
         outside = [i for i, p in enumerate(points) if np.any(p < -0.5) or np.any(p > size - 0.5)]
         if outside:
-            raise ValueError(f"landmarks: fixed point {outside[0] + 1} ({', '.join(f'{v:.1f}' for v in fixed_points[outside[0]])}"
-                             " mm LPS) lies outside the fixed image")
+            raise ValueError(
+                f"landmarks: fixed point {outside[0] + 1} ({', '.join(f'{v:.1f}' for v in fixed_points[outside[0]])}"
+                " mm LPS) lies outside the fixed image"
+            )
         direction = np.array(reference.GetDirection()).reshape(ndim, ndim)
         to_physical = (direction @ np.diag(reference.GetSpacing()))[:, ::-1]  # array-order voxel -> LPS mm
-        return cls(points.astype(np.float32), targets.astype(np.float32),
-                   (to_physical.T @ to_physical).astype(np.float32))
+        return cls(
+            points.astype(np.float32), targets.astype(np.float32), (to_physical.T @ to_physical).astype(np.float32)
+        )
 
     @classmethod
     def none(cls, ndim):
@@ -203,8 +206,21 @@ def _data_term(flow, fixed, moving, moving_gradient, similarity, window):
     return data, tape.gradient(data, flow)
 
 
-def _energy_and_gradient(control, initial, fixed, moving, moving_gradient, points, targets, metric, smoothness,
-                         landmark_weight, similarity, window, spacing):
+def _energy_and_gradient(
+    control,
+    initial,
+    fixed,
+    moving,
+    moving_gradient,
+    points,
+    targets,
+    metric,
+    smoothness,
+    landmark_weight,
+    similarity,
+    window,
+    spacing,
+):
     flow = initial + bspline_interpolate(control, spacing, initial.shape[1:-1])
     data, data_gradient = _data_term(flow, fixed, moving, moving_gradient, similarity, window)
     with tf.GradientTape() as tape:
@@ -215,12 +231,42 @@ def _energy_and_gradient(control, initial, fixed, moving, moving_gradient, point
 
 
 @tf.function(autograph=False)  # a graph, not XLA: faster here (benchmarks/results/refinement-notes.md)
-def _adam_step(control, first, second, step, initial, fixed, moving, moving_gradient, points, targets, metric,
-               learning_rate, smoothness, landmark_weight, *, similarity, window, spacing):
+def _adam_step(
+    control,
+    first,
+    second,
+    step,
+    initial,
+    fixed,
+    moving,
+    moving_gradient,
+    points,
+    targets,
+    metric,
+    learning_rate,
+    smoothness,
+    landmark_weight,
+    *,
+    similarity,
+    window,
+    spacing,
+):
     """One Adam step on ``control``; returns the new state and the energy and similarity term before it."""
-    energy, data, gradient, _ = _energy_and_gradient(control, initial, fixed, moving, moving_gradient, points,
-                                                     targets, metric, smoothness, landmark_weight, similarity,
-                                                     window, spacing)
+    energy, data, gradient, _ = _energy_and_gradient(
+        control,
+        initial,
+        fixed,
+        moving,
+        moving_gradient,
+        points,
+        targets,
+        metric,
+        smoothness,
+        landmark_weight,
+        similarity,
+        window,
+        spacing,
+    )
     first = _BETA1 * first + (1.0 - _BETA1) * gradient
     second = _BETA2 * second + (1.0 - _BETA2) * tf.square(gradient)
     corrected = first / (1.0 - _BETA1**step) / (tf.sqrt(second / (1.0 - _BETA2**step)) + _EPSILON)
@@ -228,10 +274,37 @@ def _adam_step(control, first, second, step, initial, fixed, moving, moving_grad
 
 
 @tf.function(autograph=False)
-def _final_flow(control, initial, fixed, moving, moving_gradient, points, targets, metric, smoothness,
-                landmark_weight, *, similarity, window, spacing):
-    energy, data, _, flow = _energy_and_gradient(control, initial, fixed, moving, moving_gradient, points, targets,
-                                                 metric, smoothness, landmark_weight, similarity, window, spacing)
+def _final_flow(
+    control,
+    initial,
+    fixed,
+    moving,
+    moving_gradient,
+    points,
+    targets,
+    metric,
+    smoothness,
+    landmark_weight,
+    *,
+    similarity,
+    window,
+    spacing,
+):
+    energy, data, _, flow = _energy_and_gradient(
+        control,
+        initial,
+        fixed,
+        moving,
+        moving_gradient,
+        points,
+        targets,
+        metric,
+        smoothness,
+        landmark_weight,
+        similarity,
+        window,
+        spacing,
+    )
     return flow, energy, data
 
 
@@ -274,8 +347,15 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
     spacing = settings.control_spacing
     control = tf.zeros([1, *control_grid_shape(initial_t.shape[1:-1], spacing), ndim])
     first, second = tf.zeros_like(control), tf.zeros_like(control)
-    constants = (initial_t, fixed_t, moving_t, image_gradient(moving_t, "central"), tf.constant(points),
-                 tf.constant(targets), tf.constant(metric))
+    constants = (
+        initial_t,
+        fixed_t,
+        moving_t,
+        image_gradient(moving_t, "central"),
+        tf.constant(points),
+        tf.constant(targets),
+        tf.constant(metric),
+    )
     weights = (tf.constant(float(settings.smoothness)), tf.constant(float(settings.landmark_weight)))
     static = {"similarity": similarity, "window": settings.window, "spacing": spacing}
     learning_rate = tf.constant(float(settings.learning_rate))
@@ -283,7 +363,8 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
     best, since_best = np.inf, 0
     for step in range(1, settings.steps + 1):
         control, first, second, energy, data = _adam_step(
-            control, first, second, tf.constant(float(step)), *constants, learning_rate, *weights, **static)
+            control, first, second, tf.constant(float(step)), *constants, learning_rate, *weights, **static
+        )
         energies.append(float(energy))
         data_terms.append(float(data))
         if on_step is not None:
@@ -297,7 +378,13 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
     flow, energy, data = _final_flow(control, *constants, *weights, **static)
     if settings.shrink == 2:
         flow = full_initial + 2.0 * bspline_interpolate(flow - initial_t, 2, full_initial.shape[1:-1])
-    info = {"steps": len(energies), "energy_before": energies[0] if energies else float(energy),
-            "energy_after": float(energy), "similarity_before": data_terms[0] if data_terms else float(data),
-            "similarity_after": float(data), "similarity": similarity, "energies": energies}
+    info = {
+        "steps": len(energies),
+        "energy_before": energies[0] if energies else float(energy),
+        "energy_after": float(energy),
+        "similarity_before": data_terms[0] if data_terms else float(data),
+        "similarity_after": float(data),
+        "similarity": similarity,
+        "energies": energies,
+    }
     return flow[0].numpy(), info

@@ -67,7 +67,8 @@ def describe_error(error: BaseException) -> tuple:
         return name, message
     if name == "ResourceExhaustedError" or isinstance(error, MemoryError):
         return "InsufficientMemoryError", (
-            "The registration ran out of memory: use a coarser working spacing, or the CPU when the GPU is small.")
+            "The registration ran out of memory: use a coarser working spacing, or the CPU when the GPU is small."
+        )
     if isinstance(error, ValueError):  # DIRVNetLib's checks of options and images: the message says it all
         return "RegistrationError", message
     return "RegistrationError", f"{name}: {message}"
@@ -82,12 +83,26 @@ def _register(request, channel):
     output = Path(request["output_dir"])
 
     def progress(info):
-        channel.send("progress", id=ident, done=info.done, total=info.total, level=info.level, unit=info.unit,
-                     round=info.round, stage=info.stage)
+        channel.send(
+            "progress",
+            id=ident,
+            done=info.done,
+            total=info.total,
+            level=info.level,
+            unit=info.unit,
+            round=info.round,
+            stage=info.stage,
+        )
 
     result = DIRVNetLib.register(
-        request["fixed"], request["moving"], weights=request.get("weights"), device=request.get("device", "auto"),
-        progress=progress, keep_intermediate=bool(request.get("keep_intermediate")), **request.get("options", {}))
+        request["fixed"],
+        request["moving"],
+        weights=request.get("weights"),
+        device=request.get("device", "auto"),
+        progress=progress,
+        keep_intermediate=bool(request.get("keep_intermediate")),
+        **request.get("options", {}),
+    )
     output.mkdir(parents=True, exist_ok=True)
     outputs = {"displacement": "displacement.nrrd", "warped": "warped.nrrd", "intermediate": []}
     sitk.WriteImage(result.displacement, str(output / outputs["displacement"]))
@@ -117,10 +132,15 @@ class _IdleWatch:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m DIRVNetLib.registration.worker",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S,
-                        help="seconds without a request after which the worker ends (default %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="python -m DIRVNetLib.registration.worker", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        help="seconds without a request after which the worker ends (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     channel = _Channel()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -131,13 +151,22 @@ def main(argv=None):
         import DIRVNetLib.registration.api  # noqa: F401  (load everything before saying ready)
     except ImportError as e:
         traceback.print_exc(file=sys.stderr)
-        channel.send("error", id=None, error="DependencyError",
-                     message=f"{sys.executable} cannot import what the registration needs ({e}).")
+        channel.send(
+            "error",
+            id=None,
+            error="DependencyError",
+            message=f"{sys.executable} cannot import what the registration needs ({e}).",
+        )
         return 1
 
     watch = _IdleWatch(args.idle_timeout)
-    channel.send("ready", pid=os.getpid(), python=sys.version.split()[0], tensorflow=tf.__version__,
-                 gpus=[gpu.name for gpu in tf.config.list_physical_devices("GPU")])
+    channel.send(
+        "ready",
+        pid=os.getpid(),
+        python=sys.version.split()[0],
+        tensorflow=tf.__version__,
+        gpus=[gpu.name for gpu in tf.config.list_physical_devices("GPU")],
+    )
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -149,8 +178,9 @@ def main(argv=None):
         except Exception as e:  # reported to the module as a named error; the traceback goes to stderr
             traceback.print_exc(file=sys.stderr)
             name, message = describe_error(e)
-            channel.send("error", id=request.get("id") if isinstance(request, dict) else None, error=name,
-                         message=message)
+            channel.send(
+                "error", id=request.get("id") if isinstance(request, dict) else None, error=name, message=message
+            )
         watch.mark(busy=False)
     return 0
 

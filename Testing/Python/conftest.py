@@ -39,8 +39,9 @@ def tiny_weights(tmp_path_factory):
     from DIRVNetLib.io.weights import save_weight_set
     from DIRVNetLib.model import DIRVNet, NetworkConfig
 
-    config = NetworkConfig(ndim=2, levels=2, units=2, control_spacing=4, data_filters=4, data_kernel=5,
-                           reg_filters=4, reg_kernel=3)
+    config = NetworkConfig(
+        ndim=2, levels=2, units=2, control_spacing=4, data_filters=4, data_kernel=5, reg_filters=4, reg_kernel=3
+    )
     path = tmp_path_factory.mktemp("weights") / "tiny2d"
     save_weight_set(path, config, DIRVNet(config, seed=0).get_weights(), "untrained tiny test network", {"steps": 0})
     return path

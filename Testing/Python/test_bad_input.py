@@ -8,12 +8,13 @@ import pytest
 import SimpleITK as sitk
 
 import DIRVNetLib
-from conftest import shifted
 from DIRVNetLib.cli.main import main
 from DIRVNetLib.errors import InputImageError, InsufficientMemoryError, WeightSetError
 from DIRVNetLib.io.atomic import atomic_path
 from DIRVNetLib.io.weights import config_sha256, load_weight_set, resolve
 from DIRVNetLib.registration import memory
+
+from conftest import shifted
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +173,18 @@ def test_too_large_for_memory(small_pair, monkeypatch):
 
 def test_cli_reports_errors_without_writing_outputs(tmp_path, capsys, small_pair):
     sitk.WriteImage(small_pair[0], str(tmp_path / "fixed.nrrd"))
-    code = main(["register", "--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "nope.nrrd"),
-                 "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    code = main(
+        [
+            "register",
+            "--fixed",
+            str(tmp_path / "fixed.nrrd"),
+            "--moving",
+            str(tmp_path / "nope.nrrd"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "nope.nrrd does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -20,8 +20,10 @@ TINY_CASES = ROOT / "benchmarks" / "cases" / "tiny.json"
 
 # ----------------------------------------------------------------------------- conventions
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "elastix" else n
-                                  for n in baselines.BASELINES])
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "elastix" else n for n in baselines.BASELINES]
+)
 def test_each_baseline_recovers_a_known_translation_in_our_convention(name, data_dir, tmp_path, monkeypatch):
     """fixed(p) = moving(p + t) on a rotated, anisotropic grid: the returned field must be t (LPS mm,
     pull) on the fixed grid; a sign error would be off by 4 mm or more, a plain axis swap by 5 mm. Within
@@ -62,13 +64,16 @@ def test_voxelmorph_displacement_layout_matches_our_flow():
     image = rng.random((20, 24)).astype(np.float32)
     disp = np.zeros((2, 20, 24), np.float32)
     disp[0], disp[1] = 1.0, -2.0  # +1 voxel along axis 0 (y), -2 along axis 1 (x)
-    theirs = vxm.nn.functional.spatial_transform(torch.from_numpy(image)[None, None], torch.from_numpy(disp))[0, 0].numpy()
+    theirs = vxm.nn.functional.spatial_transform(torch.from_numpy(image)[None, None], torch.from_numpy(disp))[
+        0, 0
+    ].numpy()
     ours = warp(image[None, ..., None], vxm_to_flow(disp)[None]).numpy()[0, ..., 0]
     assert np.allclose(theirs[3:-3, 3:-3], ours[3:-3, 3:-3], atol=1e-5)
     assert np.allclose(ours[3:-3, 3:-3], image[4:-2, 1:-5], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- cases
+
 
 def test_synthetic_cases_are_deterministic_and_their_true_field_explains_the_fixed_image():
     _, specs = read_case_list(TINY_CASES)
@@ -78,8 +83,9 @@ def test_synthetic_cases_are_deterministic_and_their_true_field_explains_the_fix
     assert magnitude == pytest.approx(specs[0]["max_mm"])
     from DIRVNetLib.metrics import displacement_transform
 
-    warped = sitk.Resample(first.moving, first.fixed, displacement_transform(first.true_field), sitk.sitkLinear, 0.0,
-                           sitk.sitkFloat32)
+    warped = sitk.Resample(
+        first.moving, first.fixed, displacement_transform(first.true_field), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+    )
     assert np.allclose(sitk.GetArrayFromImage(warped), sitk.GetArrayFromImage(first.fixed))
     assert first.mask is not None and 0.2 < sitk.GetArrayViewFromImage(first.mask).mean() < 0.9
     assert first.fixed.GetSpacing() == (2.0, 2.0)
@@ -105,9 +111,21 @@ def test_noisy_synthetic_cases_add_independent_noise_of_the_stated_level_to_both
 
 def test_case_lists_label_specs_and_saving(tmp_path, data_dir):
     labels = data_dir / "KmeansTest_T1KmeansPrelimSegmentation.nii.gz"
-    spec = {"cases": [{"name": "crop", "type": "synthetic", "image": str(data_dir / "KmeansTest_T1UCharRaw.nii.gz"),
-                       "spacing": 8.0, "max_mm": 6.0, "seed": 3, "labels": {"file": str(labels), "map": {"5": 1, "6": 2}},
-                       "mask": {"file": str(data_dir / "KmeansTest_T1RawSkullStrip.nii.gz")}, "seen_in_training": False}]}
+    spec = {
+        "cases": [
+            {
+                "name": "crop",
+                "type": "synthetic",
+                "image": str(data_dir / "KmeansTest_T1UCharRaw.nii.gz"),
+                "spacing": 8.0,
+                "max_mm": 6.0,
+                "seed": 3,
+                "labels": {"file": str(labels), "map": {"5": 1, "6": 2}},
+                "mask": {"file": str(data_dir / "KmeansTest_T1RawSkullStrip.nii.gz")},
+                "seen_in_training": False,
+            }
+        ]
+    }
     (tmp_path / "list.json").write_text(json.dumps(spec))
     _, specs = read_case_list(tmp_path / "list.json")
     case = prepare(specs[0])
@@ -118,14 +136,18 @@ def test_case_lists_label_specs_and_saving(tmp_path, data_dir):
     assert loaded.name == "crop" and loaded.dimension == 3
     assert np.array_equal(sitk.GetArrayFromImage(loaded.fixed_labels), sitk.GetArrayFromImage(case.fixed_labels))
 
-    for broken, message in (({"cases": []}, "non-empty"), ({"cases": [{"name": "a", "type": "pair", "fixed": "x"}]}, "missing moving"),
-                            ({"cases": [{"name": "a", "type": "other"}]}, "'type' must be")):
+    for broken, message in (
+        ({"cases": []}, "non-empty"),
+        ({"cases": [{"name": "a", "type": "pair", "fixed": "x"}]}, "missing moving"),
+        ({"cases": [{"name": "a", "type": "other"}]}, "'type' must be"),
+    ):
         (tmp_path / "broken.json").write_text(json.dumps(broken))
         with pytest.raises(ValueError, match=message):
             read_case_list(tmp_path / "broken.json")
 
 
 # ----------------------------------------------------------------------------- runner and report
+
 
 class _Failing(baselines.Method):
     name, label = "failing", "always fails"
@@ -161,9 +183,11 @@ def test_dirvnet_refinement_rounds_and_working_spacing_are_passed_on_and_reporte
     assert steps["label"] == "DIRV-Net, accurate, 5 steps" and "refinement" in steps["stages"]
     assert plain["working_grid"]["spacing_mm"] == [2.0, 2.0] and coarser["working_grid"]["spacing_mm"] == [3.0, 3.0]
     assert coarser["working_grid"]["size"] == [round(n * 2 / 3) for n in case.fixed.GetSize()]
-    for option, value, message in (("--refinement-rounds", "-1", "--refinement-rounds must be >= 0, got -1"),
-                                   ("--working-spacing", "0", "--working-spacing must be a spacing > 0 mm, got 0.0"),
-                                   ("--only", "no-such-case", "no case called no-such-case; the list has t1-2d-tiny")):
+    for option, value, message in (
+        ("--refinement-rounds", "-1", "--refinement-rounds must be >= 0, got -1"),
+        ("--working-spacing", "0", "--working-spacing must be a spacing > 0 mm, got 0.0"),
+        ("--only", "no-such-case", "no case called no-such-case; the list has t1-2d-tiny"),
+    ):
         code = main(["benchmark", "--cases", str(TINY_CASES), "--output-dir", str(tmp_path), option, value])
         assert code == 2 and message in capsys.readouterr().err
 
@@ -180,8 +204,20 @@ def test_only_selects_cases_by_name_in_list_order():
 @pytest.mark.slow
 def test_benchmark_command_end_to_end_on_the_tiny_list(tmp_path, tiny_weights, capsys):
     out = tmp_path / "bench"
-    code = main(["benchmark", "--cases", str(TINY_CASES), "--output-dir", str(out), "--weights", str(tiny_weights),
-                 "--repeats", "1", "--no-progress"])
+    code = main(
+        [
+            "benchmark",
+            "--cases",
+            str(TINY_CASES),
+            "--output-dir",
+            str(out),
+            "--weights",
+            str(tiny_weights),
+            "--repeats",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     _, specs = read_case_list(TINY_CASES)
@@ -213,10 +249,19 @@ def test_voxelmorph_trains_on_the_dirvnet_runs_own_data(tmp_path):
     pytest.importorskip("voxelmorph")
     from DIRVNetLib.benchmark.voxelmorph_training import load_model, train
 
-    run = {"network": {"ndim": 2, "levels": 2, "units": 1, "control_spacing": 4},
-           "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard"],
-                    "control_points": [3, 4], "augmentation": {"bias": 0.2}},
-           "steps": 2, "batch_size": 2, "seed": 3}
+    run = {
+        "network": {"ndim": 2, "levels": 2, "units": 1, "control_spacing": 4},
+        "data": {
+            "patch_shape": [32, 32],
+            "max_magnitude": 3.0,
+            "sources": ["chessboard"],
+            "control_points": [3, 4],
+            "augmentation": {"bias": 0.2},
+        },
+        "steps": 2,
+        "batch_size": 2,
+        "seed": 3,
+    }
     record = train(run, tmp_path / "vxm.pt", progress=False)
     assert record["steps"] == 2 and record["data"]["control_points"] == [3, 4]
     model, multiple = load_model(tmp_path / "vxm.pt")

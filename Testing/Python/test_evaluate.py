@@ -45,8 +45,18 @@ def pair(tmp_path, data_dir):
 
 def _evaluate(tmp_path, *extra):
     out = tmp_path / "out" / "evaluation.json"
-    code = main(["evaluate", "--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "moving.nrrd"),
-                 "--output-json", str(out), *extra])
+    code = main(
+        [
+            "evaluate",
+            "--fixed",
+            str(tmp_path / "fixed.nrrd"),
+            "--moving",
+            str(tmp_path / "moving.nrrd"),
+            "--output-json",
+            str(out),
+            *extra,
+        ]
+    )
     assert code == 0
     # strict JSON: NaN and inf are written as null
     return json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
@@ -55,7 +65,9 @@ def _evaluate(tmp_path, *extra):
 def test_known_transform_against_itself_gives_zero_epe(pair, capsys):
     tmp_path, *_ = pair
     for transform in ("transform.h5", "true.nrrd"):  # ITK transform file and vector image
-        result = _evaluate(tmp_path, "--transform", str(tmp_path / transform), "--true-field", str(tmp_path / "true.nrrd"))
+        result = _evaluate(
+            tmp_path, "--transform", str(tmp_path / transform), "--true-field", str(tmp_path / "true.nrrd")
+        )
         assert result["epe_mean_mm"] == pytest.approx(0.0, abs=1e-6)
         assert result["epe_p95_mm"] == pytest.approx(0.0, abs=1e-6)
         assert result["epe_before_mean_mm"] == pytest.approx(np.hypot(*SHIFT), abs=1e-6)
@@ -71,14 +83,16 @@ def test_known_transform_against_itself_gives_zero_epe(pair, capsys):
 def test_a_plain_translation_transform_file_is_sampled_on_the_fixed_grid(pair):
     tmp_path, *_ = pair
     sitk.WriteTransform(sitk.TranslationTransform(2, SHIFT), str(tmp_path / "translation.tfm"))
-    result = _evaluate(tmp_path, "--transform", str(tmp_path / "translation.tfm"), "--true-field", str(tmp_path / "true.nrrd"))
+    result = _evaluate(
+        tmp_path, "--transform", str(tmp_path / "translation.tfm"), "--true-field", str(tmp_path / "true.nrrd")
+    )
     assert result["epe_max_mm"] == pytest.approx(0.0, abs=1e-6)
 
 
 def _slab(reference, start, width=8):
     """Label 1 on index-x columns [start, start + width), every row."""
     array = np.zeros(tuple(reversed(reference.GetSize())), np.uint8)
-    array[:, start:start + width] = 1
+    array[:, start : start + width] = 1
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(reference)
     return image
@@ -92,7 +106,12 @@ def test_shifted_label_slab_gives_the_known_dice_and_hd95(pair, tmp_path):
     # u = +k voxels along index x in physical terms: direction column 0 * spacing 0 * k = (0, 3) mm
     offset = np.array(DIRECTION).reshape(2, 2)[:, 0] * SPACING[0] * k
     sitk.WriteTransform(sitk.TranslationTransform(2, offset.tolist()), str(tmp_path / "labels.tfm"))
-    labels = ["--fixed-labels", str(tmp_path / "fixed_labels.nrrd"), "--moving-labels", str(tmp_path / "moving_labels.nrrd")]
+    labels = [
+        "--fixed-labels",
+        str(tmp_path / "fixed_labels.nrrd"),
+        "--moving-labels",
+        str(tmp_path / "moving_labels.nrrd"),
+    ]
     result = _evaluate(tmp_path, "--transform", str(tmp_path / "labels.tfm"), *labels)
     assert result["dice_before_mean"] == pytest.approx((8 - k) / 8)
     assert result["hd95_before_mean_mm"] == pytest.approx(k * SPACING[0])
@@ -107,7 +126,9 @@ def test_shifted_label_slab_gives_the_known_dice_and_hd95(pair, tmp_path):
 
 def test_translated_landmarks_give_the_known_tre(pair):
     tmp_path, fixed, _, _ = pair
-    points = np.array([fixed.TransformContinuousIndexToPhysicalPoint((x, y)) for x, y in [(10, 12), (30, 40), (50, 20)]])
+    points = np.array(
+        [fixed.TransformContinuousIndexToPhysicalPoint((x, y)) for x, y in [(10, 12), (30, 40), (50, 20)]]
+    )
     np.savetxt(tmp_path / "fixed.csv", points, delimiter=",", header="x,y", comments="")
     np.savetxt(tmp_path / "moving.csv", points + SHIFT, delimiter=",", header="x,y", comments="")
     landmarks = ["--fixed-landmarks", str(tmp_path / "fixed.csv"), "--moving-landmarks", str(tmp_path / "moving.csv")]
@@ -138,8 +159,15 @@ def test_mask_restricts_the_end_point_error(pair):
 def test_registering_reports_seconds_and_the_required_keys(pair, tiny_weights):
     tmp_path, *_ = pair
     result = _evaluate(tmp_path, "--weights", str(tiny_weights), "--true-field", str(tmp_path / "true.nrrd"))
-    for key in ("epe_mean_mm", "epe_p95_mm", "jacobian_nonpositive_percent", "std_log_jacobian", "ncc_before",
-                "ncc_after", "seconds"):
+    for key in (
+        "epe_mean_mm",
+        "epe_p95_mm",
+        "jacobian_nonpositive_percent",
+        "std_log_jacobian",
+        "ncc_before",
+        "ncc_after",
+        "seconds",
+    ):
         assert isinstance(result[key], float), key
     assert result["seconds"] > 0
     assert set(result["seconds_per_stage"]) >= {"load", "preprocess", "network", "postprocess", "total"}
@@ -147,8 +175,17 @@ def test_registering_reports_seconds_and_the_required_keys(pair, tiny_weights):
 
 def test_half_given_pairs_and_missing_files_are_reported(pair, capsys):
     tmp_path, *_ = pair
-    base = ["evaluate", "--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "moving.nrrd"),
-            "--output-json", str(tmp_path / "e.json"), "--transform", str(tmp_path / "transform.h5")]
+    base = [
+        "evaluate",
+        "--fixed",
+        str(tmp_path / "fixed.nrrd"),
+        "--moving",
+        str(tmp_path / "moving.nrrd"),
+        "--output-json",
+        str(tmp_path / "e.json"),
+        "--transform",
+        str(tmp_path / "transform.h5"),
+    ]
     assert main([*base, "--fixed-labels", str(tmp_path / "fixed.nrrd")]) == 2
     assert "--fixed-labels and --moving-labels go together" in capsys.readouterr().err
     assert main([*base, "--true-field", str(tmp_path / "missing.nrrd")]) == 2

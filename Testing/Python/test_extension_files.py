@@ -27,13 +27,29 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "DIRVNet.ui"
 CATALOG_ENTRY = ROOT / "DIRVNet.json"
 
 # Properties allowed by slicer-extension-catalog-entry-schema-v1.0.1.json ("additionalProperties": false).
-CATALOG_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
-                      "build_subdirectory", "enabled", "tier"}
+CATALOG_PROPERTIES = {
+    "$schema",
+    "category",
+    "scm_url",
+    "scm_revision",
+    "scm_type",
+    "build_dependencies",
+    "build_subdirectory",
+    "enabled",
+    "tier",
+}
 CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
 SLICER_SHIPPED = {"numpy", "SimpleITK", "vtk", "slicer", "qt", "ctk", "SampleData", "pip"}
 """Modules every Slicer 5.10+ has (its Python, VTK, Qt bindings, SimpleITK, numpy, pip, the SampleData module)."""
-EXTENSION_VARIABLES = ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS",
-                       "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS")
+EXTENSION_VARIABLES = (
+    "EXTENSION_HOMEPAGE",
+    "EXTENSION_CATEGORY",
+    "EXTENSION_CONTRIBUTORS",
+    "EXTENSION_DESCRIPTION",
+    "EXTENSION_ICONURL",
+    "EXTENSION_SCREENSHOTURLS",
+    "EXTENSION_DEPENDS",
+)
 
 
 def cmake_list(text, variable):
@@ -51,9 +67,14 @@ def cmake_string(text, variable):
 
 def files_under(folder, suffixes=None):
     """Repository-relative paths of the files under ``folder`` (bytecode caches excluded)."""
-    return sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / folder).rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-                  and (suffixes is None or p.suffix in suffixes))
+    return sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / folder).rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.suffix != ".pyc"
+        and (suffixes is None or p.suffix in suffixes)
+    )
 
 
 def package_lists():
@@ -64,11 +85,14 @@ def package_lists():
     finally:
         sys.path.pop(0)
     text = package_files.cmake_text()
-    return {name: cmake_list(text, name)
-            for name in ("DIRVNETLIB_PYTHON_SCRIPTS", "DIRVNETLIB_RESOURCES", "DIRVNET_SAMPLE_DATA")}
+    return {
+        name: cmake_list(text, name)
+        for name in ("DIRVNETLIB_PYTHON_SCRIPTS", "DIRVNETLIB_RESOURCES", "DIRVNET_SAMPLE_DATA")
+    }
 
 
 # --- What the extension package installs ----------------------------------------------------------
+
 
 def test_package_lists_are_generated_at_configure_time():
     text = MODULE_CMAKE.read_text()
@@ -90,14 +114,20 @@ def test_generated_lists_name_existing_files_and_every_bundled_weight_set():
     assert {"mr2d", "mr3d"} <= weight_sets
     files = ("config.json", "metadata.json", "weights.npz")
     assert sorted(lists["DIRVNETLIB_RESOURCES"]) == sorted(
-        f"model_weights/{name}/{file}" for name in weight_sets for file in files)
+        f"model_weights/{name}/{file}" for name in weight_sets for file in files
+    )
 
 
 def test_package_holds_the_inference_core_and_not_training_cli_or_benchmarks():
     scripts = package_lists()["DIRVNETLIB_PYTHON_SCRIPTS"]
-    for needed in ("DIRVNetLib/registration/worker.py", "DIRVNetLib/registration/api.py",
-                   "DIRVNetLib/mrml/background.py", "DIRVNetLib/ops/bspline.py", "DIRVNetLib/model/network.py",
-                   "DIRVNetLib/io/weights.py"):
+    for needed in (
+        "DIRVNetLib/registration/worker.py",
+        "DIRVNetLib/registration/api.py",
+        "DIRVNetLib/mrml/background.py",
+        "DIRVNetLib/ops/bspline.py",
+        "DIRVNetLib/model/network.py",
+        "DIRVNetLib/io/weights.py",
+    ):
         assert needed in scripts
     for folder in ("training", "cli", "benchmark"):
         assert not [path for path in scripts if path.startswith(f"DIRVNetLib/{folder}/")]
@@ -108,8 +138,8 @@ def guarded_imports(tree):
     guarded = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Try) and any(
-                isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
-                for h in node.handlers):
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError") for h in node.handlers
+        ):
             guarded.update(id(n) for stmt in node.body for n in ast.walk(stmt))
     return guarded
 
@@ -132,15 +162,18 @@ def third_party_imports(path):
 def test_every_import_of_the_package_is_shipped_by_slicer_or_installed_by_the_plan():
     from DIRVNetLib.mrml.dependencies import read_requirements
 
-    planned = {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower()
-               for r in read_requirements(MODULE_DIR / "Resources" / "requirements.txt")}
+    planned = {
+        re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower()
+        for r in read_requirements(MODULE_DIR / "Resources" / "requirements.txt")
+    }
     files = [MODULE_PY] + [ROOT / p for p in package_lists()["DIRVNETLIB_PYTHON_SCRIPTS"]]
     imported = {}
     for path in files:
         for name in third_party_imports(path):
             imported.setdefault(name, []).append(path.relative_to(ROOT).as_posix())
-    unplanned = {name: where for name, where in imported.items()
-                 if name not in SLICER_SHIPPED and name.lower() not in planned}
+    unplanned = {
+        name: where for name, where in imported.items() if name not in SLICER_SHIPPED and name.lower() not in planned
+    }
     assert not unplanned, f"imported by the package, but neither in Slicer nor in the install plan: {unplanned}"
     assert "tensorflow" in imported
 
@@ -167,8 +200,14 @@ image = sitk.ReadImage({str(ROOT / "Testing" / "Data" / "BrainT1Slice.png")!r}, 
 DIRVNetLib.register(image, image, weights={weights!r}, keep_intermediate=True)
 print(json.dumps(sorted(m.__file__ for name, m in sys.modules.items() if name.split(".")[0] == "DIRVNetLib")))
 """)
-    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = {Path(f).resolve().relative_to(ROOT).as_posix() for f in json.loads(done.stdout.splitlines()[-1])}
     packaged = set(package_lists()["DIRVNETLIB_PYTHON_SCRIPTS"])
@@ -189,8 +228,11 @@ def test_module_resources_are_listed_and_exist():
 def test_sample_pair_is_installed_and_known_to_the_module():
     listed = package_lists()["DIRVNET_SAMPLE_DATA"]
     module = ast.parse(MODULE_PY.read_text())
-    sample_files = next(ast.literal_eval(node.value) for node in module.body
-                        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SAMPLE_FILES")
+    sample_files = next(
+        ast.literal_eval(node.value)
+        for node in module.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SAMPLE_FILES"
+    )
     assert [Path(path).name for path in listed] == list(sample_files)
     assert "DESTINATION ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/DIRVNetSampleData" in MODULE_CMAKE.read_text()
 
@@ -206,14 +248,20 @@ def test_requirements_name_only_what_slicer_lacks():
 
 # --- Extension metadata and the catalog entry ------------------------------------------------------
 
+
 def test_top_level_cmake_follows_the_extension_template():
     text = TOP_CMAKE.read_text()
     assert re.search(r"^project\(DIRVNet\)", text, re.MULTILINE)
     for variable in EXTENSION_VARIABLES:
         assert cmake_string(text, variable), f"{variable} is not set"
     assert cmake_string(text, "EXTENSION_CATEGORY") == "Registration"
-    for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(DIRVNet)",
-                 "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"):
+    for line in (
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "add_subdirectory(DIRVNet)",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ):
         assert line in text
 
 
@@ -265,6 +313,7 @@ def test_license_and_readme_files_exist():
 
 # --- The panel ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def ui_widgets():
     tree = ElementTree.parse(UI_FILE)
@@ -303,7 +352,10 @@ def test_ui_parameter_names_match_the_parameter_node(ui_widgets):
 def test_ui_node_selectors_receive_the_scene(ui_widgets):
     widgets, tree = ui_widgets
     combos = {name for name, widget in widgets.items() if widget.get("class") == "qMRMLNodeComboBox"}
-    connected = {c.findtext("receiver") for c in tree.iter("connection")
-                 if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"}
+    connected = {
+        c.findtext("receiver")
+        for c in tree.iter("connection")
+        if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+    }
     assert combos and combos == connected
     assert widgets["DIRVNet"].get("class") == "qMRMLWidget"

@@ -54,8 +54,11 @@ def test_truncated_compressed_files_are_refused(tmp_path, ext):
     data_file = path.with_suffix(".zraw") if ext == "mhd" else path
     data = data_file.read_bytes()
     data_file.write_bytes(data[: int(len(data) * 0.7)])
-    with pytest.raises(InputImageError, match=r"a\.\w+ (is truncated: its header promises compressed data|is unreadable: "
-                                              r"\[nrrd\] _nrrdEncodingGzip_read: expected)"):
+    with pytest.raises(
+        InputImageError,
+        match=r"a\.\w+ (is truncated: its header promises compressed data|is unreadable: "
+        r"\[nrrd\] _nrrdEncodingGzip_read: expected)",
+    ):
         read_image(path, "moving")
 
 
@@ -82,8 +85,11 @@ def test_nifti_header_promising_more_than_the_file_holds(tmp_path):
 def test_metaimage_header_claiming_a_huge_volume(tmp_path):
     path = write(sample("mhd"), tmp_path / "a.mhd")
     path.write_text(path.read_text().replace("DimSize = 40 30 12", "DimSize = 1000 1000 1000"))
-    with pytest.raises(InputImageError, match=r"a.mhd is truncated: its header promises 1000 1000 1000 voxels "
-                                              r"\(4000000000 bytes\) but a.raw holds 57600 bytes"):
+    with pytest.raises(
+        InputImageError,
+        match=r"a.mhd is truncated: its header promises 1000 1000 1000 voxels "
+        r"\(4000000000 bytes\) but a.raw holds 57600 bytes",
+    ):
         read_image(path, "moving")
     os.remove(tmp_path / "a.raw")
     with pytest.raises(InputImageError, match=r"a.mhd: its data file .*a.raw does not exist"):
@@ -102,16 +108,24 @@ def test_unusable_spacing_is_refused(tmp_path, spacing):
 def write_dicom_series(folder, slices=8, thickness=3.0):
     """A real DICOM series (one file per slice, positions along z) written by SimpleITK/GDCM."""
     folder.mkdir()
-    volume = sitk.Cast(sitk.GetImageFromArray(
-        np.random.default_rng(0).integers(0, 1000, (slices, 20, 24)).astype(np.int16)), sitk.sitkInt16)
+    volume = sitk.Cast(
+        sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 1000, (slices, 20, 24)).astype(np.int16)),
+        sitk.sitkInt16,
+    )
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(slices):
         image = volume[:, :, k]
-        tags = {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
-                "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
-                "0020|0032": f"0\\0\\{k * thickness}", "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0013": str(k + 1),
-                "0028|0030": "1\\1", "0018|0050": str(thickness)}
+        tags = {
+            "0008|0060": "MR",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.2",
+            "0020|0032": f"0\\0\\{k * thickness}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0020|0013": str(k + 1),
+            "0028|0030": "1\\1",
+            "0018|0050": str(thickness),
+        }
         for tag, value in tags.items():
             image.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
@@ -127,8 +141,11 @@ def test_dicom_series_whole_is_read(tmp_path):
 def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
     folder = write_dicom_series(tmp_path / "dicom")
     os.remove(folder / "slice004.dcm")
-    with pytest.raises(InputImageError, match=r"fixed DICOM series in .*dicom has uneven slice positions: 6 mm between "
-                                              r"slices 4 and 5 where the others are 3 mm apart"):
+    with pytest.raises(
+        InputImageError,
+        match=r"fixed DICOM series in .*dicom has uneven slice positions: 6 mm between "
+        r"slices 4 and 5 where the others are 3 mm apart",
+    ):
         read_image(folder, "fixed")
 
 

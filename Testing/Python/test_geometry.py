@@ -60,11 +60,15 @@ def test_voxel_flow_to_lps_field_is_exact_through_transform_file(oblique_pair, t
     write_transform(displacement_transform(displacement), tmp_path / "transform.h5")
     transform = sitk.ReadTransform(str(tmp_path / "transform.h5"))
     warped = sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    expected = sitk.Resample(moving, fixed, sitk.AffineTransform(matrix.ravel(), translation), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    expected = sitk.Resample(
+        moving, fixed, sitk.AffineTransform(matrix.ravel(), translation), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+    )
     scale = float(sitk.GetArrayViewFromImage(moving).max())
     np.testing.assert_allclose(sitk.GetArrayFromImage(warped), sitk.GetArrayFromImage(expected), atol=1e-4 * scale)
     np.testing.assert_allclose(
-        sitk.GetArrayFromImage(read_displacement(tmp_path / "transform.h5")), sitk.GetArrayFromImage(displacement), atol=1e-9
+        sitk.GetArrayFromImage(read_displacement(tmp_path / "transform.h5")),
+        sitk.GetArrayFromImage(displacement),
+        atol=1e-9,
     )
     np.testing.assert_allclose(grid.displacement_to_flow(grid.flow_to_displacement(flow)), flow, atol=1e-4)
 
@@ -73,7 +77,9 @@ def test_moving_is_resampled_in_physical_space(oblique_pair):
     fixed, moving = oblique_pair
     on_fixed = resample_like(moving, fixed)
     point = fixed.TransformIndexToPhysicalPoint((40, 40, 20))
-    expected = sitk.Resample(moving, [1, 1, 1], sitk.Transform(), sitk.sitkLinear, point, (1, 1, 1), moving.GetDirection())
+    expected = sitk.Resample(
+        moving, [1, 1, 1], sitk.Transform(), sitk.sitkLinear, point, (1, 1, 1), moving.GetDirection()
+    )
     assert on_fixed[40, 40, 20] == pytest.approx(expected[0, 0, 0], rel=1e-5)
 
 

@@ -13,15 +13,25 @@ import SimpleITK as sitk
 
 from DIRVNetLib import metrics
 from DIRVNetLib.io.points import read_points
-from DIRVNetLib.metrics import (dice, endpoint_error, hausdorff95, jacobian_determinant,
-                                jacobian_statistics, mse, mutual_information, ncc,
-                                similarity_report, target_registration_error,
-                                warp_labels)
+from DIRVNetLib.metrics import (
+    dice,
+    endpoint_error,
+    hausdorff95,
+    jacobian_determinant,
+    jacobian_statistics,
+    mse,
+    mutual_information,
+    ncc,
+    similarity_report,
+    target_registration_error,
+    warp_labels,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "Data"
 
 
 # ----------------------------------------------------------------------------- geometry helpers
+
 
 def rotation(dim, angles):
     if dim == 2:
@@ -36,10 +46,13 @@ def rotation(dim, angles):
 
 GEOMETRY = {
     # size (x, y[, z]), spacing, origin, direction (oblique, with a reflection in 3D)
-    2: dict(size=(9, 7), spacing=(0.7, 1.9), origin=(-12.5, 30.25),
-            direction=rotation(2, [0.4])),
-    3: dict(size=(8, 7, 6), spacing=(0.7, 1.3, 2.1), origin=(-20.0, 15.5, 4.25),
-            direction=rotation(3, [0.3, -0.5, 0.8]) @ np.diag([1.0, -1.0, 1.0])),
+    2: dict(size=(9, 7), spacing=(0.7, 1.9), origin=(-12.5, 30.25), direction=rotation(2, [0.4])),
+    3: dict(
+        size=(8, 7, 6),
+        spacing=(0.7, 1.3, 2.1),
+        origin=(-20.0, 15.5, 4.25),
+        direction=rotation(3, [0.3, -0.5, 0.8]) @ np.diag([1.0, -1.0, 1.0]),
+    ),
 }
 
 
@@ -105,8 +118,7 @@ AFFINE = {
 
 
 @pytest.mark.parametrize("dim", [2, 3])
-@pytest.mark.parametrize("pixel", [sitk.sitkVectorFloat64, sitk.sitkVectorFloat32],
-                         ids=["float64", "float32"])
+@pytest.mark.parametrize("pixel", [sitk.sitkVectorFloat64, sitk.sitkVectorFloat32], ids=["float64", "float32"])
 def test_jacobian_of_affine_field_is_det_a_everywhere(dim, pixel):
     geometry, a = GEOMETRY[dim], AFFINE[dim]
     t = np.array([3.0, -1.5, 2.0][:dim])
@@ -140,7 +152,9 @@ def test_jacobian_matches_a_per_voxel_reference_on_an_oblique_nonlinear_field(di
     from DIRVNetLib.metrics import field as field_module
 
     geometry = dict(GEOMETRY[dim], size=GEOMETRY[dim]["size"][:-1] + (19,))
-    monkeypatch.setattr(field_module, "_SLAB_VOXELS", 3 * int(np.prod(geometry["size"][:-1])))  # slabs of 3 slices, a short last one
+    monkeypatch.setattr(
+        field_module, "_SLAB_VOXELS", 3 * int(np.prod(geometry["size"][:-1]))
+    )  # slabs of 3 slices, a short last one
     p = physical_points(geometry)
     u = np.stack([2.5 * np.sin(p @ np.roll(np.linspace(0.2, 0.45, dim), k)) for k in range(dim)], -1)
     matrix = np.asarray(geometry["direction"]).reshape(dim, dim) @ np.diag(geometry["spacing"])
@@ -174,8 +188,9 @@ def test_folding_field_has_nonpositive_jacobians(dim):
     assert stats["jacobian_min"] < 0.0
     assert stats["std_log_jacobian"] > 0.0
     # restricted by a mask to a region without deformation: no folding there
-    u_half = np.where((np.arange(20) < 10)[None, ..., None] if dim == 2
-                      else (np.arange(20) < 10)[None, None, :, None], u, 0.0)
+    u_half = np.where(
+        (np.arange(20) < 10)[None, ..., None] if dim == 2 else (np.arange(20) < 10)[None, None, :, None], u, 0.0
+    )
     field = field_image(u_half, geometry)
     mask = np.zeros(u.shape[:-1], dtype=np.uint8)
     mask[..., 12:] = 1
@@ -194,6 +209,7 @@ def test_jacobian_rejects_non_displacement_images():
 
 
 # ----------------------------------------------------------------------------- end-point error
+
 
 @pytest.mark.parametrize("dim", [2, 3])
 def test_endpoint_error_of_constant_offset_is_its_norm(dim):
@@ -229,14 +245,13 @@ def test_endpoint_error_grid_mismatch_and_empty_mask():
     with pytest.raises(ValueError, match="grid mismatch"):
         endpoint_error(field_image(u, geometry), field_image(u, moved))
     with pytest.raises(ValueError, match="empty"):
-        endpoint_error(field_image(u, geometry), field_image(u, geometry),
-                       mask=np.zeros(u.shape[:-1], bool))
+        endpoint_error(field_image(u, geometry), field_image(u, geometry), mask=np.zeros(u.shape[:-1], bool))
     with pytest.raises(ValueError, match="grid mismatch"):
-        endpoint_error(field_image(u, geometry), field_image(u, geometry),
-                       mask=np.ones((2, 2, 2), bool))
+        endpoint_error(field_image(u, geometry), field_image(u, geometry), mask=np.ones((2, 2, 2), bool))
 
 
 # ----------------------------------------------------------------------------- similarity
+
 
 def test_ncc_identity_and_affine_intensity_change():
     for image in (t1_crop(), brain_slice()):
@@ -318,8 +333,7 @@ def test_similarity_report_before_and_after():
     moving_resampled = png_slice("BrainProtonDensitySlice.png")
     moving_resampled.CopyInformation(fixed)
     report = similarity_report(fixed, moving_resampled, fixed)
-    assert set(report) == {"ncc_before", "ncc_after", "mse_before", "mse_after",
-                           "mi_before", "mi_after"}
+    assert set(report) == {"ncc_before", "ncc_after", "mse_before", "mse_after", "mi_before", "mi_after"}
     assert report["ncc_after"] == pytest.approx(1.0)
     assert report["mse_after"] == 0.0
     assert report["ncc_before"] < 1.0 and report["mse_before"] > 0.0
@@ -328,6 +342,7 @@ def test_similarity_report_before_and_after():
 
 
 # ----------------------------------------------------------------------------- labels
+
 
 def shifted_boxes(dim, n, k, axis):
     """Two label maps with box label 1 of length n along numpy ``axis``, the second shifted by k;
@@ -422,8 +437,7 @@ def test_warp_labels_keeps_float64_input_and_checks_dimension():
     field = sitk.Image(labels.GetSize(), sitk.sitkVectorFloat64)
     field.CopyInformation(labels)
     warped = warp_labels(labels, field)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(warped),
-                                  sitk.GetArrayFromImage(labels))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(warped), sitk.GetArrayFromImage(labels))
     assert field.GetSize() == labels.GetSize()  # not emptied by the transform constructor
     with pytest.raises(ValueError, match="dimension mismatch"):
         warp_labels(labels[:, :, 0], field)
@@ -431,39 +445,55 @@ def test_warp_labels_keeps_float64_input_and_checks_dimension():
 
 # ----------------------------------------------------------------------------- landmarks
 
-POINTS_LPS = np.array([[-10.0, 20.0, 5.0], [-12.5, 22.0, 8.0], [-15.0, 18.5, 6.5],
-                       [-11.0, 24.0, 9.0]])
+POINTS_LPS = np.array([[-10.0, 20.0, 5.0], [-12.5, 22.0, 8.0], [-15.0, 18.5, 6.5], [-11.0, 24.0, 9.0]])
 
 
 def write_mrk_json(path, points, system):
     document = {
         "@schema": "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/"
-                   "Markups/Resources/Schema/markups-schema-v1.0.3.json#",
-        "markups": [{
-            "type": "Fiducial", "coordinateSystem": system, "coordinateUnits": "mm",
-            "controlPoints": [{"id": str(i + 1), "label": f"F-{i + 1}",
-                               "position": [float(v) for v in p], "positionStatus": "defined"}
-                              for i, p in enumerate(points)],
-        }],
+        "Markups/Resources/Schema/markups-schema-v1.0.3.json#",
+        "markups": [
+            {
+                "type": "Fiducial",
+                "coordinateSystem": system,
+                "coordinateUnits": "mm",
+                "controlPoints": [
+                    {
+                        "id": str(i + 1),
+                        "label": f"F-{i + 1}",
+                        "position": [float(v) for v in p],
+                        "positionStatus": "defined",
+                    }
+                    for i, p in enumerate(points)
+                ],
+            }
+        ],
     }
     path.write_text(json.dumps(document))
     return path
 
 
 def write_fcsv(path, points, system):
-    lines = ["# Markups fiducial file version = 4.11", f"# CoordinateSystem = {system}",
-             "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID"]
+    lines = [
+        "# Markups fiducial file version = 4.11",
+        f"# CoordinateSystem = {system}",
+        "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID",
+    ]
     for i, p in enumerate(points):
-        lines.append(f"vtkMRMLMarkupsFiducialNode_{i},{p[0]},{p[1]},{p[2]},0,0,0,1,1,1,0,"
-                     f"F-{i + 1},,")
+        lines.append(f"vtkMRMLMarkupsFiducialNode_{i},{p[0]},{p[1]},{p[2]},0,0,0,1,1,1,0,F-{i + 1},,")
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 @pytest.mark.parametrize("dim", [2, 3])
 def test_tre_of_known_translation(dim):
-    geometry = dict(GEOMETRY[dim], size=(30, 30, 30)[:dim], origin=(-30.0, 5.0, -5.0)[:dim],
-                    direction=np.eye(dim), spacing=(1.5, 1.2, 2.0)[:dim])
+    geometry = dict(
+        GEOMETRY[dim],
+        size=(30, 30, 30)[:dim],
+        origin=(-30.0, 5.0, -5.0)[:dim],
+        direction=np.eye(dim),
+        spacing=(1.5, 1.2, 2.0)[:dim],
+    )
     t = np.array([2.0, -3.0, 6.0][:dim])
     p = physical_points(geometry)
     field = field_image(np.broadcast_to(t, p.shape), geometry, sitk.sitkVectorFloat32)
@@ -478,10 +508,12 @@ def test_tre_of_known_translation(dim):
     assert result["n_points"] == 4
     np.testing.assert_array_equal(sitk.GetArrayFromImage(field), before)
     # the same with a SimpleITK transform, and with no correction (identity)
-    assert target_registration_error(fixed, moving, sitk.TranslationTransform(dim, t.tolist())
-                                     )["tre_max_mm"] == pytest.approx(0.0, abs=1e-9)
-    assert target_registration_error(fixed, moving, sitk.Transform(dim, sitk.sitkIdentity)
-                                     )["tre_mean_mm"] == pytest.approx(np.linalg.norm(t))
+    assert target_registration_error(fixed, moving, sitk.TranslationTransform(dim, t.tolist()))[
+        "tre_max_mm"
+    ] == pytest.approx(0.0, abs=1e-9)
+    assert target_registration_error(fixed, moving, sitk.Transform(dim, sitk.sitkIdentity))[
+        "tre_mean_mm"
+    ] == pytest.approx(np.linalg.norm(t))
 
 
 def test_tre_from_files_and_mismatches(tmp_path):
@@ -501,6 +533,17 @@ def test_tre_from_files_and_mismatches(tmp_path):
 
 def test_public_names():
     assert set(metrics.__all__) == {
-        "jacobian_determinant", "jacobian_statistics", "endpoint_error", "ncc", "mse",
-        "mutual_information", "similarity_report", "warp_labels", "dice", "hausdorff95",
-        "target_registration_error", "displacement_transform", "largest_displacement_point"}
+        "jacobian_determinant",
+        "jacobian_statistics",
+        "endpoint_error",
+        "ncc",
+        "mse",
+        "mutual_information",
+        "similarity_report",
+        "warp_labels",
+        "dice",
+        "hausdorff95",
+        "target_registration_error",
+        "displacement_transform",
+        "largest_displacement_point",
+    }

@@ -117,7 +117,9 @@ def test_variational_unit_reads_as_the_formula():
     """With a zero regulariser and phi(z) = z, the unit is a gradient step on 1/2 sum (K * (W - F))^2."""
     control, fixed, moving, params = _unit_inputs(2, np.random.default_rng(5))
     identity = tf.constant(np.tile(knot_positions(6, 1e3), (2, 1)), tf.float64)
-    p = UnitParameters(params.data_kernels, identity, params.reg_kernels, tf.zeros_like(params.reg_values), params.alpha)
+    p = UnitParameters(
+        params.data_kernels, identity, params.reg_kernels, tf.zeros_like(params.reg_values), params.alpha
+    )
     out = variational_unit(control, fixed, moving, p, 4, "linear", 1e3, 1.0)
     assert out.shape == control.shape
     assert not np.allclose(out.numpy(), control.numpy())
@@ -125,8 +127,9 @@ def test_variational_unit_reads_as_the_formula():
 
 @pytest.mark.parametrize("gradient", ["forward", "central"])
 def test_network_pads_crops_and_reports_every_unit(gradient):
-    config = NetworkConfig(ndim=2, levels=2, units=2, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3,
-                           image_gradient=gradient)
+    config = NetworkConfig(
+        ndim=2, levels=2, units=2, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3, image_gradient=gradient
+    )
     network = DIRVNet(config, seed=0)
     rng = np.random.default_rng(0)
     fixed = rng.uniform(size=(1, 21, 19, 1)).astype(np.float32)
@@ -146,7 +149,9 @@ def test_network_pads_crops_and_reports_every_unit(gradient):
     assert np.abs(other(fixed, fixed[:, ::-1]).flow.numpy() - output.flow.numpy()).max() > 1e-3
 
 
-@pytest.mark.parametrize("shape, padded", [((1, 5, 3, 1), [16, 8]), ((1, 7, 20, 1), [7, 21]), ((1, 2, 3, 4, 2), [9, 3, 11])])
+@pytest.mark.parametrize(
+    "shape, padded", [((1, 5, 3, 1), [16, 8]), ((1, 7, 20, 1), [7, 21]), ((1, 2, 3, 4, 2), [9, 3, 11])]
+)
 def test_mirror_padding_repeats_where_the_padding_exceeds_the_size(shape, padded):
     from DIRVNetLib.model.network import _mirror_pad
 
@@ -156,8 +161,9 @@ def test_mirror_padding_repeats_where_the_padding_exceeds_the_size(shape, padded
 
 
 def test_network_registers_images_smaller_than_half_its_minimum_size():
-    config = NetworkConfig(ndim=2, levels=3, units=1, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3,
-                           control_spacing=8)
+    config = NetworkConfig(
+        ndim=2, levels=3, units=1, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3, control_spacing=8
+    )
     assert min(config.padded_shape([12, 13])) > 2 * 13  # mirrored more than once
     image = np.random.default_rng(1).uniform(size=(1, 12, 13, 1)).astype(np.float32)
     flow = DIRVNet(config, seed=0)(image, image[:, ::-1]).flow.numpy()
@@ -168,7 +174,9 @@ def test_set_weights_names_the_mismatch():
     network = DIRVNet(NetworkConfig(ndim=2, levels=1, units=1, data_filters=2, reg_filters=2))
     weights = network.get_weights()
     weights["level0/unit0/data_kernels"] = np.zeros((5, 5, 1, 2), np.float32)
-    with pytest.raises(ValueError, match=r"level0/unit0/data_kernels has shape \(5, 5, 1, 2\), expected \(7, 7, 1, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"level0/unit0/data_kernels has shape \(5, 5, 1, 2\), expected \(7, 7, 1, 2\)"
+    ):
         network.set_weights(weights)
     del weights["level0/unit0/alpha"]
     with pytest.raises(ValueError, match="missing level0/unit0/alpha"):
@@ -177,8 +185,16 @@ def test_set_weights_names_the_mismatch():
 
 @pytest.mark.parametrize("centred", [True, False])
 def test_centred_activations_leave_an_image_registered_to_itself_in_place(centred):
-    config = NetworkConfig(ndim=2, levels=2, units=2, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3,
-                           centred_activations=centred)
+    config = NetworkConfig(
+        ndim=2,
+        levels=2,
+        units=2,
+        data_filters=4,
+        reg_filters=4,
+        data_kernel=3,
+        reg_kernel=3,
+        centred_activations=centred,
+    )
     network = DIRVNet(config, seed=1)
     weights = network.get_weights()
     for name in weights:

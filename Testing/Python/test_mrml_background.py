@@ -17,6 +17,8 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer", reason="needs Slicer's MRML (pip install slicer-core)")
 
+from test_mrml_convert import DATA, assert_unchanged, load_volume, node_state, scene_node_ids  # noqa: E402
+
 import DIRVNetLib  # noqa: E402
 from DIRVNetLib import mrml  # noqa: E402
 from DIRVNetLib.errors import InputImageError, RegistrationCancelled, WeightSetError  # noqa: E402
@@ -28,7 +30,6 @@ from DIRVNetLib.mrml.background import (  # noqa: E402
     worker_command,
 )
 from DIRVNetLib.mrml.convert import RAS_TO_LPS  # noqa: E402
-from test_mrml_convert import DATA, load_volume, node_state, assert_unchanged, scene_node_ids  # noqa: E402
 
 OPTIONS = {"working_spacing": 4.0}
 UNITS = 15  # levels x units of the bundled 3D weight set
@@ -54,8 +55,11 @@ def worker():
 def expected():
     """DIRVNetLib.register in this process on the images the module would send (read like MRML reads them)."""
     scene = slicer.vtkMRMLScene()
-    job = mrml.prepare(load_volume(scene, DATA / "sample_fixed.nii.gz"),
-                       load_volume(scene, DATA / "KmeansTest_T1UCharRaw.nii.gz"), **OPTIONS)
+    job = mrml.prepare(
+        load_volume(scene, DATA / "sample_fixed.nii.gz"),
+        load_volume(scene, DATA / "KmeansTest_T1UCharRaw.nii.gz"),
+        **OPTIONS,
+    )
     return DIRVNetLib.register(job.fixed, job.moving, **OPTIONS)
 
 
@@ -79,8 +83,7 @@ def node_field_lps(transformNode):
     return ras @ RAS_TO_LPS
 
 
-def test_worker_registers_the_demo_pair_like_register_and_the_result_loads_into_the_scene(
-        worker, expected, demo_scene):
+def test_worker_registers_the_demo_pair_like_register_and_the_result_loads_into_the_scene(worker, expected, demo_scene):
     scene, fixed, moving = demo_scene
     fixed_state = node_state(fixed)
     job = mrml.prepare(fixed, moving, placeMovingUnderTransform=True, **OPTIONS)
@@ -162,10 +165,10 @@ def test_background_register_is_the_console_entry_point(worker, demo_scene):
 
     scene, fixed, moving = demo_scene
     progress = []
-    transform = register(fixed, moving, worker=worker, placeMovingUnderTransform=True, progress=progress.append,
-                         **OPTIONS)
+    transform = register(
+        fixed, moving, worker=worker, placeMovingUnderTransform=True, progress=progress.append, **OPTIONS
+    )
     assert moving.GetParentTransformNode() is transform and len(progress) >= UNITS
-
 
 
 def test_cancel_ends_the_worker_within_a_second_and_leaves_the_scene_unchanged(worker, demo_scene):
@@ -233,7 +236,8 @@ def test_worker_without_tensorflow_says_so(tmp_path, monkeypatch, demo_scene):
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in ('tensorflow', 'keras'):\n"
         "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
-        "sys.meta_path.insert(0, Block())\n")
+        "sys.meta_path.insert(0, Block())\n"
+    )
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     worker = RegistrationWorker(python=sys.executable)
     try:
@@ -251,17 +255,22 @@ def test_worker_command_runs_the_worker_module_on_this_python_outside_slicer():
     assert command[-2:] == ["--idle-timeout", "60"]
 
 
-@pytest.mark.parametrize("error, name, words", [
-    (WeightSetError("weight file x is corrupt"), "WeightSetError", "corrupt"),
-    (MemoryError(), "InsufficientMemoryError", "ran out of memory"),
-    (type("ResourceExhaustedError", (Exception,), {})("OOM when allocating tensor"), "InsufficientMemoryError",
-     "coarser working spacing"),
-    (ValueError("device 'gpu' was asked for but TensorFlow sees no GPU\nmore"), "RegistrationError", "sees no GPU"),
-    (KeyError("x"), "RegistrationError", "KeyError"),
-])
+@pytest.mark.parametrize(
+    "error, name, words",
+    [
+        (WeightSetError("weight file x is corrupt"), "WeightSetError", "corrupt"),
+        (MemoryError(), "InsufficientMemoryError", "ran out of memory"),
+        (
+            type("ResourceExhaustedError", (Exception,), {})("OOM when allocating tensor"),
+            "InsufficientMemoryError",
+            "coarser working spacing",
+        ),
+        (ValueError("device 'gpu' was asked for but TensorFlow sees no GPU\nmore"), "RegistrationError", "sees no GPU"),
+        (KeyError("x"), "RegistrationError", "KeyError"),
+    ],
+)
 def test_worker_names_each_error_with_one_sentence(error, name, words):
     from DIRVNetLib.registration.worker import describe_error
 
     reported, message = describe_error(error)
     assert reported == name and words in message and "\n" not in message
-

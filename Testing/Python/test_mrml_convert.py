@@ -31,8 +31,9 @@ T1 = DATA / "KmeansTest_T1UCharRaw.nii.gz"
 
 def load_volume(scene, path, labelmap=False):
     """Read a file into a new volume node with MRML's archetype storage node (as Slicer does)."""
-    volume = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode",
-                                     Path(path).stem)
+    volume = scene.AddNewNodeByClass(
+        "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", Path(path).stem
+    )
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
     storage.SetFileName(str(path))
     assert storage.ReadData(volume) == 1, f"MRML could not read {path}"
@@ -112,8 +113,9 @@ def test_linear_parent_transform_is_folded_into_geometry_and_input_untouched(obl
     ijkToWorld = toParent @ before[0]
     spacing = np.linalg.norm(ijkToWorld[:3, :3], axis=0)
     np.testing.assert_allclose(image.GetSpacing(), spacing, atol=1e-9)
-    np.testing.assert_allclose(np.reshape(image.GetDirection(), (3, 3)),
-                               RAS_TO_LPS @ ijkToWorld[:3, :3] / spacing, atol=1e-9)
+    np.testing.assert_allclose(
+        np.reshape(image.GetDirection(), (3, 3)), RAS_TO_LPS @ ijkToWorld[:3, :3] / spacing, atol=1e-9
+    )
     np.testing.assert_allclose(image.GetOrigin(), RAS_TO_LPS @ ijkToWorld[:3, 3], atol=1e-9)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), before[1])
 
@@ -149,9 +151,10 @@ def analytic_field(image):
     index = np.stack([i, j, k], axis=-1).astype(np.float64)
     direction = np.reshape(image.GetDirection(), (3, 3))
     points = np.asarray(image.GetOrigin()) + (index * image.GetSpacing()) @ direction.T
-    return np.stack([3.0 * np.sin(points[..., 1] / 17.0),
-                     -2.0 * np.cos(points[..., 0] / 13.0),
-                     0.05 * points[..., 2] + 1.0], axis=-1), points
+    return np.stack(
+        [3.0 * np.sin(points[..., 1] / 17.0), -2.0 * np.cos(points[..., 0] / 13.0), 0.05 * points[..., 2] + 1.0],
+        axis=-1,
+    ), points
 
 
 def test_analytic_displacement_round_trips_through_grid_transform_node(tmp_path, oblique_file):
@@ -215,6 +218,7 @@ def test_volume_grid_reports_node_geometry():
 
 # --- Bad inputs: clear message, scene unchanged (checked before any computation) -----------------
 
+
 def scene_node_ids(scene):
     return [scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())]
 
@@ -227,14 +231,17 @@ def scene_with_volumes():
     return scene, fixed, moving
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing fixed", "fixed volume is not set"),
-    ("missing moving", "moving volume is not set"),
-    ("same node", "same node"),
-    ("label map", "is a label map"),
-    ("output is input", "never overwrites an input"),
-    ("linear output transform", "needs a grid transform"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing fixed", "fixed volume is not set"),
+        ("missing moving", "moving volume is not set"),
+        ("same node", "same node"),
+        ("label map", "is a label map"),
+        ("output is input", "never overwrites an input"),
+        ("linear output transform", "needs a grid transform"),
+    ],
+)
 def test_bad_inputs_raise_clear_message_and_leave_scene_unchanged(scene_with_volumes, case, message):
     scene, fixed, moving = scene_with_volumes
     kwargs = {}

@@ -15,12 +15,15 @@ def test_linux_with_nvidia_gpu_gets_the_cuda_build():
     assert "NVIDIA H100" in result.summary()
 
 
-@pytest.mark.parametrize("system, machine, gpus", [
-    ("Linux", "x86_64", []),
-    ("Linux", "aarch64", ["NVIDIA GH200"]),
-    ("Windows", "AMD64", ["NVIDIA RTX 4090"]),
-    ("Darwin", "arm64", []),
-])
+@pytest.mark.parametrize(
+    "system, machine, gpus",
+    [
+        ("Linux", "x86_64", []),
+        ("Linux", "aarch64", ["NVIDIA GH200"]),
+        ("Windows", "AMD64", ["NVIDIA RTX 4090"]),
+        ("Darwin", "arm64", []),
+    ],
+)
 def test_cpu_build_elsewhere(system, machine, gpus):
     result = plan(["tensorflow>=99"], system=system, machine=machine, gpus=gpus)
     assert result.requirements == ["tensorflow>=99"] and not result.gpu_build
@@ -28,8 +31,9 @@ def test_cpu_build_elsewhere(system, machine, gpus):
 
 
 def test_slicer_packages_are_pinned_and_never_installed():
-    result = plan(["numpy>=999", "SimpleITK>=999", "vtk>=999", "tensorflow>=99"], system="Linux",
-                  machine="x86_64", gpus=[])
+    result = plan(
+        ["numpy>=999", "SimpleITK>=999", "vtk>=999", "tensorflow>=99"], system="Linux", machine="x86_64", gpus=[]
+    )
     assert result.requirements == ["tensorflow>=99"]
     for name in ("numpy", "SimpleITK"):
         assert f"{name}=={importlib.metadata.version(name)}" in result.constraints

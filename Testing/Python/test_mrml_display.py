@@ -8,11 +8,12 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer", reason="needs Slicer's MRML (pip install slicer-core)")
 
+from test_mrml_convert import load_volume  # noqa: E402
+
 from DIRVNetLib import mrml  # noqa: E402
 from DIRVNetLib.errors import InputImageError  # noqa: E402
 from DIRVNetLib.mrml import display  # noqa: E402
 from DIRVNetLib.mrml.outputs import JACOBIAN_COLOR_NODE_NAME  # noqa: E402
-from test_mrml_convert import load_volume  # noqa: E402
 
 
 @pytest.fixture
@@ -103,13 +104,28 @@ def test_report_summary(result):
 
 def test_report_summary_shows_the_warnings_and_point_correction():
     """Without a registration: a report as DIRVNetLib.register writes it, with warnings and a point correction."""
-    report = {"ncc_before": 0.5, "ncc_after": 0.9, "mse_before": 10.0, "mse_after": 2.0, "mi_before": 0.4,
-              "mi_after": 0.8, "jacobian_min": 0.2, "jacobian_nonpositive_percent": 0.0, "std_log_jacobian": 0.1,
-              "seconds": {"total": 3.0, "network": 1.0},
-              "point_correction": {"points": 2, "error_before_mm": [3.0, 1.0], "error_after_mm": [0.5, 0.25],
-                                   "radius_mm": 20.0},
-              "warnings": ["the result is worse than the identity: the identity transform was returned instead",
-                           "the volumes barely overlap"]}
+    report = {
+        "ncc_before": 0.5,
+        "ncc_after": 0.9,
+        "mse_before": 10.0,
+        "mse_after": 2.0,
+        "mi_before": 0.4,
+        "mi_after": 0.8,
+        "jacobian_min": 0.2,
+        "jacobian_nonpositive_percent": 0.0,
+        "std_log_jacobian": 0.1,
+        "seconds": {"total": 3.0, "network": 1.0},
+        "point_correction": {
+            "points": 2,
+            "error_before_mm": [3.0, 1.0],
+            "error_after_mm": [0.5, 0.25],
+            "radius_mm": 20.0,
+        },
+        "warnings": [
+            "the result is worse than the identity: the identity transform was returned instead",
+            "the volumes barely overlap",
+        ],
+    }
     transform = slicer.vtkMRMLScene().AddNewNodeByClass("vtkMRMLGridTransformNode", "with warnings")
     transform.SetAttribute(mrml.REPORT_ATTRIBUTE, json.dumps(report))
     lines = display.report_summary(transform).splitlines()

@@ -10,12 +10,13 @@ import vtk
 
 slicer = pytest.importorskip("slicer", reason="needs Slicer's MRML (pip install slicer-core)")
 
+from test_mrml_convert import load_volume  # noqa: E402
+from test_point_correction import local_pair  # noqa: E402, F401  (the fixture)
+
 from DIRVNetLib import mrml  # noqa: E402
 from DIRVNetLib.errors import PointsError  # noqa: E402
 from DIRVNetLib.metrics import jacobian_determinant, target_registration_error  # noqa: E402
 from DIRVNetLib.mrml.convert import grid_transform_to_displacement, volume_array  # noqa: E402
-from test_mrml_convert import load_volume  # noqa: E402
-from test_point_correction import local_pair  # noqa: E402, F401  (the fixture)
 
 
 def point_list(scene, name, points_lps):
@@ -33,8 +34,15 @@ def scene_pair(local_pair, tmp_path):
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))
     sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
     scene = slicer.vtkMRMLScene()
-    return (scene, load_volume(scene, tmp_path / "fixed.nrrd"), load_volume(scene, tmp_path / "moving.nrrd"),
-            point_list(scene, "F", fixed_points), point_list(scene, "M", moving_points), fixed_points, moving_points)
+    return (
+        scene,
+        load_volume(scene, tmp_path / "fixed.nrrd"),
+        load_volume(scene, tmp_path / "moving.nrrd"),
+        point_list(scene, "F", fixed_points),
+        point_list(scene, "M", moving_points),
+        fixed_points,
+        moving_points,
+    )
 
 
 def test_markups_points_are_world_lps():
@@ -74,8 +82,9 @@ def test_refine_with_points_starts_from_the_current_result(scene_pair):
     scene, fixed, moving, fixed_list, moving_list, fixed_points, moving_points = scene_pair
     warped = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "warped")
     jacobian = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "jacobian")
-    transform = mrml.register(fixed, moving, outputVolumeNode=warped, jacobianVolumeNode=jacobian,
-                              placeMovingUnderTransform=True)
+    transform = mrml.register(
+        fixed, moving, outputVolumeNode=warped, jacobianVolumeNode=jacobian, placeMovingUnderTransform=True
+    )
     before, _ = grid_transform_to_displacement(transform)
     assert target_registration_error(fixed_points, moving_points, before)["tre_max_mm"] > 2.0
     warped_before = volume_array(warped).copy()
@@ -83,8 +92,9 @@ def test_refine_with_points_starts_from_the_current_result(scene_pair):
     short = point_list(scene, "short", moving_points[:2])
     with pytest.raises(PointsError, match="unpaired points"):
         mrml.refine_with_points(transform, fixed_list, short)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(grid_transform_to_displacement(transform)[0]),
-                                  sitk.GetArrayFromImage(before))  # unchanged after the error
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(grid_transform_to_displacement(transform)[0]), sitk.GetArrayFromImage(before)
+    )  # unchanged after the error
 
     report = mrml.refine_with_points(transform, fixed_list, moving_list)
     after, _ = grid_transform_to_displacement(transform)

@@ -18,12 +18,13 @@ from vtk.util import numpy_support
 slicer = pytest.importorskip("slicer", reason="needs Slicer's MRML (pip install slicer-core)")
 pytest.importorskip("DIRVNetLib.registration.api", reason="DIRVNetLib.register is not available (core missing)")
 
+from test_mrml_convert import DATA, assert_unchanged, load_volume, node_state, rotation, scene_node_ids  # noqa: E402
+
 import DIRVNetLib  # noqa: E402
 from DIRVNetLib import mrml  # noqa: E402
 from DIRVNetLib.errors import InputImageError, RegistrationCancelled  # noqa: E402
 from DIRVNetLib.metrics import displacement_transform, jacobian_determinant, ncc  # noqa: E402
 from DIRVNetLib.mrml.weightsets import bundled  # noqa: E402
-from test_mrml_convert import DATA, assert_unchanged, load_volume, node_state, rotation, scene_node_ids  # noqa: E402
 
 TINY = dict(levels=2, units=2, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3, knots=8)
 
@@ -76,8 +77,15 @@ def test_register_writes_the_core_field_and_outputs(scene_pair, files, tmp_path)
     jacobian = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "jacobian")
     steps = []
 
-    transform = mrml.register(fixed, moving, weights=weights, outputVolumeNode=warped, jacobianVolumeNode=jacobian,
-                              keepIntermediate=True, progress=steps.append)
+    transform = mrml.register(
+        fixed,
+        moving,
+        weights=weights,
+        outputVolumeNode=warped,
+        jacobianVolumeNode=jacobian,
+        keepIntermediate=True,
+        progress=steps.append,
+    )
     expected = DIRVNetLib.register(str(fixed_path), str(moving_path), weights=weights)
 
     # The node holds the same field as DIRVNetLib.register on the files, on the fixed grid, in LPS.
@@ -85,8 +93,7 @@ def test_register_writes_the_core_field_and_outputs(scene_pair, files, tmp_path)
     field = written_field(scene, transform, tmp_path / "result.h5")
     for getter in ("GetOrigin", "GetSpacing", "GetDirection"):
         np.testing.assert_allclose(getattr(field, getter)(), getattr(expected.displacement, getter)(), atol=1e-5)
-    np.testing.assert_allclose(sitk.GetArrayFromImage(field), sitk.GetArrayFromImage(expected.displacement),
-                               atol=1e-4)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(field), sitk.GetArrayFromImage(expected.displacement), atol=1e-4)
     # References, report, and inputs untouched (the moving volume was not asked to move).
     assert transform.GetNodeReference(mrml.FIXED_VOLUME_ROLE) is fixed
     assert transform.GetNodeReference(mrml.MOVING_VOLUME_ROLE) is moving
@@ -98,8 +105,9 @@ def test_register_writes_the_core_field_and_outputs(scene_pair, files, tmp_path)
     assert [info.done for info in steps] == list(range(1, steps[-1].total + 1))
     # Warped and Jacobian volumes on the fixed grid.
     np.testing.assert_allclose(slicer.util.arrayFromVolume(warped), sitk.GetArrayFromImage(expected.warped), atol=1e-3)
-    np.testing.assert_allclose(slicer.util.arrayFromVolume(jacobian), jacobian_determinant(expected.displacement),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        slicer.util.arrayFromVolume(jacobian), jacobian_determinant(expected.displacement), rtol=1e-4, atol=1e-4
+    )
     assert jacobian.GetDisplayNode().GetColorNode().GetName() == "DIRVNet Jacobian"
     assert transform.GetNodeReference(mrml.WARPED_VOLUME_ROLE) is warped
     assert transform.GetNodeReference(mrml.JACOBIAN_VOLUME_ROLE) is jacobian
@@ -133,8 +141,16 @@ def test_cancel_leaves_no_new_nodes(scene_pair, files, when):
     if when == "before the first unit":
         cancel.set()
     with pytest.raises(RegistrationCancelled):
-        mrml.register(fixed, moving, weights=files[2], keepIntermediate=True, placeMovingUnderTransform=True,
-                      outputVolumeNode=None, cancel=cancel, progress=lambda info: cancel.set())
+        mrml.register(
+            fixed,
+            moving,
+            weights=files[2],
+            keepIntermediate=True,
+            placeMovingUnderTransform=True,
+            outputVolumeNode=None,
+            cancel=cancel,
+            progress=lambda info: cancel.set(),
+        )
     assert scene_node_ids(scene) == before
     assert_unchanged(moving, state)
 
@@ -184,8 +200,12 @@ def test_result_figure_tool_renders_the_sample_pair(files, tmp_path):
 
     tool = Path(__file__).resolve().parents[2] / "tools" / "render_result_figure.py"
     output = tmp_path / "figure.png"
-    subprocess.run([sys.executable, str(tool), "--weights", files[2], "--output", str(output)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(tool), "--weights", files[2], "--output", str(output)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     figure = sitk.ReadImage(str(output))
     assert figure.GetSize()[:2] == (1400, 640)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]  # no temporary left behind

@@ -116,6 +116,7 @@ def test_image_gradient_unknown_scheme_is_refused():
     with pytest.raises(ValueError, match="gradient scheme"):
         image_gradient(np.zeros((1, 4, 4, 1), np.float32), "backward")
 
+
 @pytest.mark.parametrize("dimension", [2, 3])
 def test_binomial_downsample_keeps_constants_and_linear_ramps(dimension):
     shape = [16, 12, 8][:dimension]
@@ -126,7 +127,9 @@ def test_binomial_downsample_keeps_constants_and_linear_ramps(dimension):
     np.testing.assert_allclose(out[..., 0], 3.0, atol=1e-5)
     interior = out[1:-1, ..., 1]  # reflect padding bends the ramp at the two ends only
     expected = 2.0 * np.arange(1, shape[0] // 2 - 1, dtype=np.float32)
-    np.testing.assert_allclose(interior, expected.reshape([-1] + [1] * (dimension - 1)) * np.ones_like(interior), atol=1e-5)
+    np.testing.assert_allclose(
+        interior, expected.reshape([-1] + [1] * (dimension - 1)) * np.ones_like(interior), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("dimension", [2, 3])
@@ -143,7 +146,9 @@ def test_warp_gradients_match_finite_differences(dimension):
         np.testing.assert_allclose(t, n, atol=1e-6)
 
 
-@pytest.mark.parametrize("dimension, size, channels_in, channels_out", [(2, 7, 16, 1), (2, 5, 1, 3), (3, 5, 8, 1), (3, 3, 2, 2)])
+@pytest.mark.parametrize(
+    "dimension, size, channels_in, channels_out", [(2, 7, 16, 1), (2, 5, 1, 3), (3, 5, 8, 1), (3, 3, 2, 2)]
+)
 def test_polyphase_convolution_equals_direct_convolution(dimension, size, channels_in, channels_out):
     rng = np.random.default_rng(5)
     x = rng.normal(size=[2] + [12, 10, 8][:dimension] + [channels_in]).astype(np.float32)

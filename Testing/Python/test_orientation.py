@@ -73,8 +73,11 @@ def test_marker_in_the_same_place_of_every_panel(name):
         reference = {v.view: marker_position(v) for v in anatomical_slices(volume_with_marker(np.eye(3)), MARKER_LPS)}
         for view in where:
             np.testing.assert_allclose(where[view], reference[view], atol=0.03)
-        assert {v.view: v.label for v in views} == {"axial": "S 15.0 mm", "coronal": "A 15.0 mm",
-                                                    "sagittal": "L 15.0 mm"}
+        assert {v.view: v.label for v in views} == {
+            "axial": "S 15.0 mm",
+            "coronal": "A 15.0 mm",
+            "sagittal": "L 15.0 mm",
+        }
     assert views[0].edges == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
     assert views[1].edges == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
     assert views[2].edges == {"top": "S", "bottom": "I", "left": "A", "right": "P"}

@@ -12,13 +12,14 @@ import sys
 import pytest
 import SimpleITK as sitk
 
-from conftest import DATA, shifted
 from DIRVNetLib.cli.main import main
 from DIRVNetLib.cli.tfstart import kept_lines
 from DIRVNetLib.errors import OutputFolderError
 from DIRVNetLib.io import outputset
 from DIRVNetLib.io.atomic import atomic_path
 from DIRVNetLib.io.outputset import OutputSet, recover
+
+from conftest import DATA, shifted
 
 NAMES = ("a.txt", "b.txt", "c.txt")
 
@@ -79,8 +80,9 @@ def test_recovery_after_a_kill_at_every_step(tmp_path, state):
     (or recover) ends with one whole set and no staging folders."""
     out = tmp_path / "out"
     write_set(out, "old")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     staged = {s: tmp_path / f".out.dirvnet-{s}-{dead}-0a1b2c3d" for s in ("partial", "complete", "old")}
     new = {n: f"new {n}" for n in NAMES}
     old = {n: f"old {n}" for n in NAMES}
@@ -173,8 +175,21 @@ def images(tmp_path):
 
 
 def register_cli(fixed, moving, out, weights, *extra):
-    return main(["register", "--fixed", str(fixed), "--moving", str(moving), "--output-dir", str(out),
-                 "--weights", str(weights), "--no-progress", *extra])
+    return main(
+        [
+            "register",
+            "--fixed",
+            str(fixed),
+            "--moving",
+            str(moving),
+            "--output-dir",
+            str(out),
+            "--weights",
+            str(weights),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_cli_writes_and_replaces_a_whole_set(images, tmp_path, tiny_weights, capsys):
@@ -190,11 +205,14 @@ def test_cli_writes_and_replaces_a_whole_set(images, tmp_path, tiny_weights, cap
     assert "outputs in" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case,message", [
-    ("input-is-output", r"the moving image .*out/warped.nrrd lies inside the output folder"),
-    ("output-is-file", r"output folder .*out is a file"),
-    ("figure-is-folder", r"output folder .*out holds 'qa.png', not part of an output set"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("input-is-output", r"the moving image .*out/warped.nrrd lies inside the output folder"),
+        ("output-is-file", r"output folder .*out is a file"),
+        ("figure-is-folder", r"output folder .*out holds 'qa.png', not part of an output set"),
+    ],
+)
 def test_cli_refuses_before_computing(images, tmp_path, tiny_weights, capsys, case, message):
     out = tmp_path / "out"
     moving = images[1]
@@ -213,13 +231,16 @@ def test_cli_refuses_before_computing(images, tmp_path, tiny_weights, capsys, ca
     assert beside(out) == ["fixed.nrrd", "moving.nrrd"]
 
 
-@pytest.mark.parametrize("option,value,message", [
-    ("--working-spacing", "inf", "must be a finite spacing > 0 mm, got 'inf'"),
-    ("--working-spacing", "nan", "must be a finite spacing > 0 mm, got 'nan'"),
-    ("--working-spacing", "0", "must be a finite spacing > 0 mm"),
-    ("--coarse-pass", "1", "must be a finite factor > 1, got '1'"),
-    ("--refinement-rounds", "1.5", "must be a whole number >= 0, got '1.5'"),
-])
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("--working-spacing", "inf", "must be a finite spacing > 0 mm, got 'inf'"),
+        ("--working-spacing", "nan", "must be a finite spacing > 0 mm, got 'nan'"),
+        ("--working-spacing", "0", "must be a finite spacing > 0 mm"),
+        ("--coarse-pass", "1", "must be a finite factor > 1, got '1'"),
+        ("--refinement-rounds", "1.5", "must be a whole number >= 0, got '1.5'"),
+    ],
+)
 def test_cli_options_out_of_range_are_named(images, tmp_path, tiny_weights, capsys, option, value, message):
     with pytest.raises(SystemExit) as exit_:
         register_cli(*images, tmp_path / "out", tiny_weights, f"{option}={value}")
@@ -242,8 +263,8 @@ def test_cpu_start_drops_only_known_noise():
         "E0000 00:00:1796030489.257426   16016 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
         "Failed call to cuInit: UNKNOWN ERROR (303)\n"
     )
-    real = ("E0000 00:00:1796030489.257426   16016 cuda_platform.cc:52] failed call to cuInit: "
-            "CUDA_ERROR_NO_DEVICE (100)")
+    real = (
+        "E0000 00:00:1796030489.257426   16016 cuda_platform.cc:52] failed call to cuInit: CUDA_ERROR_NO_DEVICE (100)"
+    )
     assert kept_lines(noise + real + "\n") == [real]
     assert kept_lines(noise, device="gpu") == [noise.splitlines()[2]]  # asked for a GPU: the reason is kept
-

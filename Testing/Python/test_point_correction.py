@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_metrics import write_fcsv, write_mrk_json
 
 import DIRVNetLib
 from DIRVNetLib.cli.main import main
@@ -13,7 +14,6 @@ from DIRVNetLib.errors import PointsError
 from DIRVNetLib.io.transforms import read_displacement
 from DIRVNetLib.metrics import displacement_transform, jacobian_determinant, target_registration_error
 from DIRVNetLib.registration.point_correction import correct_with_points
-from test_metrics import write_fcsv, write_mrk_json
 
 BUMP_CENTRES = np.array([[-30.0, -40.0], [40.0, 10.0]])  # LPS mm on the 2D slice
 BUMP_SHIFTS = np.array([[7.0, 3.0], [-4.0, 6.0]])  # mm: local motions of 6 mm radius the network misses
@@ -29,7 +29,9 @@ def physical_points(image):
 
 def bump_field(reference, centres, shifts, radius):
     points = physical_points(reference)
-    field = sum(np.exp(-np.sum((points - c) ** 2, -1) / (2 * radius**2))[..., None] * s for c, s in zip(centres, shifts))
+    field = sum(
+        np.exp(-np.sum((points - c) ** 2, -1) / (2 * radius**2))[..., None] * s for c, s in zip(centres, shifts)
+    )
     image = sitk.GetImageFromArray(field, isVector=True)
     image.CopyInformation(reference)
     return image
@@ -59,14 +61,16 @@ def local_pair(t1_slice):
 
 # ----------------------------------------------------------------------------- the correction alone
 
+
 def test_correction_is_exact_at_the_points_and_local():
     reference = sitk.Image([56, 64, 60], sitk.sitkVectorFloat32, 3)
     reference.SetSpacing((2.0, 2.0, 2.0))
     reference.SetOrigin((-50.0, -60.0, -40.0))
     centres = np.array([[0.3, 0.7, -0.4], [20.5, -19.1, 10.2]])
     true = bump_field(reference, centres, np.array([[6.0, 0.0, 0.0], [0.0, 5.0, -3.0]]), 8.0)
-    estimate = sitk.Cast(bump_field(reference, centres, np.array([[1.8, 0, 0], [0, 1.5, -0.9]]), 8.0),
-                         sitk.sitkVectorFloat32)
+    estimate = sitk.Cast(
+        bump_field(reference, centres, np.array([[1.8, 0, 0], [0, 1.5, -0.9]]), 8.0), sitk.sitkVectorFloat32
+    )
     before = sitk.GetArrayFromImage(estimate).copy()
     moving = np.array([displacement_transform(true).TransformPoint(p.tolist()) for p in centres])
     corrected, report = correct_with_points(estimate, centres, moving)
@@ -103,12 +107,14 @@ def test_pairs_that_force_folding_are_refused():
 
 # ----------------------------------------------------------------------------- API and CLI, with the network
 
+
 def test_api_point_pairs_fix_what_the_network_missed(local_pair):
     """The network alone (fast mode): the field beyond the correction's radius is the network's, exactly."""
     fixed, moving, true, fixed_points, moving_points = local_pair
     plain = DIRVNetLib.register(fixed, moving, mode="fast", fallback=False)
-    corrected = DIRVNetLib.register(fixed, moving, mode="fast", fallback=False, fixed_points=fixed_points,
-                                    moving_points=moving_points)
+    corrected = DIRVNetLib.register(
+        fixed, moving, mode="fast", fallback=False, fixed_points=fixed_points, moving_points=moving_points
+    )
     missed = target_registration_error(fixed_points, moving_points, plain.displacement)
     assert min(missed["tre_per_point_mm"]) > 2.0  # the network misses them
     assert target_registration_error(fixed_points, moving_points, corrected.displacement)["tre_max_mm"] < 1.0
@@ -158,11 +164,32 @@ def test_cli_point_files(local_pair, tmp_path, capsys):
     flat = np.zeros((len(fixed_points), 1))  # Slicer's files hold 3D points; the slice lies at z = 0
     fixed_file = write_mrk_json(tmp_path / "fixed.mrk.json", np.hstack([fixed_points, flat]) * [-1, -1, 1], "RAS")
     moving_file = write_fcsv(tmp_path / "moving.fcsv", np.hstack([moving_points, flat]), "LPS")
-    common = ["register", "--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "moving.nrrd"),
-              "--no-progress"]
+    common = [
+        "register",
+        "--fixed",
+        str(tmp_path / "fixed.nrrd"),
+        "--moving",
+        str(tmp_path / "moving.nrrd"),
+        "--no-progress",
+    ]
     out = tmp_path / "out"
-    assert main([*common, "--output-dir", str(out), "--fixed-points", str(fixed_file),
-                 "--moving-points", str(moving_file), "--qa-point=-30,-40", "--qa-convention", "neurological"]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--output-dir",
+                str(out),
+                "--fixed-points",
+                str(fixed_file),
+                "--moving-points",
+                str(moving_file),
+                "--qa-point=-30,-40",
+                "--qa-convention",
+                "neurological",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "3 point pairs: error at the points" in printed
     assert sitk.ReadImage(str(out / "qa.png")).GetSize()[0] > 1000
@@ -173,8 +200,20 @@ def test_cli_point_files(local_pair, tmp_path, capsys):
     assert target_registration_error(fixed_points, moving_points, from_file)["tre_max_mm"] < 1.0
 
     short = write_fcsv(tmp_path / "short.fcsv", np.hstack([moving_points, flat])[:2], "LPS")
-    assert main([*common, "--output-dir", str(tmp_path / "bad"), "--fixed-points", str(fixed_file),
-                 "--moving-points", str(short)]) == 2
+    assert (
+        main(
+            [
+                *common,
+                "--output-dir",
+                str(tmp_path / "bad"),
+                "--fixed-points",
+                str(fixed_file),
+                "--moving-points",
+                str(short),
+            ]
+        )
+        == 2
+    )
     assert "unpaired points" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert main([*common, "--output-dir", str(tmp_path / "bad"), "--qa-point=1,2,3"]) == 2
     assert "--qa-point [1.0, 2.0, 3.0] has 3 coordinates but the images are 2D" in capsys.readouterr().err

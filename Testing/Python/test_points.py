@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_metrics import POINTS_LPS, write_fcsv, write_mrk_json
 
 from DIRVNetLib.errors import PointsError
 from DIRVNetLib.io.points import point_pairs, read_points
-from test_metrics import POINTS_LPS, write_fcsv, write_mrk_json
+
 
 def test_read_points_formats_agree(tmp_path):
     ras = POINTS_LPS * np.array([-1.0, -1.0, 1.0])
@@ -22,8 +23,8 @@ def test_read_points_formats_agree(tmp_path):
     ]
     (tmp_path / "g.csv").write_text("\n".join(",".join(map(str, p)) for p in POINTS_LPS))
     (tmp_path / "h.csv").write_text(
-        "label,x,y,z\n" + "\n".join(f"P{i},{p[0]},{p[1]},{p[2]}" for i, p in
-                                    enumerate(POINTS_LPS)))
+        "label,x,y,z\n" + "\n".join(f"P{i},{p[0]},{p[1]},{p[2]}" for i, p in enumerate(POINTS_LPS))
+    )
     files += [tmp_path / "g.csv", tmp_path / "h.csv"]
     for path in files:
         points = read_points(path)
@@ -56,9 +57,10 @@ def test_read_points_errors_name_the_file(tmp_path):
         read_points(tmp_path / "points.xyz")
 
 
-
-@pytest.mark.parametrize("storage_class, suffix", [("vtkMRMLMarkupsJsonStorageNode", ".mrk.json"),
-                                                   ("vtkMRMLMarkupsFiducialStorageNode", ".fcsv")])
+@pytest.mark.parametrize(
+    "storage_class, suffix",
+    [("vtkMRMLMarkupsJsonStorageNode", ".mrk.json"), ("vtkMRMLMarkupsFiducialStorageNode", ".fcsv")],
+)
 @pytest.mark.parametrize("system", ["LPS", "RAS"])
 def test_files_written_by_slicer_read_back_in_lps(tmp_path, storage_class, suffix, system):
     """Slicer's own storage nodes (slicer-core) write the files; points are placed in RAS, as Slicer holds them."""
@@ -124,7 +126,9 @@ def test_point_pair_errors_name_the_problem(tmp_path):
         point_pairs(fixed, fixed[:, :2], image)
     outside = fixed.copy()
     outside[2] = [100.0, 20.0, 10.0]
-    with pytest.raises(PointsError, match=r"fixed point 3 of fixed points at LPS \(100.0, 20.0, 10.0\) mm lies outside"):
+    with pytest.raises(
+        PointsError, match=r"fixed point 3 of fixed points at LPS \(100.0, 20.0, 10.0\) mm lies outside"
+    ):
         point_pairs(outside, fixed, image)
     with pytest.raises(PointsError, match="non-empty"):
         point_pairs(np.zeros((0, 3)), np.zeros((0, 3)), image)

@@ -6,9 +6,9 @@ import SimpleITK as sitk
 
 import DIRVNetLib
 from DIRVNetLib.data.deformations import deform_image
-from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.errors import RegistrationCancelled
 from DIRVNetLib.metrics import endpoint_error, jacobian_statistics
+from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.registration.geometry import WorkingGrid
 from DIRVNetLib.registration.refinement import Landmarks, RefinementSettings, refine_flow
 
@@ -128,8 +128,21 @@ def test_cli_mode_flag_and_warnings_in_the_summary(small_pair, tmp_path, capsys)
     fixed, moving, _ = small_pair
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))
     sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
-    code = main(["register", "--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "moving.nrrd"),
-                 "--output-dir", str(tmp_path / "out"), "--mode", "fast", "--no-figure", "--no-progress"])
+    code = main(
+        [
+            "register",
+            "--fixed",
+            str(tmp_path / "fixed.nrrd"),
+            "--moving",
+            str(tmp_path / "moving.nrrd"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--mode",
+            "fast",
+            "--no-figure",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["mode"] == "fast" and report["refinement"] is None and report["warnings"] == []

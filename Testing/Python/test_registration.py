@@ -80,8 +80,9 @@ def test_whole_graph_passes_give_the_per_unit_result(t1_slice):
     whole = DIRVNetLib.register(fixed, moving, refinement_rounds=1, whole_graph=True)
     assert whole.report["whole_graph"] and not per_unit.report["whole_graph"]
     assert whole.report["residual_mse_per_round"] == per_unit.report["residual_mse_per_round"]
-    np.testing.assert_allclose(sitk.GetArrayFromImage(whole.displacement),
-                               sitk.GetArrayFromImage(per_unit.displacement), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(whole.displacement), sitk.GetArrayFromImage(per_unit.displacement), rtol=0, atol=1e-5
+    )
     for watched in ({"progress": print}, {"cancel": threading.Event()}, {"keep_intermediate": True}):
         with pytest.raises(ValueError, match="whole_graph runs no code between units"):
             DIRVNetLib.register(fixed, moving, whole_graph=True, **watched)
@@ -105,7 +106,9 @@ def test_coarse_pass_registers_on_a_coarser_grid_first(t1_slice, tmp_path):
     assert not any(p.stage.startswith("coarse pass") for p in seen[units:])
     # Deterministic (the coarse images are read while alive; the same call gives the same field).
     again = DIRVNetLib.register(fixed, moving, coarse_pass=1.5, mode="fast")
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(again.displacement), sitk.GetArrayFromImage(result.displacement))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(again.displacement), sitk.GetArrayFromImage(result.displacement)
+    )
     plain = DIRVNetLib.register(fixed, moving, mode="fast")  # the coarse field is used: another result than one pass
     assert np.abs(sitk.GetArrayFromImage(plain.displacement) - sitk.GetArrayFromImage(result.displacement)).max() > 0.1
     for bad in (1.0, 0.5, -2, float("inf"), "2", True):
@@ -116,8 +119,21 @@ def test_coarse_pass_registers_on_a_coarser_grid_first(t1_slice, tmp_path):
     # The command line passes it through.
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))
     sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
-    main(["register", "--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "moving.nrrd"),
-          "--output-dir", str(tmp_path / "out"), "--coarse-pass", "1.5", "--no-figure", "--no-progress"])
+    main(
+        [
+            "register",
+            "--fixed",
+            str(tmp_path / "fixed.nrrd"),
+            "--moving",
+            str(tmp_path / "moving.nrrd"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--coarse-pass",
+            "1.5",
+            "--no-figure",
+            "--no-progress",
+        ]
+    )
     assert json.loads((tmp_path / "out" / "report.json").read_text())["coarse_pass"] == 1.5
 
 
@@ -143,22 +159,47 @@ def test_cli_register_writes_outputs_that_recover_the_field(deformed_volume, bra
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))
     sitk.WriteImage(moving, str(tmp_path / "moving.nii.gz"))
     out = tmp_path / "out"
-    code = main(["register", "--fixed", str(tmp_path / "fixed.nrrd"), "--moving", str(tmp_path / "moving.nii.gz"),
-                 "--output-dir", str(out), "--no-progress"])
+    code = main(
+        [
+            "register",
+            "--fixed",
+            str(tmp_path / "fixed.nrrd"),
+            "--moving",
+            str(tmp_path / "moving.nii.gz"),
+            "--output-dir",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "NCC" in printed and str(out) in printed
-    assert sorted(p.name for p in out.iterdir()) == ["displacement.nrrd", "qa.png", "report.json", "transform.h5", "warped.nrrd"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "displacement.nrrd",
+        "qa.png",
+        "report.json",
+        "transform.h5",
+        "warped.nrrd",
+    ]
     report = json.loads((out / "report.json").read_text())
     assert {"load", "preprocess", "network", "postprocess", "write"} <= set(report["seconds"])
-    assert {"ncc_before", "ncc_after", "mse_before", "mse_after", "jacobian_min",
-            "jacobian_nonpositive_percent", "std_log_jacobian"} <= set(report)
+    assert {
+        "ncc_before",
+        "ncc_after",
+        "mse_before",
+        "mse_after",
+        "jacobian_min",
+        "jacobian_nonpositive_percent",
+        "std_log_jacobian",
+    } <= set(report)
     from_file = read_displacement(out / "transform.h5")
     before = endpoint_error(_identity_like(true), true, mask=brain_mask)["epe_mean_mm"]
     after = endpoint_error(from_file, true, mask=brain_mask)["epe_mean_mm"]
     assert after * REQUIRED_EPE_FACTOR <= before
     np.testing.assert_allclose(
-        sitk.GetArrayFromImage(sitk.ReadImage(str(out / "displacement.nrrd"))), sitk.GetArrayFromImage(from_file), atol=1e-5
+        sitk.GetArrayFromImage(sitk.ReadImage(str(out / "displacement.nrrd"))),
+        sitk.GetArrayFromImage(from_file),
+        atol=1e-5,
     )
     warped = sitk.ReadImage(str(out / "warped.nrrd"))
     assert warped.GetSize() == fixed.GetSize()

@@ -17,11 +17,12 @@ import pytest
 import SimpleITK as sitk
 
 import DIRVNetLib
-from conftest import DATA
 from DIRVNetLib.errors import InputImageError, RegistrationFailedError
 from DIRVNetLib.io.weights import save_weight_set
 from DIRVNetLib.model import DIRVNet, NetworkConfig
 from DIRVNetLib.registration.geometry import MIN_OVERLAP, WorkingGrid, overlap_fraction
+
+from conftest import DATA
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def tiny3d_weights(tmp_path_factory):
     """An untrained tiny 3D weight set (geometry and plumbing are under test, not accuracy)."""
-    config = NetworkConfig(ndim=3, levels=2, units=1, control_spacing=4, data_filters=2, data_kernel=3,
-                           reg_filters=2, reg_kernel=3)
+    config = NetworkConfig(
+        ndim=3, levels=2, units=1, control_spacing=4, data_filters=2, data_kernel=3, reg_filters=2, reg_kernel=3
+    )
     path = tmp_path_factory.mktemp("weights") / "tiny3d"
     save_weight_set(path, config, DIRVNet(config, seed=0).get_weights(), "untrained tiny 3D test network", {})
     return path
@@ -139,8 +141,12 @@ def assert_is_the_object(resampled, fixed, moving, wavelength):
     """Where a fixed voxel centre lies inside the moving grid, the moving image resampled onto the fixed
     grid is the object there (linear interpolation of a pattern >= 12 voxels per period: error < 0.05)."""
     ndim = fixed.GetDimension()
-    points = centres(np.array(fixed.GetSize()), np.array(fixed.GetSpacing()),
-                     np.array(fixed.GetDirection()).reshape(ndim, ndim), np.array(fixed.GetOrigin()))
+    points = centres(
+        np.array(fixed.GetSize()),
+        np.array(fixed.GetSpacing()),
+        np.array(fixed.GetDirection()).reshape(ndim, ndim),
+        np.array(fixed.GetOrigin()),
+    )
     m_matrix = np.array(moving.GetDirection()).reshape(ndim, ndim) @ np.diag(moving.GetSpacing())
     m_index = (points - moving.GetOrigin()) @ np.linalg.inv(m_matrix).T
     inside = np.all((m_index >= 0) & (m_index <= np.array(moving.GetSize()) - 1), axis=-1)
@@ -216,11 +222,17 @@ def test_bad_arguments_name_the_argument(pair, arguments, error, message):
         DIRVNetLib.register(*pair, **arguments)
 
 
-@pytest.mark.parametrize("image,message", [
-    (np.zeros((10, 10), np.float32), r"fixed must be a SimpleITK image or a path \(str or pathlib.Path\), got ndarray "
-                                     r"\(make one with SimpleITK.GetImageFromArray"),
-    (None, r"fixed must be a SimpleITK image or a path \(str or pathlib.Path\), got NoneType"),
-])
+@pytest.mark.parametrize(
+    "image,message",
+    [
+        (
+            np.zeros((10, 10), np.float32),
+            r"fixed must be a SimpleITK image or a path \(str or pathlib.Path\), got ndarray "
+            r"\(make one with SimpleITK.GetImageFromArray",
+        ),
+        (None, r"fixed must be a SimpleITK image or a path \(str or pathlib.Path\), got NoneType"),
+    ],
+)
 def test_images_that_are_not_images(pair, image, message):
     with pytest.raises(InputImageError, match=message):
         DIRVNetLib.register(image, pair[1])
@@ -249,8 +261,9 @@ def test_label_map_is_detected_and_warped_with_nearest_neighbour(label_slice, ti
     assert any("looks like a label map" in w for w in result.report["warnings"])
     linear = DIRVNetLib.register(t1, shifted, weights=tiny_weights, moving_labels=False)
     assert not linear.report["moving_labels"]
-    assert not np.array_equal(sitk.GetArrayViewFromImage(linear.warped), np.round(sitk.GetArrayViewFromImage(
-        linear.warped)))  # what nearest neighbour avoids: interpolated, non-integer labels
+    assert not np.array_equal(
+        sitk.GetArrayViewFromImage(linear.warped), np.round(sitk.GetArrayViewFromImage(linear.warped))
+    )  # what nearest neighbour avoids: interpolated, non-integer labels
 
 
 def test_explicit_label_flag_on_a_float_image(label_slice, tiny_weights):
@@ -263,8 +276,9 @@ def test_explicit_label_flag_on_a_float_image(label_slice, tiny_weights):
 
 
 def test_non_finite_field_is_an_error(pair, tmp_path):
-    config = NetworkConfig(ndim=2, levels=1, units=1, control_spacing=4, data_filters=2, data_kernel=3,
-                           reg_filters=2, reg_kernel=3)
+    config = NetworkConfig(
+        ndim=2, levels=1, units=1, control_spacing=4, data_filters=2, data_kernel=3, reg_filters=2, reg_kernel=3
+    )
     weights = DIRVNet(config, seed=0).get_weights()
     name = min(weights)
     weights[name] = np.full_like(weights[name], np.nan)
@@ -282,9 +296,25 @@ class Run:
     def __init__(self, fixed, moving, out, weights):
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "DIRVNetLib.cli.main", "register", "--fixed", str(fixed), "--moving", str(moving),
-             "--output-dir", str(out), "--weights", str(weights)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+            [
+                sys.executable,
+                "-m",
+                "DIRVNetLib.cli.main",
+                "register",
+                "--fixed",
+                str(fixed),
+                "--moving",
+                str(moving),
+                "--output-dir",
+                str(out),
+                "--weights",
+                str(weights),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+            errors="replace",
         )
         self.err = ""
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -328,9 +358,14 @@ def assert_one_whole_set(out, old):
 UNIT_DONE = re.compile(r"\| *[1-9]\d*/\d+ ")  # the progress bar after a variational unit
 
 
-@pytest.mark.parametrize("stage,signal_number", [
-    ("starting", signal.SIGINT), ("network", signal.SIGTERM), ("writing", signal.SIGKILL),
-])
+@pytest.mark.parametrize(
+    "stage,signal_number",
+    [
+        ("starting", signal.SIGINT),
+        ("network", signal.SIGTERM),
+        ("writing", signal.SIGKILL),
+    ],
+)
 def test_interrupted_run_leaves_one_whole_set(tmp_path, tiny_weights, pair, stage, signal_number):
     """A real `dirvnet register` is signalled as it starts (staging folder made), after a unit of the
     network ran, or while writing (first file staged); the folder keeps the old set, or (SIGKILL racing

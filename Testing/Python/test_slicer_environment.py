@@ -17,8 +17,11 @@ from DIRVNetLib.mrml.dependencies import plan, read_requirements
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_PY = ROOT / "DIRVNet" / "DIRVNet.py"
-SLICER_PINS = dict(line.split("==") for line in (ROOT / "Testing" / "slicer-python.txt").read_text().splitlines()
-                   if "==" in line and not line.startswith("#"))
+SLICER_PINS = dict(
+    line.split("==")
+    for line in (ROOT / "Testing" / "slicer-python.txt").read_text().splitlines()
+    if "==" in line and not line.startswith("#")
+)
 
 
 def test_the_module_refuses_an_older_slicer_with_a_clear_message_and_passes_on_a_supported_one():
@@ -44,16 +47,33 @@ def test_this_environment_is_slicer_510s_python():
 def test_the_install_plan_resolves_with_slicers_packages_pinned(tmp_path):
     """pip resolves what a Slicer without TensorFlow would install (a dry run, nothing installed), with this
     environment's numpy, SimpleITK and VTK as the constraints the module passes to pip."""
-    planned = plan(read_requirements(ROOT / "DIRVNet" / "Resources" / "requirements.txt"), gpus=[],
-                   missing_only=False)
+    planned = plan(read_requirements(ROOT / "DIRVNet" / "Resources" / "requirements.txt"), gpus=[], missing_only=False)
     constraints = planned.write_constraints(tmp_path / "constraints.txt")
     report = tmp_path / "report.json"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
-         "-c", str(constraints), *planned.requirements], capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            "-c",
+            str(constraints),
+            *planned.requirements,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    installs = {item["metadata"]["name"].lower(): item["metadata"]["version"]
-                for item in json.loads(report.read_text())["install"]}
+    installs = {
+        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
     assert "tensorflow" in installs
     for constraint in planned.constraints:
         name, version = constraint.split("==")

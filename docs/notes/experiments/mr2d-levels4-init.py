@@ -18,9 +18,13 @@ def main(output):
     weights = DIRVNet(config).get_weights()
     for name, value in bundled.weights.items():  # level{0,1,2}/unit{u}/...: same names and shapes
         weights[name] = value
-    save_weight_set(output, config, weights,
-                    f"mr2d (sha256 {bundled.metadata['weights_sha256'][:16]}...) with a fourth, coarsest level at its start",
-                    {"command": f"python docs/notes/experiments/mr2d-levels4-init.py {output}"})
+    save_weight_set(
+        output,
+        config,
+        weights,
+        f"mr2d (sha256 {bundled.metadata['weights_sha256'][:16]}...) with a fourth, coarsest level at its start",
+        {"command": f"python docs/notes/experiments/mr2d-levels4-init.py {output}"},
+    )
 
 
 if __name__ == "__main__":
