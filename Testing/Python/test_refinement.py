@@ -148,4 +148,4 @@ def test_cli_mode_flag_and_warnings_in_the_summary(small_pair, tmp_path, capsys)
     assert report["mode"] == "fast" and report["refinement"] is None and report["warnings"] == []
     assert "mode fast" in capsys.readouterr().out
     report["warnings"] = ["the registered moving image is less similar"]
-    assert "\nWARNING: the registered moving image is less similar" in _summary(report, tmp_path / "out")
+    assert "\nWARNING: the registered moving image is less similar" in _summary(report, tmp_path / "out", True)
