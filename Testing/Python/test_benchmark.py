@@ -240,7 +240,7 @@ def test_benchmark_command_end_to_end_on_the_tiny_list(tmp_path, tiny_weights, c
     assert "| case | method | time s (median)" in markdown and "## Speed" in markdown
     assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "cases" / specs[0]["name"] / "true_field.nrrd").is_file()
-    assert "| DIRV-Net |" in capsys.readouterr().out
+    assert "| DIRV-Net, accurate |" in capsys.readouterr().out
 
 
 def test_voxelmorph_trains_on_the_dirvnet_runs_own_data(tmp_path):
