@@ -21,7 +21,6 @@ from DIRVNetLib.model import DIRVNet
 from DIRVNetLib.ops import warp
 from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.registration.checks import check_arguments, check_finite, check_finite_report
-from DIRVNetLib.registration.devices import DEVICES
 from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.memory import check_memory
@@ -70,8 +69,7 @@ def _network(weight_set):
 
 
 def _device_scope(device):
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got '{device}'")
+    """The TensorFlow device scope of a device name already checked by :mod:`checks`."""
     if device == "gpu":
         if not tf.config.list_physical_devices("GPU"):
             raise ValueError("device 'gpu' was asked for but TensorFlow sees no GPU")
