@@ -17,7 +17,7 @@ PACKAGES = ("DIRVNet", "tensorflow", "SimpleITK", "picsl_greedy", "itk-elastix",
 
 
 def add_parser(commands):
-    from DIRVNetLib.benchmark.baselines import METHODS
+    from DIRVNetLib.comparison.baselines import METHODS
 
     parser = commands.add_parser("benchmark", help="compare DIRV-Net with classical tools on a list of cases")
     parser.add_argument("--cases", required=True, help="case list (JSON or YAML), e.g. benchmarks/cases/default.json")
@@ -136,10 +136,11 @@ def _weights_by_dimension(names):
 
 
 def run(args):
-    from DIRVNetLib.benchmark import report
-    from DIRVNetLib.benchmark.cases import prepare, read_case_list, select
-    from DIRVNetLib.benchmark.evaluation import evaluate_displacement, json_safe, zero_field
-    from DIRVNetLib.benchmark.runner import run_method
+    from DIRVNetLib.comparison import report
+    from DIRVNetLib.comparison.baselines import VOXELMORPH_ENV
+    from DIRVNetLib.comparison.cases import prepare, read_case_list, select
+    from DIRVNetLib.comparison.evaluation import evaluate_displacement, json_safe, zero_field
+    from DIRVNetLib.comparison.runner import run_method
     from DIRVNetLib.io.atomic import atomic_path
 
     started = time.perf_counter()
@@ -163,8 +164,8 @@ def run(args):
         "working_spacing": args.working_spacing,
         "refine_steps": args.refine_steps,
     }
-    if args.voxelmorph_dir:
-        options["voxelmorph_dir"] = str(Path(args.voxelmorph_dir).resolve())
+    voxelmorph_dir = args.voxelmorph_dir or os.environ.get(VOXELMORPH_ENV) or Path("benchmarks") / "voxelmorph"
+    options["voxelmorph_dir"] = str(Path(voxelmorph_dir).resolve())
     output = Path(args.output_dir)
     (output / "logs").mkdir(parents=True, exist_ok=True)
 

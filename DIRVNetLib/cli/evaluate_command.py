@@ -63,7 +63,7 @@ def add_parser(commands):
 
 def evaluate(args):
     """The evaluation dict for parsed ``args`` (keys of :data:`KEYS` that apply, plus per-label details)."""
-    from DIRVNetLib.benchmark.evaluation import evaluate_displacement, read_field, read_label_image
+    from DIRVNetLib.comparison.evaluation import evaluate_displacement, read_field, read_label_image
     from DIRVNetLib.io.images import read_image
     from DIRVNetLib.registration.api import register
 
@@ -104,7 +104,7 @@ def table(result):
 
 
 def run(args):
-    from DIRVNetLib.benchmark.evaluation import json_safe
+    from DIRVNetLib.comparison.evaluation import json_safe
     from DIRVNetLib.io.atomic import atomic_path
 
     result = evaluate(args)

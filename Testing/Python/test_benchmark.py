@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DIRVNetLib.benchmark import baselines, report
-from DIRVNetLib.benchmark.cases import load_prepared, prepare, read_case_list, select
-from DIRVNetLib.benchmark.runner import measure
 from DIRVNetLib.cli.main import main
+from DIRVNetLib.comparison import baselines, report
+from DIRVNetLib.comparison.cases import load_prepared, prepare, read_case_list, select
+from DIRVNetLib.comparison.runner import measure
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CASES = ROOT / "benchmarks" / "cases" / "tiny.json"
@@ -57,7 +57,7 @@ def test_voxelmorph_displacement_layout_matches_our_flow():
     """vxm_to_flow: warping with VoxelMorph's own transformer equals our pull warp of the converted flow."""
     torch = pytest.importorskip("torch")
     vxm = pytest.importorskip("voxelmorph")
-    from DIRVNetLib.benchmark.voxelmorph_training import vxm_to_flow
+    from DIRVNetLib.comparison.voxelmorph_training import vxm_to_flow
     from DIRVNetLib.ops import warp
 
     rng = np.random.default_rng(0)
@@ -168,6 +168,14 @@ def test_unavailable_and_failing_methods_give_rows_with_reasons(tmp_path):
     assert f"[1] {skipped['reason']}" in table and "[2] RuntimeError: tool crashed" in table
 
 
+def test_voxelmorph_models_come_from_the_folder_given_never_from_a_repository_path(monkeypatch):
+    monkeypatch.delenv(baselines.VOXELMORPH_ENV, raising=False)
+    available, reason = baselines.VoxelMorphMethod().available(2)
+    assert not available and "--voxelmorph-dir" in reason
+    monkeypatch.setenv(baselines.VOXELMORPH_ENV, str(ROOT / "benchmarks" / "voxelmorph"))
+    assert baselines.VoxelMorphMethod().model_path(2) == ROOT / "benchmarks" / "voxelmorph" / "vxm2d.pt"
+
+
 def test_dirvnet_refinement_rounds_and_working_spacing_are_passed_on_and_reported(tmp_path, capsys):
     _, specs = read_case_list(TINY_CASES)
     case = prepare(specs[0])  # 2 mm pixels
@@ -247,7 +255,7 @@ def test_voxelmorph_trains_on_the_dirvnet_runs_own_data(tmp_path):
     """The comparison model sees the same sampler as DIRV-Net: augmentation and field settings included."""
     pytest.importorskip("torch")
     pytest.importorskip("voxelmorph")
-    from DIRVNetLib.benchmark.voxelmorph_training import load_model, train
+    from DIRVNetLib.comparison.voxelmorph_training import load_model, train
 
     run = {
         "network": {"ndim": 2, "levels": 2, "units": 1, "control_spacing": 4},

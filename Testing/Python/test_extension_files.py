@@ -129,7 +129,7 @@ def test_package_holds_the_inference_core_and_not_training_cli_or_benchmarks():
         "DIRVNetLib/io/weights.py",
     ):
         assert needed in scripts
-    for folder in ("training", "cli", "benchmark"):
+    for folder in ("training", "cli", "comparison"):
         assert not [path for path in scripts if path.startswith(f"DIRVNetLib/{folder}/")]
 
 

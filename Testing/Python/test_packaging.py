@@ -72,7 +72,7 @@ def test_dependencies_are_declared_exactly_as_imported():
     declared = core | set().union(*extras.values())
     missing = {DISTRIBUTIONS[n].lower() for n in imported} - declared
     assert not missing, f"imported but not declared: {sorted(missing)}"
-    library = {DISTRIBUTIONS[n].lower() for n, layers in imported.items() if layers - {"mrml", "benchmark"}}
+    library = {DISTRIBUTIONS[n].lower() for n, layers in imported.items() if layers - {"mrml", "comparison"}}
     assert core <= library and library - core == {"nilearn"}  # nilearn (train extra): on demand, named if missing
     assert "nilearn" in extras["train"]
     # the MRML layer's packages are the slicer extra's, and no other layer imports them

@@ -1,7 +1,7 @@
 """VoxelMorph (PyPI ``voxelmorph``, PyTorch) as a benchmark baseline: its published ``VxmPairwise``
 architecture trained on DIRV-Net's synthetic training data with DIRV-Net's training budget.
 
-``python -m DIRVNetLib.benchmark.voxelmorph_training --config model_weights/mr2d/train.json --output
+``python -m DIRVNetLib.comparison.voxelmorph_training --config model_weights/mr2d/train.json --output
 benchmarks/voxelmorph/vxm2d.pt [--steps N]`` draws pairs with the same :class:`PairSampler` (same
 sources, patch shape, magnitudes, seed), the same number of steps, batch size and learning rate
 (Adam), and trains with the same supervision: mean end-point error between VoxelMorph's displacement

@@ -259,7 +259,7 @@ class GreedyMethod(Method):
 
 
 def _on_fixed(field, fixed):
-    from DIRVNetLib.benchmark.evaluation import on_grid
+    from DIRVNetLib.comparison.evaluation import on_grid
 
     return on_grid(sitk.Cast(field, sitk.sitkVectorFloat64), fixed)
 
@@ -383,7 +383,7 @@ VOXELMORPH_ENV = "DIRVNET_VOXELMORPH_DIR"
 
 class VoxelMorphMethod(Method):
     """VoxelMorph (PyPI ``voxelmorph``, PyTorch), its published ``VxmPairwise`` architecture, loaded
-    from ``vxm{2,3}d.pt`` trained by :mod:`DIRVNetLib.benchmark.voxelmorph_training` on the same
+    from ``vxm{2,3}d.pt`` trained by :mod:`DIRVNetLib.comparison.voxelmorph_training` on the same
     synthetic data and budget as the bundled weights. Runs on DIRV-Net's working grid; its voxel
     displacement (channels in array-axis order, pull convention) is converted to LPS mm."""
 
@@ -394,18 +394,19 @@ class VoxelMorphMethod(Method):
     settings = "VxmPairwise (default U-Net 16x5 features, 5 integration steps), our synthetic training data"
 
     def __init__(self, model_dir=None):
-        """model_dir: the folder of the trained models (default: ``$DIRVNET_VOXELMORPH_DIR``, else
-        ``benchmarks/voxelmorph`` of the current folder, where the repository keeps them)."""
+        """model_dir: the folder of the trained models (default: ``$DIRVNET_VOXELMORPH_DIR``; without
+        either the method is unavailable; ``dirvnet benchmark`` passes its ``--voxelmorph-dir``)."""
         super().__init__()
-        self.model_dir = Path(
-            model_dir or os.environ.get(VOXELMORPH_ENV) or Path("benchmarks") / "voxelmorph"
-        ).resolve()
+        folder = model_dir or os.environ.get(VOXELMORPH_ENV)
+        self.model_dir = Path(folder).resolve() if folder else None
         self._models = {}
 
     def model_path(self, dimension):
         return self.model_dir / f"vxm{dimension}d.pt"
 
     def available(self, dimension=None):
+        if self.model_dir is None:
+            return False, f"no folder of trained VoxelMorph models given (--voxelmorph-dir or ${VOXELMORPH_ENV})"
         for module in ("torch", "voxelmorph"):
             found, reason = _import(module)
             if found is None:
@@ -422,7 +423,7 @@ class VoxelMorphMethod(Method):
 
     def _model(self, dimension):
         if dimension not in self._models:
-            from DIRVNetLib.benchmark.voxelmorph_training import load_model
+            from DIRVNetLib.comparison.voxelmorph_training import load_model
 
             self._models[dimension] = load_model(self.model_path(dimension))
         return self._models[dimension]
@@ -430,7 +431,7 @@ class VoxelMorphMethod(Method):
     def register(self, fixed, moving):
         import torch
 
-        from DIRVNetLib.benchmark.voxelmorph_training import pad_to, vxm_to_flow
+        from DIRVNetLib.comparison.voxelmorph_training import pad_to, vxm_to_flow
         from DIRVNetLib.preprocessing import normalise_intensity
         from DIRVNetLib.registration.geometry import WorkingGrid, resample_displacement
 

@@ -6,7 +6,7 @@ after at least one); the time is the median wall time of ``register(fixed, movin
 in memory, split by stage where the method reports stages; peak memory is the worker's peak resident
 set size during the timed calls (Linux ``VmHWM``, reset before each call), also given as the increase
 over the resident size before the call (libraries already loaded). Accuracy is measured on the last
-call's displacement (:func:`DIRVNetLib.benchmark.evaluation.evaluate_displacement`).
+call's displacement (:func:`DIRVNetLib.comparison.evaluation.evaluate_displacement`).
 
 A method that is not installed, has no model for the case's dimension, or fails gives a row with
 ``status`` "skipped" or "failed" and the reason; a worker that dies fails its remaining rows.
@@ -22,7 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
-from DIRVNetLib.benchmark.evaluation import json_safe
+from DIRVNetLib.comparison.evaluation import json_safe
 
 
 def _proc_status(key):
@@ -43,7 +43,7 @@ def _reset_peak():
 
 def measure(method, case, repeats=3, time_budget=60.0):
     """One result row (dict) for ``method`` on a prepared ``case``."""
-    from DIRVNetLib.benchmark.evaluation import evaluate_displacement
+    from DIRVNetLib.comparison.evaluation import evaluate_displacement
 
     row = {
         "case": case.name,
@@ -120,8 +120,8 @@ def measure(method, case, repeats=3, time_budget=60.0):
 def _worker(spec_path):
     """Worker process: ``spec`` = {method, options, cases: [folders], repeats, time_budget, fd}; writes
     one JSON line per case on file descriptor ``fd``. Everything else the tools print goes to the log."""
-    from DIRVNetLib.benchmark import baselines
-    from DIRVNetLib.benchmark.cases import load_prepared
+    from DIRVNetLib.comparison import baselines
+    from DIRVNetLib.comparison.cases import load_prepared
 
     spec = json.loads(Path(spec_path).read_text())
     channel = os.fdopen(spec["fd"], "w", buffering=1)
@@ -158,7 +158,7 @@ def run_method(method, case_folders, log_path, repeats=3, time_budget=60.0, opti
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "DIRVNetLib.benchmark.runner", str(spec_path)],
+            [sys.executable, "-m", "DIRVNetLib.comparison.runner", str(spec_path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
