@@ -83,6 +83,13 @@ class Grid:
         """An image of zeros on this grid (a resampling reference, or an identity field with
         ``components = ndim`` and a vector pixel type)."""
         image = sitk.Image(list(self.size), pixel, components) if components > 1 else sitk.Image(list(self.size), pixel)
+        return self.place(image)
+
+    def place(self, image: sitk.Image) -> sitk.Image:
+        """``image`` (of this grid's size, e.g. made from an array) given this grid's spacing, origin and
+        direction; returns it."""
+        if tuple(image.GetSize()) != self.size:
+            raise ValueError(f"an image of size {image.GetSize()} cannot be placed on a grid of size {self.size}")
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)
         image.SetDirection(self.direction)

@@ -9,9 +9,12 @@ also the memory order of a vtkImageData; vector arrays carry the components last
 
 Single-slice volumes whose slice lies in an axial plane (i and j axes in the x-y plane, k along z)
 are handed to DIRVNetLib as 2D images, as a 2D weight set expects.
+
+Grids: a volume's grid is a :class:`DIRVNetLib.grid.Grid` (3D, LPS, as SimpleITK holds it); the
+functions below convert it to and from Slicer's IJK-to-RAS matrix.
 """
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -20,6 +23,7 @@ import vtk
 from vtk.util import numpy_support
 
 from DIRVNetLib.errors import InputImageError
+from DIRVNetLib.grid import Grid
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 """Multiplies a RAS point or vector into LPS, and an LPS one into RAS (the matrix is its own inverse)."""
@@ -27,44 +31,57 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _AXIAL_TOLERANCE = 1e-6
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A voxel grid in world RAS: ``ijk_to_ras`` (4x4, mm) and ``size`` (i, j, k) in voxels."""
+def grid_from_ijk_to_ras(ijk_to_ras: np.ndarray, size: Sequence[int]) -> Grid:
+    """The :class:`~DIRVNetLib.grid.Grid` (LPS) of a voxel grid given in world RAS: ``ijk_to_ras`` (4x4,
+    mm) and ``size`` (i, j, k) in voxels."""
+    spacing = np.linalg.norm(ijk_to_ras[:3, :3], axis=0)
+    direction = RAS_TO_LPS @ ijk_to_ras[:3, :3] / spacing
+    origin = RAS_TO_LPS @ ijk_to_ras[:3, 3]
+    return Grid(
+        tuple(int(n) for n in size),
+        tuple(spacing.tolist()),
+        tuple(origin.tolist()),
+        tuple(direction.ravel().tolist()),
+    )
 
-    ijk_to_ras: np.ndarray
-    size: tuple
 
-    @property
-    def spacing(self) -> np.ndarray:
-        """Voxel size (i, j, k) in mm."""
-        return np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
+def ras_direction(grid: Grid) -> np.ndarray:
+    """The grid's direction in RAS: 3x3, columns = the i, j, k axes."""
+    return RAS_TO_LPS @ np.array(grid.direction).reshape(3, 3)
 
-    def lps_geometry(self):
-        """(origin, spacing, direction) in LPS: origin (3,) mm, spacing (3,) mm, direction 3x3 (columns = axes)."""
-        spacing = self.spacing
-        direction = RAS_TO_LPS @ self.ijk_to_ras[:3, :3] / spacing
-        origin = RAS_TO_LPS @ self.ijk_to_ras[:3, 3]
-        return origin, spacing, direction
 
-    @property
-    def is_axial_slice(self) -> bool:
-        """True for a single slice whose i and j axes lie in the x-y plane (k along z): a 2D image."""
-        _, _, direction = self.lps_geometry()
-        return (
-            self.size[2] == 1
-            and np.allclose(direction[2, :2], 0.0, atol=_AXIAL_TOLERANCE)
-            and np.allclose(direction[:2, 2], 0.0, atol=_AXIAL_TOLERANCE)
-        )
+def ras_origin(grid: Grid) -> np.ndarray:
+    """The grid's origin (the centre of voxel 0, 0, 0) in RAS mm."""
+    return RAS_TO_LPS @ np.array(grid.origin)
 
-    @property
-    def dimension(self) -> int:
-        """2 for an axial single slice, else 3."""
-        return 2 if self.is_axial_slice else 3
 
-    @property
-    def array_shape(self) -> tuple:
-        """numpy shape of one scalar volume on this grid: (k, j, i)."""
-        return tuple(int(n) for n in self.size[::-1])
+def ijk_to_ras(grid: Grid) -> np.ndarray:
+    """The grid's IJK-to-RAS matrix (4x4, mm), as a volume node holds it."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = ras_direction(grid) * np.array(grid.spacing)
+    matrix[:3, 3] = ras_origin(grid)
+    return matrix
+
+
+def is_axial_slice(grid: Grid) -> bool:
+    """True for a single slice whose i and j axes lie in the x-y plane (k along z): a 2D image."""
+    direction = np.array(grid.direction).reshape(3, 3)
+    return (
+        grid.size[2] == 1
+        and np.allclose(direction[2, :2], 0.0, atol=_AXIAL_TOLERANCE)
+        and np.allclose(direction[:2, 2], 0.0, atol=_AXIAL_TOLERANCE)
+    )
+
+
+def image_grid(grid: Grid) -> Grid:
+    """The grid of the SimpleITK image DIRVNetLib gets for a volume on ``grid``: the 2D grid of its
+    slice for an axial single slice (:func:`is_axial_slice`), else ``grid`` itself."""
+    if not is_axial_slice(grid):
+        return grid
+    direction = grid.direction
+    return Grid(
+        grid.size[:2], grid.spacing[:2], grid.origin[:2], (direction[0], direction[1], direction[3], direction[4])
+    )
 
 
 def matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
@@ -86,7 +103,7 @@ def volume_grid(volumeNode) -> Grid:
     """The node's own grid (its IJK-to-RAS matrix and dimensions), ignoring parent transforms."""
     matrix = vtk.vtkMatrix4x4()
     volumeNode.GetIJKToRASMatrix(matrix)
-    return Grid(matrix_to_numpy(matrix), tuple(volumeNode.GetImageData().GetDimensions()))
+    return grid_from_ijk_to_ras(matrix_to_numpy(matrix), volumeNode.GetImageData().GetDimensions())
 
 
 _OWN_PARENT = object()
@@ -138,18 +155,7 @@ def volume_array(volumeNode) -> np.ndarray:
 
 def array_to_image(array: np.ndarray, grid: Grid) -> sitk.Image:
     """A scalar array [k, j, i] on ``grid`` as a SimpleITK image in LPS (2D for an axial slice)."""
-    origin, spacing, direction = grid.lps_geometry()
-    if grid.is_axial_slice:
-        image = sitk.GetImageFromArray(array[0])
-        image.SetOrigin(origin[:2].tolist())
-        image.SetSpacing(spacing[:2].tolist())
-        image.SetDirection(direction[:2, :2].ravel().tolist())
-    else:
-        image = sitk.GetImageFromArray(array)
-        image.SetOrigin(origin.tolist())
-        image.SetSpacing(spacing.tolist())
-        image.SetDirection(direction.ravel().tolist())
-    return image
+    return image_grid(grid).place(sitk.GetImageFromArray(array[0] if is_axial_slice(grid) else array))
 
 
 def volume_to_image(volumeNode, parent=_OWN_PARENT):
@@ -168,11 +174,11 @@ def image_array_on_grid(image: sitk.Image, grid: Grid, what: str) -> np.ndarray:
 
     Raises ValueError when the image does not have the grid's size.
     """
-    expected = grid.size[:2] if grid.is_axial_slice else grid.size
-    if tuple(image.GetSize()) != tuple(expected):
-        raise ValueError(f"{what} has size {image.GetSize()}, expected the fixed grid's {tuple(expected)}")
+    expected = image_grid(grid).size
+    if tuple(image.GetSize()) != expected:
+        raise ValueError(f"{what} has size {image.GetSize()}, expected the fixed grid's {expected}")
     array = sitk.GetArrayFromImage(image)
-    if grid.is_axial_slice:
+    if is_axial_slice(grid):
         array = array[np.newaxis]
     return array
 
@@ -184,7 +190,9 @@ def set_volume_voxels(volumeNode, array: np.ndarray, grid: Grid) -> None:
     data = numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True)
     data.SetName("ImageScalars")
     voxels.GetPointData().SetScalars(data)
-    volumeNode.SetIJKToRASMatrix(numpy_to_matrix(grid.ijk_to_ras))
+    volumeNode.SetOrigin(*ras_origin(grid))
+    volumeNode.SetSpacing(*grid.spacing)
+    volumeNode.SetIJKToRASDirectionMatrix(numpy_to_matrix(ras_direction(grid)))
     volumeNode.SetAndObserveImageData(voxels)
 
 
@@ -201,27 +209,26 @@ def displacement_to_grid_transform(
     components = displacement.shape[-1]
     if components == 2:
         displacement = np.concatenate([displacement, np.zeros_like(displacement[..., :1])], axis=-1)
-    if displacement.shape[:3] != grid.array_shape:
-        raise ValueError(f"displacement of shape {displacement.shape[:3]} is not on the grid {grid.array_shape}")
+    if displacement.shape[:3] != grid.shape:
+        raise ValueError(f"displacement of shape {displacement.shape[:3]} is not on the grid {grid.shape}")
     ras = (displacement.reshape(-1, 3) @ RAS_TO_LPS).astype(dtype)
     vectors = numpy_support.numpy_to_vtk(ras, deep=True)
     vectors.SetName("Displacement")
-    spacing = grid.spacing
     field = vtk.vtkImageData()
     field.SetDimensions(*grid.size)
-    field.SetOrigin(*grid.ijk_to_ras[:3, 3])
-    field.SetSpacing(*spacing)
+    field.SetOrigin(*ras_origin(grid))
+    field.SetSpacing(*grid.spacing)
     field.GetPointData().SetScalars(vectors)
     transform = slicer.vtkOrientedGridTransform()
     transform.SetDisplacementGridData(field)
-    transform.SetGridDirectionMatrix(numpy_to_matrix(grid.ijk_to_ras[:3, :3] / spacing))
+    transform.SetGridDirectionMatrix(numpy_to_matrix(ras_direction(grid)))
     transform.SetInterpolationModeToLinear()
     return transform
 
 
 def grid_transform_to_displacement(transformNode):
     """(displacement, grid): the grid transform node's TransformFromParent as a SimpleITK vector image in
-    LPS mm on its own grid (2D, components x, y, for an axial single slice), and that grid (world RAS).
+    LPS mm on its own grid (2D, components x, y, for an axial single slice), and that grid (LPS).
 
     The inverse of :func:`displacement_to_grid_transform`; raises InputImageError when the node does not
     hold a displacement grid."""
@@ -236,21 +243,11 @@ def grid_transform_to_displacement(transformNode):
     scale = transform.GetDisplacementScale()
     shift = transform.GetDisplacementShift()
     direction = matrix_to_numpy(transform.GetGridDirectionMatrix())[:3, :3]
-    ijk_to_ras = np.eye(4)
-    ijk_to_ras[:3, :3] = direction * np.array(field.GetSpacing())
-    ijk_to_ras[:3, 3] = field.GetOrigin()
-    grid = Grid(ijk_to_ras, tuple(size))
+    matrix = np.eye(4)
+    matrix[:3, :3] = direction * np.array(field.GetSpacing())
+    matrix[:3, 3] = field.GetOrigin()
+    grid = grid_from_ijk_to_ras(matrix, size)
     ras = numpy_support.vtk_to_numpy(field.GetPointData().GetScalars()).astype(np.float64) * scale + shift
     lps = (ras.reshape(-1, 3) @ RAS_TO_LPS).reshape(tuple(size[::-1]) + (3,))
-    origin, spacing, lps_direction = grid.lps_geometry()
-    if grid.is_axial_slice:
-        image = sitk.GetImageFromArray(lps[0, ..., :2], isVector=True)
-        image.SetOrigin(origin[:2].tolist())
-        image.SetSpacing(spacing[:2].tolist())
-        image.SetDirection(lps_direction[:2, :2].ravel().tolist())
-    else:
-        image = sitk.GetImageFromArray(lps, isVector=True)
-        image.SetOrigin(origin.tolist())
-        image.SetSpacing(spacing.tolist())
-        image.SetDirection(lps_direction.ravel().tolist())
-    return image, grid
+    vectors = lps[0, ..., :2] if is_axial_slice(grid) else lps
+    return image_grid(grid).place(sitk.GetImageFromArray(vectors, isVector=True)), grid

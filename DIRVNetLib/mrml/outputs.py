@@ -1,15 +1,16 @@
 """Output nodes of a registration: warped volume, Jacobian determinant volume, intermediate fields.
 
 Every function here writes into the scene and runs on the main thread, after the registration has
-succeeded. Geometry comes from the fixed grid (:class:`~DIRVNetLib.mrml.convert.Grid`, world RAS).
+succeeded. Geometry comes from the fixed grid (:class:`~DIRVNetLib.grid.Grid`, world LPS).
 """
 
 import numpy as np
 import slicer
 
+from DIRVNetLib.grid import Grid
 from DIRVNetLib.metrics import jacobian_determinant
 
-from .convert import Grid, displacement_to_grid_transform, image_array_on_grid, set_volume_voxels
+from .convert import displacement_to_grid_transform, image_array_on_grid, is_axial_slice, set_volume_voxels
 
 JACOBIAN_COLOR_NODE_NAME = "DIRVNet Jacobian"
 """Name of the colour map shared by all Jacobian volumes of a scene (created once per scene)."""
@@ -65,7 +66,7 @@ def jacobian_color_node(scene):
 def write_jacobian_volume(volumeNode, displacement, grid: Grid) -> None:
     """Fill ``volumeNode`` with det(I + du/dp) of the displacement (float32, dimensionless)."""
     determinant = jacobian_determinant(displacement).astype(np.float32)
-    if grid.is_axial_slice:
+    if is_axial_slice(grid):
         determinant = determinant[np.newaxis]
     set_volume_voxels(volumeNode, determinant, grid)
     volumeNode.SetAndObserveTransformNodeID(None)

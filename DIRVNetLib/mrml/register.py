@@ -26,9 +26,10 @@ import SimpleITK as sitk
 
 import DIRVNetLib
 from DIRVNetLib.errors import InputImageError, WeightSetError
+from DIRVNetLib.grid import Grid
 from DIRVNetLib.io.points import point_pairs
 
-from .convert import Grid, displacement_to_grid_transform, image_array_on_grid, volume_to_image
+from .convert import displacement_to_grid_transform, image_array_on_grid, volume_to_image
 from .outputs import JACOBIAN_COLOR_NODE_NAME, add_intermediate_sequence, write_jacobian_volume, write_warped_volume
 from .weightsets import describe
 
@@ -148,7 +149,7 @@ class RegistrationJob:
     """One registration: the nodes it reads and writes, and the images read from them.
 
     ``fixed``/``moving``: SimpleITK images in world LPS mm (parent transforms hardened). ``grid``: the
-    fixed volume's grid in world RAS, on which every output lives. ``options``: further keyword
+    fixed volume's grid in world LPS, on which every output lives. ``options``: further keyword
     arguments of :func:`DIRVNetLib.register` (e.g. ``refinement_rounds``, ``working_spacing``).
     """
 

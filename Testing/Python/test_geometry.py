@@ -120,6 +120,10 @@ def test_one_grid_type_for_same_grid_index_to_physical_and_references(oblique_pa
     np.testing.assert_allclose(grid.physical_to_index @ grid.index_to_physical, np.eye(3), atol=1e-12)
     reference = grid.image()
     assert Grid.of(reference) == grid and reference.GetPixelID() == sitk.sitkFloat32
+    placed = grid.place(sitk.GetImageFromArray(sitk.GetArrayFromImage(fixed)))
+    assert Grid.of(placed) == grid
+    with pytest.raises(ValueError, match="cannot be placed on a grid of size"):
+        grid.place(sitk.Image(4, 4, 4, sitk.sitkFloat32))
 
     # A NIfTI header rounds the geometry to float32: the same grid, though not exactly equal.
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nii.gz"))

@@ -19,6 +19,8 @@ from DIRVNetLib.mrml import prepare  # noqa: E402
 from DIRVNetLib.mrml.convert import (  # noqa: E402
     RAS_TO_LPS,
     displacement_to_grid_transform,
+    ijk_to_ras,
+    is_axial_slice,
     matrix_to_numpy,
     numpy_to_matrix,
     volume_grid,
@@ -92,7 +94,7 @@ def test_volume_to_image_matches_simpleitk_reading_the_file(which, oblique_file)
     expected = sitk.ReadImage(str(path))
     assert_same_geometry(image, expected)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(expected))
-    assert grid.dimension == 3 and grid.size == expected.GetSize()
+    assert not is_axial_slice(grid) and grid.size == expected.GetSize()
 
 
 def test_linear_parent_transform_is_folded_into_geometry_and_input_untouched(oblique_file):
@@ -197,14 +199,14 @@ def test_single_axial_slice_is_a_2d_image_and_2d_field_has_no_z_displacement(tmp
     scene = slicer.vtkMRMLScene()
     volume = load_volume(scene, tmp_path / "slice.nrrd")
     image, grid = volume_to_image(volume)
-    assert image.GetDimension() == 2 and grid.dimension == 2
+    assert image.GetDimension() == 2 and is_axial_slice(grid)
     assert_same_geometry(image, expected)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(expected))
 
-    u = np.zeros(grid.array_shape + (2,))
+    u = np.zeros(grid.shape + (2,))
     u[..., 0], u[..., 1] = 1.5, -2.5  # LPS mm
     transform = displacement_to_grid_transform(u, grid)
-    p = grid.ijk_to_ras @ np.array([30.0, 40.0, 0.0, 1.0])
+    p = ijk_to_ras(grid) @ np.array([30.0, 40.0, 0.0, 1.0])
     np.testing.assert_allclose(transform.TransformPoint(*p[:3]), p[:3] + RAS_TO_LPS @ (1.5, -2.5, 0.0), atol=1e-9)
 
 
@@ -213,7 +215,10 @@ def test_volume_grid_reports_node_geometry():
     volume = load_volume(scene, T1)
     grid = volume_grid(volume)
     np.testing.assert_allclose(grid.spacing, (2.0, 2.0, 3.0))
-    assert grid.size == (128, 128, 62) and grid.array_shape == (62, 128, 128)
+    assert grid.size == (128, 128, 62) and grid.shape == (62, 128, 128)
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    np.testing.assert_allclose(ijk_to_ras(grid), matrix_to_numpy(matrix), rtol=0, atol=1e-12)
 
 
 # --- Bad inputs: clear message, scene unchanged (checked before any computation) -----------------
