@@ -99,16 +99,11 @@ def overlap_fraction(fixed, moving, samples=32):
     size = np.array(fixed.GetSize())
     axes = [(np.arange(min(n, samples)) + 0.5) * n / min(n, samples) - 0.5 for n in size]
     index = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(size))
-    points = _index_to_physical(fixed, index)
-    moving_matrix = np.array(moving.GetDirection()).reshape(len(size), -1) @ np.diag(moving.GetSpacing())
-    moving_index = (points - np.array(moving.GetOrigin())) @ np.linalg.inv(moving_matrix).T
+    fixed_grid, moving_grid = Grid.of(fixed), Grid.of(moving)
+    points = np.asarray(index, float) @ fixed_grid.index_to_physical.T + np.array(fixed_grid.origin)
+    moving_index = (points - np.array(moving_grid.origin)) @ moving_grid.physical_to_index.T
     inside = np.all((moving_index >= -0.5) & (moving_index <= np.array(moving.GetSize()) - 0.5), axis=1)
     return float(inside.mean())
-
-
-def _index_to_physical(image, index):
-    matrix = np.array(image.GetDirection()).reshape(image.GetDimension(), -1) @ np.diag(image.GetSpacing())
-    return np.asarray(index, float) @ matrix.T + np.array(image.GetOrigin())
 
 
 def check_overlap(fixed, moving):
