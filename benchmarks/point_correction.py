@@ -8,8 +8,9 @@ at 1 mm, with mr2d) is deformed by a few local Gaussian bumps (3 bumps, centres 
 (default fast: the network alone; no fall-back to the identity), once alone and once with point pairs at
 the bumps (fixed points off the voxel centres, moving points from the
 true field). Prints a markdown table: the error at the points (TRE, mm) without and with the pairs,
-the mean end-point error (mm) inside the head, within the correction's radius of the points and beyond
-it, the smallest Jacobian determinant, and the seconds the correction added.
+the mean end-point error (mm) inside the head, within the correction's radius R of the points, beyond
+it, and beyond twice each bump's radius from its centre (outside the motions the pairs correct), the
+smallest Jacobian determinant, and the seconds the correction added.
 """
 
 import argparse
@@ -72,9 +73,9 @@ def main():
     args = parser.parse_args()
     print(
         "| image | seed | pairs | TRE at the points, network / corrected (mm) | EPE in the head | "
-        "EPE within R of the points | EPE beyond R | min det J | R (mm) | correction (s) |"
+        "EPE within R of the points | EPE beyond R | EPE beyond 2 bump radii | min det J | R (mm) | correction (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, file, dimension in IMAGES:
         image = sitk.ReadImage(str(DATA / file), sitk.sitkFloat32)
         head = image > float(np.percentile(sitk.GetArrayViewFromImage(image), 60 if dimension == 3 else 40))
@@ -104,8 +105,9 @@ def main():
             grid = physical_points(image)
             near = np.min([np.linalg.norm(grid - p, axis=-1) for p in fixed_points], axis=0) <= report["radius_mm"]
             in_head = sitk.GetArrayViewFromImage(head) > 0
+            away = np.all([np.linalg.norm(grid - c, axis=-1) > 2 * r for c, r in zip(centres, radii)], axis=0)
             cells = []
-            for where in (in_head, near, ~near):
+            for where in (in_head, near, ~near, away):
                 cells.append(
                     f"{epe(plain.displacement, true, where):.2f} / {epe(corrected.displacement, true, where):.2f}"
                 )
@@ -113,7 +115,8 @@ def main():
                 target_registration_error(fixed_points, moving_points, r.displacement)["tre_mean_mm"]
                 for r in (plain, corrected)
             ]
-            added = corrected.report["seconds"]["point_correction"]  # the last correction
+            seconds = corrected.report["seconds"]
+            added = seconds["total"] - plain.report["seconds"]["total"]
             print(
                 f"| {name} | {seed} | {len(fixed_points)} | {tre[0]:.2f} / {tre[1]:.3f} | {' | '.join(cells)} | "
                 f"{float(jacobian_determinant(corrected.displacement).min()):.2f} | {report['radius_mm']:.0f} | "

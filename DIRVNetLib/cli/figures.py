@@ -61,12 +61,15 @@ def draw_view(axis, view, cmap, limits, edge_letters=True):
     return artist
 
 
-def write_qa_figure(path, fixed, moving_on_fixed, warped, displacement, point=None, convention="radiological"):
+def write_qa_figure(
+    path, fixed, moving_on_fixed, warped, displacement, point=None, convention="radiological", title=None
+):
     """PNG written whole to ``path``: rows axial, coronal, sagittal (2D: axial) through ``point`` (LPS mm;
     None: the point of largest smoothed |u|), columns fixed, moving, warped, |fixed - moving|,
     |fixed - warped|, checkerboard fixed/warped, |u| (mm), Jacobian determinant. Images are SimpleITK
     images on the fixed grid; intensities are normalised (1st/99th percentile -> 0/1, "a.u.").
-    ``convention``: "radiological" (patient's right on the screen's left, as Slicer) or "neurological"."""
+    ``convention``: "radiological" (patient's right on the screen's left, as Slicer) or "neurological".
+    ``title``: a first line above the figure's own (convention and slice point)."""
     f, m, w = (normalise_intensity(sitk.GetArrayFromImage(i)) for i in (fixed, moving_on_fixed, warped))
     magnitude = np.linalg.norm(sitk.GetArrayViewFromImage(displacement), axis=-1)
     if point is None:
@@ -97,14 +100,14 @@ def write_qa_figure(path, fixed, moving_on_fixed, warped, displacement, point=No
         rows, len(columns), figsize=(2.3 * len(columns), 2.5 * rows + 0.9), squeeze=False, layout="constrained"
     )
     for r in range(rows):
-        for c, (title, name, cmap, limits, _) in enumerate(columns):
+        for c, (column_title, name, cmap, limits, _) in enumerate(columns):
             if name is None:
                 view = replace(views["fixed"][r], array=checkerboard(views["fixed"][r].array, views["warped"][r].array))
             else:
                 view = views[name][r]
             artist = draw_view(axes[r, c], view, cmap, limits)
             if r == 0:
-                axes[r, c].set_title(title, fontsize=8)
+                axes[r, c].set_title(column_title, fontsize=8)
             if c == 0:
                 axes[r, c].set_ylabel(f"{view.view}\n{view.label}", fontsize=8)
             if r == rows - 1:
@@ -113,7 +116,8 @@ def write_qa_figure(path, fixed, moving_on_fixed, warped, displacement, point=No
                 bar.ax.tick_params(labelsize=6)
     where = ", ".join(f"{v:.1f}" for v in point)
     figure.suptitle(
-        f"{convention} convention (patient's {'right' if convention == 'radiological' else 'left'} on "
+        ("" if title is None else title + "\n")
+        + f"{convention} convention (patient's {'right' if convention == 'radiological' else 'left'} on "
         f"the screen's left); slices through LPS ({where}) mm",
         fontsize=8,
     )

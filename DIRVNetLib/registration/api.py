@@ -26,8 +26,9 @@ from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resampl
 from DIRVNetLib.registration.memory import check_memory
 from DIRVNetLib.registration.modes import DEFAULT_MODE, settings_for
 from DIRVNetLib.registration.point_correction import correct_with_points
+from DIRVNetLib.registration.point_refinement import refine_near_points
 from DIRVNetLib.registration.progress import UnitMonitor
-from DIRVNetLib.registration.refinement import Landmarks, refine_flow
+from DIRVNetLib.registration.refinement import refine_flow
 
 _NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip building and tracing
 
@@ -168,9 +169,11 @@ def register(
     return the identity instead; either way ``report["warnings"]`` says so.
     fixed_points, moving_points: corresponding points (point files or (N, dim) arrays, LPS mm) where the
     result must carry each fixed point to its moving point: the field is corrected locally around them
-    (:mod:`point_correction`, within ``points_radius`` mm) before the refinement, whose landmark term then
-    holds them (weight ``refinement.landmark_weight``, per mm^2), and once more at the end, also after a
-    fall-back (the report's ``point_correction`` gives the error at each point before and after that).
+    (:mod:`point_correction`, within ``points_radius`` mm); with the refinement, their neighbourhood is
+    refined again with its landmark term (:mod:`point_refinement`; farther away the field is the one
+    without points), and corrected once more at the end, also after a fall-back (the report's
+    ``point_correction`` gives the error at each point before and after that, and ``radius_mm``: how far
+    from the points the field may differ from the one without them).
     Inputs are never modified; arguments are checked first (:mod:`checks`), and a non-finite result is
     an error.
     Returns a :class:`RegistrationResult` (``report["seconds"]["total"]`` includes the report's statistics).
@@ -236,13 +239,15 @@ def register(
             fixed_coarse = _normalised(resample_like(fixed_image, coarse.reference))
             moving_coarse = _normalised(resample_like(moving_image, coarse.reference))
         network = _network(weight_set)
-        landmarks = None if pairs is None or not settings.steps else Landmarks.on_grid(grid.reference, *pairs)
         timings["preprocess"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
         passes = 1 + refinement_rounds + (coarse_pass is not None)
         monitor = UnitMonitor(
-            config.levels * config.units * passes + settings.steps, progress, cancel, keep=keep_intermediate
+            config.levels * config.units * passes + settings.steps * (1 + (pairs is not None)),
+            progress,
+            cancel,
+            keep=keep_intermediate,
         )
         monitor.check_cancel()
         initial = None
@@ -262,15 +267,22 @@ def register(
         if settings.steps:
             mark = time.perf_counter()
             monitor.round = 0
-            if landmarks is not None:  # start from a field that meets the pairs: the landmark term then holds them
-                on_grid, _ = correct_with_points(grid.flow_to_displacement(flow), *pairs, radius=points_radius)
-                flow = grid.displacement_to_flow(on_grid)
-            before = landmarks.distances_mm(flow) if landmarks is not None else None
-            flow, refined = refine_flow(fixed_working, moving_working, flow, settings, landmarks, on_step=monitor.step)
+            network_flow = flow
+            flow, refined = refine_flow(fixed_working, moving_working, flow, settings, on_step=monitor.step)
             refined.pop("energies")
-            if landmarks is not None:
-                refined["landmark_distance_mm_before"] = before.tolist()
-                refined["landmark_distance_mm_after"] = landmarks.distances_mm(flow).tolist()
+            if pairs is not None:
+                flow, refined["near_points"] = refine_near_points(
+                    grid,
+                    fixed_working,
+                    moving_working,
+                    network_flow,
+                    flow,
+                    refined,
+                    settings,
+                    pairs,
+                    points_radius,
+                    on_step=monitor.step,
+                )
             monitor.finish()
             timings["refinement"] = time.perf_counter() - mark
 
@@ -310,6 +322,8 @@ def register(
         if pairs is not None:  # the user's pairs hold whatever the images say
             corrected_at = time.perf_counter()
             displacement, point_report = correct_with_points(displacement, *pairs, radius=points_radius)
+            if refined is not None and not fell_back:
+                point_report["radius_mm"] = max(point_report["radius_mm"], refined["near_points"]["radius_mm"])
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
             transform = displacement_transform(displacement)
             warped = warp_moving(transform)

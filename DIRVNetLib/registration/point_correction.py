@@ -7,9 +7,11 @@ is a smooth field added to u, built in levels: each a sum of compactly supported
 points, whose weights fit the residuals q_i - p_i - u(p_i) left by the levels before (a slightly
 regularised solve, so close points first move together); R halves from level to level, down to two
 voxels. Farther than the first R from every fixed point u is unchanged. A level that would fold the
-field is not applied (the first, widest one is widened x1.5 up to 3 times instead); when the points are
-then not met within ``TOLERANCE_MM``, the pairs are refused (:class:`~DIRVNetLib.errors.PointsError`,
-naming the pair that asks most) and nothing is returned.
+field is not applied (the first, widest one is widened x1.5 up to 3 times instead). When the points are
+then not met within ``TOLERANCE_MM`` (adding a smooth correction to a field that compresses sharply near
+them folds it), the correction c is composed instead, applied before the field: ``c(x) + u(x + c(x))``,
+which folds nowhere ``u`` and ``x + c(x)`` do not. When that does not meet them either, the pairs are
+refused (:class:`~DIRVNetLib.errors.PointsError`, naming the pair that asks most) and nothing is returned.
 """
 
 import numpy as np
@@ -32,7 +34,10 @@ TOLERANCE_MM = 0.1
 
 def _mapped(displacement, points):
     """p + u(p) for each point (u linearly interpolated, as ITK's displacement-field transform)."""
-    transform = displacement_transform(displacement)
+    return _mapped_by(displacement_transform(displacement), points)
+
+
+def _mapped_by(transform, points):
     return np.array([transform.TransformPoint([float(v) for v in p]) for p in points])
 
 
@@ -71,6 +76,17 @@ def _radial_field(displacement, centres, weights, radius):
         distance = np.linalg.norm(_physical_grid(displacement, box) - centre, axis=-1)
         field[box] += _wendland(distance, radius)[..., np.newaxis] * weight
     return field
+
+
+def support_weight(image, points, radius):
+    """``1 - prod_i (1 - phi(|x - p_i|))`` on ``image``'s grid (a SimpleITK image), ``[*S]`` float64: 1 at
+    each point, 0 farther than ``radius`` mm from every point, smooth between (phi: :func:`_wendland`)."""
+    outside = np.ones(image.GetSize()[::-1])
+    box = support_box(image, points, radius)
+    grid = _physical_grid(image, box)
+    for point in points:
+        outside[box] *= 1.0 - _wendland(np.linalg.norm(grid - point, axis=-1), radius)
+    return 1.0 - outside
 
 
 def _solve(fixed_points, residuals, radius):
@@ -112,13 +128,13 @@ def _most_demanding_pair(fixed_points, residuals):
     return None if best is None else best[1:]
 
 
-def _changed_box(displacement, points, radius):
-    """Numpy slices of the field's grid within ``radius`` (plus two voxels) of any point."""
-    shape = np.array(displacement.GetSize()[::-1])
-    reach = radius + 2.0 * max(displacement.GetSpacing())
-    dim = displacement.GetDimension()
+def support_box(image, points, radius):
+    """Numpy slices of ``image``'s grid (a SimpleITK image) within ``radius`` mm (plus two voxels) of any point."""
+    shape = np.array(image.GetSize()[::-1])
+    reach = radius + 2.0 * max(image.GetSpacing())
+    dim = image.GetDimension()
     corners = [
-        displacement.TransformPhysicalPointToContinuousIndex((p + offset).tolist())[::-1]
+        image.TransformPhysicalPointToContinuousIndex((p + offset).tolist())[::-1]
         for p in points
         for offset in np.array(np.meshgrid(*[[-reach, reach]] * dim)).reshape(dim, -1).T
     ]
@@ -137,13 +153,74 @@ def _folds(values, displacement, box):
     return bool(jacobian_determinant(part).min() <= 0)
 
 
+def _jacobians(displacement, points):
+    """``[K, dim, dim]``: the derivative of p -> p + u(p) at each point (central differences, one voxel)."""
+    transform = displacement_transform(displacement)
+    step = min(displacement.GetSpacing())
+    columns = [
+        (_mapped_by(transform, points + step * axis) - _mapped_by(transform, points - step * axis)) / (2.0 * step)
+        for axis in np.eye(displacement.GetDimension())
+    ]
+    return np.stack(columns, axis=-1)
+
+
+def _levels(displacement, fixed_points, moving_points, radius, composed):
+    """``(field, levels applied, largest radius applied)``: the levels of the module docstring. The
+    correction ``c`` is added (``u + c``) or, when ``composed``, applied before the field:
+    ``c + u(x + c(x))``, which folds nowhere ``u`` and ``x + c(x)`` do not; its residuals at the points
+    are then taken back through the derivative of p -> p + u(p) at ``p + c(p)``."""
+    spacing = min(displacement.GetSpacing())
+    outer = support_box(displacement, fixed_points, radius * 1.5**_ENLARGEMENTS)  # all levels stay inside
+    region = displacement[tuple(reversed(outer))]  # SimpleITK slices in (x, y, z) order; keeps the geometry
+    base = sitk.GetArrayFromImage(region).astype(np.float64)
+    base_folds = bool(jacobian_determinant(region).min() <= 0)  # then only the points are corrected
+
+    def corrected(correction):
+        if not composed:
+            return base + correction
+        transform = displacement_transform(_image(correction, region))
+        moved = sitk.Resample(displacement, region, transform, sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True)
+        return correction + sitk.GetArrayFromImage(moved)
+
+    def residuals(values, correction):
+        missed = moving_points - _mapped(_image(values, region), fixed_points)
+        if not composed:
+            return missed
+        moved = _mapped(_image(correction, region), fixed_points)  # p + c(p)
+        return np.linalg.solve(_jacobians(displacement, moved), missed[..., np.newaxis])[..., 0]
+
+    correction, values = np.zeros_like(base), base
+    remaining, levels, largest, level_radius = residuals(values, correction), 0, None, radius
+    for _ in range(_ENLARGEMENTS + _MAX_LEVELS):
+        if np.linalg.norm(remaining, axis=1).max() <= _CONVERGED_MM:
+            break
+        weights = _solve(fixed_points, remaining, level_radius)
+        candidate_correction = correction + _radial_field(region, fixed_points, weights, level_radius)
+        candidate = corrected(candidate_correction)
+        if not base_folds and _folds(candidate, region, support_box(region, fixed_points, level_radius)):
+            if levels == 0 and level_radius < radius * 1.5**_ENLARGEMENTS:
+                level_radius *= 1.5  # the first, widest level asks too much: widen it
+                continue
+            break  # finer levels would fold: keep what the coarser ones reached
+        correction, values, levels = candidate_correction, candidate, levels + 1
+        largest = level_radius if largest is None else largest
+        remaining = residuals(values, correction)
+        level_radius = max(level_radius / 2.0, _SMALLEST_RADIUS_VOXELS * spacing)
+    full = sitk.GetArrayFromImage(displacement)
+    full[outer] = values
+    output = sitk.GetImageFromArray(full, isVector=True)
+    output.CopyInformation(displacement)
+    return output, levels, largest
+
+
 def correct_with_points(displacement, fixed_points, moving_points, radius=None):
     """``(corrected displacement, report)`` carrying each fixed point to its moving point (module docstring).
 
     displacement: SimpleITK vector image on the fixed grid (LPS mm; not modified). fixed_points,
     moving_points: (N, dim) arrays in LPS mm (checked pairs, e.g. from :func:`DIRVNetLib.io.points.point_pairs`).
     radius: of the correction around each fixed point, mm; None: max(20 mm, 6 voxels, 4 x the largest
-    residual). report: ``points``, ``radius_mm`` (the largest used), ``levels``, ``error_before_mm`` /
+    residual). report: ``points``, ``radius_mm`` (the largest used), ``levels``, ``composed`` (whether the
+    correction was composed with the field rather than added), ``error_before_mm`` /
     ``error_after_mm`` (|p_i + u(p_i) - q_i| per point), ``jacobian_min_after`` (smallest det J where the
     field may have changed). Raises PointsError when
     the pairs cannot be met within ``TOLERANCE_MM`` without folding the field.
@@ -158,30 +235,12 @@ def correct_with_points(displacement, fixed_points, moving_points, radius=None):
         radius = max(MIN_RADIUS_MM, MIN_RADIUS_VOXELS * spacing, RADIUS_PER_RESIDUAL * float(before.max()))
     elif not (np.isfinite(radius) and radius > 0):
         raise PointsError(f"the point correction's radius must be > 0 mm, got {radius!r}")
-    outer = _changed_box(displacement, fixed_points, radius * 1.5**_ENLARGEMENTS)  # all levels stay inside
-    region = displacement[tuple(reversed(outer))]  # SimpleITK slices in (x, y, z) order; keeps the geometry
-    values = sitk.GetArrayFromImage(region).astype(np.float64)
-    base_folds = bool(jacobian_determinant(region).min() <= 0)  # then only the points are corrected
-    remaining, levels, largest, level_radius = residuals, 0, None, radius
-    for _ in range(_ENLARGEMENTS + _MAX_LEVELS):
-        if np.linalg.norm(remaining, axis=1).max() <= _CONVERGED_MM:
-            break
-        weights = _solve(fixed_points, remaining, level_radius)
-        candidate = values + _radial_field(region, fixed_points, weights, level_radius)
-        if not base_folds and _folds(candidate, region, _changed_box(region, fixed_points, level_radius)):
-            if levels == 0 and level_radius < radius * 1.5**_ENLARGEMENTS:
-                level_radius *= 1.5  # the first, widest level asks too much: widen it
-                continue
-            break  # finer levels would fold: keep what the coarser ones reached
-        values, levels = candidate, levels + 1
-        largest = level_radius if largest is None else largest
-        remaining = moving_points - _mapped(_image(values, region), fixed_points)
-        level_radius = max(level_radius / 2.0, _SMALLEST_RADIUS_VOXELS * spacing)
-    full = sitk.GetArrayFromImage(displacement)
-    full[outer] = values
-    output = sitk.GetImageFromArray(full, isVector=True)
-    output.CopyInformation(displacement)
+    output, levels, largest = _levels(displacement, fixed_points, moving_points, radius, composed=False)
     after = np.linalg.norm(moving_points - _mapped(output, fixed_points), axis=1)
+    composed = bool(after.max() > TOLERANCE_MM)
+    if composed:  # adding would fold the field: compose instead
+        output, levels, largest = _levels(displacement, fixed_points, moving_points, radius, composed=True)
+        after = np.linalg.norm(moving_points - _mapped(output, fixed_points), axis=1)
     if after.max() > TOLERANCE_MM:
         pair = _most_demanding_pair(fixed_points, residuals)
         detail = (
@@ -202,8 +261,11 @@ def correct_with_points(displacement, fixed_points, moving_points, radius=None):
         "points": int(len(fixed_points)),
         "radius_mm": float(largest or radius),
         "levels": levels,
+        "composed": composed,
         "error_before_mm": [float(v) for v in before],
         "error_after_mm": [float(v) for v in after],
-        "jacobian_min_after": float(jacobian_determinant(output[tuple(reversed(outer))]).min()),
+        "jacobian_min_after": float(
+            jacobian_determinant(output[tuple(reversed(support_box(output, fixed_points, largest or radius)))]).min()
+        ),
     }
     return output, report

@@ -207,7 +207,7 @@ def test_result_figure_tool_renders_the_sample_pair(files, tmp_path):
         timeout=300,
     )
     figure = sitk.ReadImage(str(output))
-    assert figure.GetSize()[:2] == (1400, 640)
+    assert figure.GetSize()[:2] == (1840, 840)  # the QA figure: three views, eight columns
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]  # no temporary left behind
 
 

@@ -49,12 +49,13 @@ def beyond(reference, points, radius):
 
 @pytest.fixture(scope="module")
 def local_pair(t1_slice):
-    """(fixed, moving, true field, fixed points, moving points): the T1 slice and a copy moved locally."""
-    fixed = sitk.Image(t1_slice)
-    fixed.SetOrigin((-100.0, -110.0))
-    true = bump_field(fixed, BUMP_CENTRES, BUMP_SHIFTS, 6.0)
-    moving = sitk.Resample(fixed, fixed, displacement_transform(true), sitk.sitkLinear, 0.0)
+    """(fixed, moving, true field, fixed points, moving points): the T1 slice (moving) and a copy moved
+    locally (fixed): fixed(p) = moving(p + true(p)), so each moving point is p + true(p)."""
+    moving = sitk.Image(t1_slice)
+    moving.SetOrigin((-100.0, -110.0))
+    true = bump_field(moving, BUMP_CENTRES, BUMP_SHIFTS, 6.0)
     transform = displacement_transform(true)
+    fixed = sitk.Resample(moving, moving, transform, sitk.sitkLinear, 0.0)
     moving_points = np.array([transform.TransformPoint(p.tolist()) for p in FIXED_POINTS])
     return fixed, moving, true, FIXED_POINTS, moving_points
 
@@ -95,6 +96,23 @@ def test_large_residuals_widen_the_correction_instead_of_folding():
     assert report["error_after_mm"][0] < 0.01
 
 
+def test_a_correction_that_adding_would_fold_is_composed():
+    """The field compresses sharply near the points (a narrow bump, det J 0.27) and the true motion moves
+    that region first: adding a smooth correction would fold it, applying it before the field does not."""
+    reference = sitk.Image([64, 64], sitk.sitkVectorFloat64, 2)
+    centre = np.array([32.0, 32.0])
+    field = bump_field(reference, centre[None], np.array([[2.6, 0.0]]), 2.0)
+    fixed = np.array([[29.0, 32.0], [33.0, 33.0], [25.0, 30.0]])
+    before_motion = fixed + np.exp(-np.sum((fixed - centre + [3.0, 0.0]) ** 2, -1) / 128.0)[:, None] * [3.0, 0.0]
+    moving = np.array([displacement_transform(field).TransformPoint(p.tolist()) for p in before_motion])
+    corrected, report = correct_with_points(field, fixed, moving)
+    assert report["composed"] and max(report["error_after_mm"]) < 0.01
+    assert jacobian_determinant(corrected).min() > 0 and report["jacobian_min_after"] > 0
+    far = beyond(reference, fixed, report["radius_mm"])
+    assert far.any()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(corrected)[far], sitk.GetArrayFromImage(field)[far])
+
+
 def test_pairs_that_force_folding_are_refused():
     reference = sitk.Image([48, 48], sitk.sitkVectorFloat64, 2)
     fixed = np.array([[20.0, 24.0], [22.0, 24.0]])
@@ -130,19 +148,48 @@ def test_api_point_pairs_fix_what_the_network_missed(local_pair):
     assert plain.report["point_correction"] is None
 
 
-def test_api_point_pairs_with_the_refinement(local_pair):
-    """The default mode: the pairs are met before the refinement, its landmark term holds them, and a last
-    correction meets them within the tolerance."""
+NEIGHBOURHOOD_MM = 10.0  # of the fixed points: the bumps (radius 6 mm) and their rim
+
+
+@pytest.fixture(scope="module")
+def default_plain(local_pair):
+    """The default mode's result without points (the reference for the error elsewhere)."""
+    fixed, moving, *_ = local_pair
+    return DIRVNetLib.register(fixed, moving)
+
+
+def check_local_correction(plain, corrected, true, fixed_points, moving_points, radius):
+    """plain, corrected: displacements without and with the pairs. Each point within 1 mm of its moving
+    point; farther than ``radius`` mm (the correction's support) the field is the one without points (the
+    refinement is deterministic: equal to 1e-6 mm); the mean error outside the points' neighbourhood is
+    not raised and over the whole image it falls; no folding."""
+    assert target_registration_error(fixed_points, moving_points, plain)["tre_max_mm"] > 2.0  # wrong there
+    assert target_registration_error(fixed_points, moving_points, corrected)["tre_max_mm"] < 1.0
+    far = beyond(plain, fixed_points, radius)
+    assert far.mean() > 0.5
+    np.testing.assert_allclose(sitk.GetArrayFromImage(corrected)[far], sitk.GetArrayFromImage(plain)[far], atol=1e-6)
+    error_plain, error_corrected = error_map(plain, true), error_map(corrected, true)
+    outside = beyond(plain, fixed_points, NEIGHBOURHOOD_MM)
+    assert error_corrected[outside].mean() <= error_plain[outside].mean() + 1e-6
+    assert error_corrected.mean() < error_plain.mean()
+    assert jacobian_determinant(corrected).min() > 0
+
+
+def test_api_point_pairs_with_the_refinement(local_pair, default_plain):
+    """The default mode: the pairs' neighbourhood is refined again with the landmark term; farther than the
+    correction's radius the field is the refinement's without points."""
     fixed, moving, true, fixed_points, moving_points = local_pair
-    plain = DIRVNetLib.register(fixed, moving)
     corrected = DIRVNetLib.register(fixed, moving, fixed_points=fixed_points, moving_points=moving_points)
     assert corrected.report["mode"] == "accurate" and corrected.report["refinement"]["steps"] > 0
-    assert min(target_registration_error(fixed_points, moving_points, plain.displacement)["tre_per_point_mm"]) > 2.0
-    assert target_registration_error(fixed_points, moving_points, corrected.displacement)["tre_max_mm"] < 1.0
-    held = corrected.report["refinement"]["landmark_distance_mm_after"]
-    assert max(held) < 1.0  # the refinement kept the points it started on
-    assert error_map(corrected.displacement, true).mean() < error_map(plain.displacement, true).mean()
-    assert jacobian_determinant(corrected.displacement).min() > 0
+    near = corrected.report["refinement"]["near_points"]
+    assert near["steps"] > 0 and max(near["landmark_distance_mm_after"]) < 1.0  # the landmark term held them
+    assert min(near["landmark_distance_mm_before"]) > 1.0  # the refinement without points misses them
+    radius = corrected.report["point_correction"]["radius_mm"]
+    assert radius >= near["radius_mm"]
+    check_local_correction(
+        default_plain.displacement, corrected.displacement, true, fixed_points, moving_points, radius
+    )
+    assert corrected.report["jacobian_nonpositive_percent"] == 0.0
 
 
 def test_api_point_errors_come_before_the_network(local_pair):
@@ -157,8 +204,9 @@ def test_api_point_errors_come_before_the_network(local_pair):
         DIRVNetLib.register(fixed, moving, fixed_points=outside, moving_points=moving_points)
 
 
-def test_cli_point_files(local_pair, tmp_path, capsys):
-    fixed, moving, _, fixed_points, moving_points = local_pair
+def test_cli_point_files(local_pair, default_plain, tmp_path, capsys):
+    """The default mode through the CLI, with Slicer's point files (RAS .mrk.json, LPS .fcsv)."""
+    fixed, moving, true, fixed_points, moving_points = local_pair
     sitk.WriteImage(fixed, str(tmp_path / "fixed.nrrd"))
     sitk.WriteImage(moving, str(tmp_path / "moving.nrrd"))
     flat = np.zeros((len(fixed_points), 1))  # Slicer's files hold 3D points; the slice lies at z = 0
@@ -196,8 +244,10 @@ def test_cli_point_files(local_pair, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert max(report["point_correction"]["error_after_mm"]) < 1.0
     assert report["inputs"]["fixed_points"] == str(fixed_file)
+    assert report["mode"] == "accurate"
     from_file = read_displacement(out / "transform.h5")
-    assert target_registration_error(fixed_points, moving_points, from_file)["tre_max_mm"] < 1.0
+    radius = report["point_correction"]["radius_mm"]
+    check_local_correction(default_plain.displacement, from_file, true, fixed_points, moving_points, radius)
 
     short = write_fcsv(tmp_path / "short.fcsv", np.hstack([moving_points, flat])[:2], "LPS")
     assert (
