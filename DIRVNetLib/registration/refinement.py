@@ -172,34 +172,46 @@ def local_ncc_loss(fixed, warped, window):
     return 1.0 - tf.reduce_mean(squared_ncc)
 
 
+def _forward_differences(flow, axis):
+    before = (slice(None),) * axis
+    return flow[before + (slice(1, None),)] - flow[before + (slice(None, -1),)]
+
+
 def diffusion(flow):
     """Mean squared forward difference of ``flow`` ``[1, *S, N]`` over voxels, axes and components."""
     ndim = flow.shape[-1]
+    return sum(tf.reduce_mean(tf.square(_forward_differences(flow, axis))) for axis in range(1, ndim + 1)) / ndim
+
+
+def diffusion_gradient(flow):
+    """Gradient of :func:`diffusion` with respect to ``flow`` (closed form: no tape)."""
+    ndim = flow.shape[-1]
     total = 0.0
     for axis in range(1, ndim + 1):
-        n = flow.shape[axis]
-        difference = tf.gather(flow, tf.range(1, n), axis=axis) - tf.gather(flow, tf.range(0, n - 1), axis=axis)
-        total += tf.reduce_mean(tf.square(difference))
-    return total / ndim
+        difference = _forward_differences(flow, axis)
+        before, after = [[0, 0]] * (ndim + 2), [[0, 0]] * (ndim + 2)
+        before[axis], after[axis] = [1, 0], [0, 1]
+        scale = 2.0 / (ndim * tf.cast(tf.size(difference), flow.dtype))
+        total += scale * (tf.pad(difference, before) - tf.pad(difference, after))
+    return total
 
 
-def _regularisers(flow, points, targets, metric, smoothness, landmark_weight):
-    """The smoothness and landmark terms of a flow ``[1, *S, N]``."""
+def _landmark_term(flow, points, targets, metric):
+    """``L`` (module docstring) of a flow ``[1, *S, N]``, mm^2."""
     residual = sample(flow[0], points) - targets
     squared_mm = tf.reduce_sum(tf.matmul(residual, metric) * residual, axis=-1)
-    landmarks = tf.reduce_sum(squared_mm) / tf.maximum(tf.cast(tf.shape(points)[0], tf.float32), 1.0)
-    return smoothness * diffusion(flow) + landmark_weight * landmarks
+    return tf.reduce_sum(squared_mm) / tf.maximum(tf.cast(tf.shape(points)[0], tf.float32), 1.0)
 
 
-def _data_term(flow, fixed, moving, moving_gradient, similarity, window):
-    """``(similarity term, its gradient with respect to the flow)``. MSE: the gradient in closed form,
-    ``2 / V (warped - fixed) grad(moving)(x + flow)`` (the moving image's central-difference gradient
-    warped with it: one gather, no scatter); local NCC: by automatic differentiation through the warp."""
+def _data_term(flow, fixed, moving, fixed_gradient, similarity, window):
+    """``(similarity term, the gradient step direction with respect to the flow)``. MSE: in closed form,
+    ``2 / V (warped - fixed) grad(fixed)``: the fixed image's central-difference gradient stands in for the
+    warped moving image's (the demons force; the two agree once aligned, and it needs no warped gradient:
+    one single-channel gather); local NCC: the exact gradient, by automatic differentiation through the warp."""
     if similarity == "mse":
-        warped_all = warp(tf.concat([moving, moving_gradient], axis=-1), flow)
-        residual = warped_all[..., :1] - fixed
+        residual = warp(moving, flow) - fixed
         voxels = tf.cast(tf.size(fixed), tf.float32)
-        return tf.reduce_mean(tf.square(residual)), 2.0 / voxels * residual * warped_all[..., 1:]
+        return tf.reduce_mean(tf.square(residual)), 2.0 / voxels * residual * fixed_gradient
     with tf.GradientTape() as tape:
         tape.watch(flow)
         data = local_ncc_loss(fixed, warp(moving, flow), window)
@@ -211,7 +223,7 @@ def _energy_and_gradient(
     initial,
     fixed,
     moving,
-    moving_gradient,
+    fixed_gradient,
     points,
     targets,
     metric,
@@ -220,14 +232,19 @@ def _energy_and_gradient(
     similarity,
     window,
     spacing,
+    with_landmarks,
 ):
     flow = initial + bspline_interpolate(control, spacing, initial.shape[1:-1])
-    data, data_gradient = _data_term(flow, fixed, moving, moving_gradient, similarity, window)
-    with tf.GradientTape() as tape:
-        tape.watch(flow)
-        regularisers = _regularisers(flow, points, targets, metric, smoothness, landmark_weight)
-    flow_gradient = data_gradient + tape.gradient(regularisers, flow)
-    return data + regularisers, data, bspline_adjoint(flow_gradient, spacing, control.shape[1:-1]), flow
+    data, gradient = _data_term(flow, fixed, moving, fixed_gradient, similarity, window)
+    energy = data + smoothness * diffusion(flow)
+    gradient += smoothness * diffusion_gradient(flow)
+    if with_landmarks:
+        with tf.GradientTape() as tape:
+            tape.watch(flow)
+            landmarks = landmark_weight * _landmark_term(flow, points, targets, metric)
+        energy += landmarks
+        gradient += tape.gradient(landmarks, flow)
+    return energy, data, bspline_adjoint(gradient, spacing, control.shape[1:-1]), flow
 
 
 @tf.function(autograph=False)  # a graph, not XLA: faster here (benchmarks/results/refinement-notes.md)
@@ -239,7 +256,7 @@ def _adam_step(
     initial,
     fixed,
     moving,
-    moving_gradient,
+    fixed_gradient,
     points,
     targets,
     metric,
@@ -250,6 +267,7 @@ def _adam_step(
     similarity,
     window,
     spacing,
+    with_landmarks,
 ):
     """One Adam step on ``control``; returns the new state and the energy and similarity term before it."""
     energy, data, gradient, _ = _energy_and_gradient(
@@ -257,7 +275,7 @@ def _adam_step(
         initial,
         fixed,
         moving,
-        moving_gradient,
+        fixed_gradient,
         points,
         targets,
         metric,
@@ -266,6 +284,7 @@ def _adam_step(
         similarity,
         window,
         spacing,
+        with_landmarks,
     )
     first = _BETA1 * first + (1.0 - _BETA1) * gradient
     second = _BETA2 * second + (1.0 - _BETA2) * tf.square(gradient)
@@ -279,7 +298,7 @@ def _final_flow(
     initial,
     fixed,
     moving,
-    moving_gradient,
+    fixed_gradient,
     points,
     targets,
     metric,
@@ -289,13 +308,14 @@ def _final_flow(
     similarity,
     window,
     spacing,
+    with_landmarks,
 ):
     energy, data, _, flow = _energy_and_gradient(
         control,
         initial,
         fixed,
         moving,
-        moving_gradient,
+        fixed_gradient,
         points,
         targets,
         metric,
@@ -304,6 +324,7 @@ def _final_flow(
         similarity,
         window,
         spacing,
+        with_landmarks,
     )
     return flow, energy, data
 
@@ -351,13 +372,18 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
         initial_t,
         fixed_t,
         moving_t,
-        image_gradient(moving_t, "central"),
+        image_gradient(fixed_t, "central"),
         tf.constant(points),
         tf.constant(targets),
         tf.constant(metric),
     )
     weights = (tf.constant(float(settings.smoothness)), tf.constant(float(settings.landmark_weight)))
-    static = {"similarity": similarity, "window": settings.window, "spacing": spacing}
+    static = {
+        "similarity": similarity,
+        "window": settings.window,
+        "spacing": spacing,
+        "with_landmarks": len(points) > 0,
+    }
     learning_rate = tf.constant(float(settings.learning_rate))
     energies, data_terms = [], []
     best, since_best = np.inf, 0
