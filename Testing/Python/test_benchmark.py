@@ -221,16 +221,28 @@ def test_validation_case_list_uses_unseen_subjects_and_every_generator(tmp_path)
         if spec["name"].startswith("val-2d"):
             assert Path(spec["image"]).name not in benchmark_images, spec["name"]
     quick = [spec for spec in specs if spec["name"].startswith("val-2d")]
-    for spec in quick:
+    _check_true_fields(quick)
+    bad = {key: value for key, value in quick[0].items() if key != "_base"}
+    (tmp_path / "bad.json").write_text(json.dumps({"cases": [{**bad, "generator": "spiral"}]}))
+    with pytest.raises(ValueError, match="'generator' must be one of"):
+        read_case_list(tmp_path / "bad.json")
+
+
+def _check_true_fields(specs):
+    for spec in specs:
         case = prepare(spec)
         assert case.details["generator"] == spec.get("generator", "smooth")
         true = sitk.GetArrayFromImage(case.true_field)
         assert np.sqrt((true**2).sum(-1)).max() == pytest.approx(spec["max_mm"])
         assert _folding(true, case.true_field).min() > 0, spec["name"]
-    bad = {key: value for key, value in quick[0].items() if key != "_base"}
-    (tmp_path / "bad.json").write_text(json.dumps({"cases": [{**bad, "generator": "spiral"}]}))
-    with pytest.raises(ValueError, match="'generator' must be one of"):
-        read_case_list(tmp_path / "bad.json")
+
+
+@pytest.mark.slow
+def test_validation_3d_cases_have_the_stated_magnitude_and_never_fold():
+    _, specs = read_case_list(VALIDATION_CASES)
+    volumes = [spec for spec in specs if spec["name"].startswith("val-3d")]
+    assert volumes
+    _check_true_fields(volumes)
 
 
 # ----------------------------------------------------------------------------- runner and report
