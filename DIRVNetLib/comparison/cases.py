@@ -4,7 +4,10 @@ A case list is ``{"description": "...", "cases": [CASE, ...]}``; paths are relat
 or ``nilearn:NAME`` for the ICBM 2009a images shipped inside nilearn (``mni152_t1``, ``mni152_gm``,
 ``mni152_wm``). Two types of case:
 
-``synthetic``: a real image ``image`` deformed by a smooth random field with known ground truth.
+``synthetic``: a real image ``image`` deformed by a random field with known ground truth: ``generator``
+    ``smooth`` (the training generator, the default) or one of the validation-only families of
+    :mod:`DIRVNetLib.comparison.fields` (``local_bumps``, ``sliding``, ``multi_scale``; ``options``: its
+    keyword arguments; bump centres and the sliding plane lie inside ``mask``, or the image's foreground).
     ``fixed = image o (p + u)`` and ``moving = moving_image`` (default: ``image`` itself; another
     modality on the same grid gives a multi-modal case), so the true displacement is ``u`` (pull
     convention). Keys: ``max_mm`` (longest vector), ``seed``, ``control_points`` (5), ``spacing``
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from DIRVNetLib.comparison import fields
 from DIRVNetLib.data.deformations import deform_image
 from DIRVNetLib.io.images import NILEARN_FILES, nilearn_file, read_image
 from DIRVNetLib.io.points import read_points
@@ -141,6 +145,8 @@ def read_case_list(path):
         names.add(case["name"])
         if case.get("type") not in CASE_TYPES:
             raise ValueError(f"{where} ('{case['name']}'): 'type' must be one of {CASE_TYPES}")
+        if case["type"] == "synthetic" and case.get("generator", "smooth") not in fields.GENERATORS:
+            raise ValueError(f"{where} ('{case['name']}'): 'generator' must be one of {fields.GENERATORS}")
         required = ("image", "max_mm", "seed") if case["type"] == "synthetic" else ("fixed", "moving")
         missing = [k for k in required if k not in case]
         if missing:
@@ -278,7 +284,21 @@ def prepare(spec):
         moving = image
         if spec.get("moving_image"):
             moving = resample_like(_image(spec["moving_image"], base, f"case '{spec['name']}' moving_image"), image)
-        fixed, true = deform_image(image, float(spec["max_mm"]), int(spec["seed"]), int(spec.get("control_points", 5)))
+        source_mask = _mask(spec.get("mask"), base, image)
+        generator = spec.get("generator", "smooth")
+        if generator == "smooth":
+            fixed, true = deform_image(
+                image, float(spec["max_mm"]), int(spec["seed"]), int(spec.get("control_points", 5))
+            )
+        else:
+            region = source_mask if source_mask is not None else foreground(image)
+            try:
+                field = fields.draw(
+                    generator, image, float(spec["max_mm"]), int(spec["seed"]), region, **spec.get("options", {})
+                )
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"case '{spec['name']}': {e}") from e
+            fixed, true = fields.deform_with(image, field)
         noise = spec.get("noise", 0.0)
         if not isinstance(noise, (int, float)) or not noise >= 0:
             raise ValueError(f"case '{spec['name']}': noise must be a number >= 0, got {noise!r}")
@@ -287,12 +307,12 @@ def prepare(spec):
             fixed, moving = _with_noise(fixed, noise, rng), _with_noise(moving, noise, rng)
         moving_labels = _labels(spec.get("labels"), base, reference=image)
         fixed_labels = warp_labels(moving_labels, true) if moving_labels is not None else None
-        source_mask = _mask(spec.get("mask"), base, image)
         mask = warp_labels(source_mask, true) if source_mask is not None else None
         details = {
             "max_mm": float(spec["max_mm"]),
             "seed": int(spec["seed"]),
             "noise": float(noise),
+            "generator": generator,
             "image": str(spec["image"]),
             "moving_image": str(spec.get("moving_image", spec["image"])),
         }

@@ -10,12 +10,13 @@ import pytest
 import SimpleITK as sitk
 
 from DIRVNetLib.cli.main import main
-from DIRVNetLib.comparison import baselines, report
+from DIRVNetLib.comparison import baselines, fields, report
 from DIRVNetLib.comparison.cases import load_prepared, prepare, read_case_list, select
 from DIRVNetLib.comparison.runner import measure
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CASES = ROOT / "benchmarks" / "cases" / "tiny.json"
+VALIDATION_CASES = ROOT / "benchmarks" / "cases" / "validation.json"
 
 
 # ----------------------------------------------------------------------------- conventions
@@ -144,6 +145,104 @@ def test_case_lists_label_specs_and_saving(tmp_path, data_dir):
         (tmp_path / "broken.json").write_text(json.dumps(broken))
         with pytest.raises(ValueError, match=message):
             read_case_list(tmp_path / "broken.json")
+
+
+# ----------------------------------------------------------------------------- validation-only generators
+
+
+def _grid(size=(60, 50), spacing=(1.5, 2.0)):
+    """A small rotated, anisotropic 2D grid (the generators must honour spacing and direction)."""
+    image = sitk.Image(list(size), sitk.sitkFloat32)
+    image.SetSpacing(spacing)
+    image.SetDirection((0.0, -1.0, 1.0, 0.0))
+    image.SetOrigin((30.0, -12.0))
+    return image
+
+
+def _folding(field, image):
+    from DIRVNetLib.metrics import jacobian_determinant
+
+    true = sitk.GetImageFromArray(field, isVector=True)
+    true.CopyInformation(image)
+    return jacobian_determinant(true)
+
+
+@pytest.mark.parametrize("generator", ["local_bumps", "sliding", "multi_scale"])
+def test_validation_generators_honour_the_magnitude_are_deterministic_and_never_fold(generator):
+    image = _grid()
+    for max_mm in (2.0, 8.0):
+        field = fields.draw(generator, image, max_mm, seed=5)
+        again = fields.draw(generator, image, max_mm, seed=5)
+        other = fields.draw(generator, image, max_mm, seed=6)
+        assert field.shape == (50, 60, 2)
+        assert np.sqrt((field**2).sum(-1)).max() == pytest.approx(max_mm)
+        assert np.array_equal(field, again) and not np.allclose(field, other)
+        assert _folding(field, image).min() > 0.4, (generator, max_mm)
+
+
+def test_local_bumps_leave_everything_outside_their_balls_exactly_in_place():
+    image = _grid((80, 80), (1.0, 1.0))
+    region = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    region.CopyInformation(image)
+    region[40, 30] = 1  # the only allowed centre
+    field = fields.draw("local_bumps", image, 3.0, seed=2, region=region, count=1, radius_mm=(12.0, 12.0))
+    points = fields.coordinates(image)
+    distance = np.linalg.norm(points - np.array(image.TransformIndexToPhysicalPoint((40, 30))), axis=-1)
+    magnitude = np.sqrt((field**2).sum(-1))
+    assert np.all(field[distance >= 12.0] == 0.0) and np.all(magnitude[distance < 11.0] > 0)
+    assert magnitude[30, 40] == pytest.approx(3.0)  # numpy order: the centre moves most
+    several = fields.draw("local_bumps", image, 3.0, seed=2, count=3, radius_mm=(10.0, 12.0))
+    assert 0.4 < (np.sqrt((several**2).sum(-1)) == 0).mean() < 0.9
+    with pytest.raises(ValueError, match="do not fit apart"):
+        fields.draw("local_bumps", image, 3.0, seed=2, count=8, radius_mm=(30.0, 30.0))
+
+
+def test_sliding_moves_both_sides_along_one_plane_in_opposite_directions():
+    image = _grid()
+    field = fields.draw("sliding", image, 4.0, seed=3).reshape(-1, 2)
+    # every vector lies along one direction (the boundary line), pointing both ways
+    _, singular, directions = np.linalg.svd(field, full_matrices=False)
+    assert singular[1] < 1e-9 * singular[0]
+    along = field @ directions[0]
+    assert along.min() < -1.0 and along.max() > 1.0
+
+
+def test_validation_case_list_uses_unseen_subjects_and_every_generator(tmp_path):
+    _, specs = read_case_list(VALIDATION_CASES)
+    assert {spec.get("generator", "smooth") for spec in specs} >= {"local_bumps", "sliding", "multi_scale"}
+    benchmark_images = {
+        Path(spec[key]).name
+        for spec in read_case_list(ROOT / "benchmarks" / "cases" / "default.json")[1]
+        for key in ("image", "moving_image", "fixed", "moving")
+        if key in spec
+    }
+    for spec in specs:
+        assert (Path(spec["_base"]) / spec["image"]).is_file(), spec["name"]
+        if spec["name"].startswith("val-2d"):
+            assert Path(spec["image"]).name not in benchmark_images, spec["name"]
+    quick = [spec for spec in specs if spec["name"].startswith("val-2d")]
+    _check_true_fields(quick)
+    bad = {key: value for key, value in quick[0].items() if key != "_base"}
+    (tmp_path / "bad.json").write_text(json.dumps({"cases": [{**bad, "generator": "spiral"}]}))
+    with pytest.raises(ValueError, match="'generator' must be one of"):
+        read_case_list(tmp_path / "bad.json")
+
+
+def _check_true_fields(specs):
+    for spec in specs:
+        case = prepare(spec)
+        assert case.details["generator"] == spec.get("generator", "smooth")
+        true = sitk.GetArrayFromImage(case.true_field)
+        assert np.sqrt((true**2).sum(-1)).max() == pytest.approx(spec["max_mm"])
+        assert _folding(true, case.true_field).min() > 0, spec["name"]
+
+
+@pytest.mark.slow
+def test_validation_3d_cases_have_the_stated_magnitude_and_never_fold():
+    _, specs = read_case_list(VALIDATION_CASES)
+    volumes = [spec for spec in specs if spec["name"].startswith("val-3d")]
+    assert volumes
+    _check_true_fields(volumes)
 
 
 # ----------------------------------------------------------------------------- runner and report
