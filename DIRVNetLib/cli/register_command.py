@@ -79,7 +79,19 @@ def add_parser(commands):
         help="return the result even when it is less similar to the fixed image than the input",
     )
     parser.add_argument("--refinement-rounds", type=_rounds, default=0, help="recurrent refinement rounds (default 0)")
-    parser.add_argument("--working-spacing", type=_positive_mm, default=None, help="isotropic working spacing in mm")
+    parser.add_argument(
+        "--working-spacing",
+        type=_positive_mm,
+        default=None,
+        help="isotropic grid of the network in mm (default: the image's, or the weights' where they do not handle it)",
+    )
+    parser.add_argument(
+        "--refinement-spacing",
+        type=_positive_mm,
+        default=None,
+        metavar="MM",
+        help="isotropic grid of the refinement in mm (default: the network's)",
+    )
     parser.add_argument(
         "--coarse-pass",
         type=_factor,
@@ -169,6 +181,7 @@ def run(args):
                 progress=progress,
                 refinement_rounds=args.refinement_rounds,
                 working_spacing=args.working_spacing,
+                refinement_spacing=args.refinement_spacing,
                 isotropic=not args.no_isotropic,
                 unfold=not args.no_unfold,
                 coarse_pass=args.coarse_pass,

@@ -76,9 +76,10 @@ class DIRVNetMethod(Method):
         working_spacing=None,
         mode="accurate",
         refine_steps=None,
+        refinement_spacing=None,
     ):
         super().__init__()
-        self.mode, self.refine_steps = mode, refine_steps
+        self.mode, self.refine_steps, self.refinement_spacing = mode, refine_steps, refinement_spacing
         self.weights = dict(weights or {})  # {dimension: weight-set folder or name}; default: bundled
         self.device = device
         self.refinement_rounds = refinement_rounds
@@ -102,6 +103,9 @@ class DIRVNetMethod(Method):
         if working_spacing is not None:
             self.settings += f", on an isotropic {working_spacing:g} mm working grid"
             labels.append(f"{working_spacing:g} mm grid")
+        if refinement_spacing is not None:
+            self.settings += f", refinement on an isotropic {refinement_spacing:g} mm grid"
+            labels.append(f"refinement at {refinement_spacing:g} mm")
         self.label = "DIRV-Net, " + ", ".join(labels)
 
     def available(self, dimension=None):
@@ -129,11 +133,13 @@ class DIRVNetMethod(Method):
             working_spacing=self.working_spacing,
             mode=self.mode,
             refine_steps=self.refine_steps,
+            refinement_spacing=self.refinement_spacing,
         )
         self.stages = {k: v for k, v in result.report["seconds"].items() if k != "total"}
         self.weights_used = result.report["weights"]
         self.refinement_rounds_used = result.report["refinement_rounds_used"]
         self.working_grid = result.report["working_grid"]
+        self.refinement_grid = result.report["refinement_grid"]
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
@@ -461,9 +467,9 @@ METHODS = ("dirvnet", "dirvnet-fast", *BASELINES)
 
 def make(name, **options):
     """The method called ``name`` (one of :data:`METHODS`); ``options``: ``weights`` (dict dimension ->
-    weight set), ``device``, ``refinement_rounds``, ``coarse_pass``, ``working_spacing`` and ``refine_steps``
-    for DIRV-Net (``dirvnet``: its default mode, accurate; ``dirvnet-fast``: the network alone),
-    ``voxelmorph_dir`` for VoxelMorph."""
+    weight set), ``device``, ``refinement_rounds``, ``coarse_pass``, ``working_spacing``, ``refine_steps``
+    and ``refinement_spacing`` for DIRV-Net (``dirvnet``: its default mode, accurate; ``dirvnet-fast``: the
+    network alone), ``voxelmorph_dir`` for VoxelMorph."""
     if name in ("dirvnet", "dirvnet-fast"):
         return DIRVNetMethod(
             options.get("weights"),
@@ -473,6 +479,7 @@ def make(name, **options):
             options.get("working_spacing"),
             "fast" if name == "dirvnet-fast" else "accurate",
             options.get("refine_steps"),
+            options.get("refinement_spacing"),
         )
     if name == "voxelmorph":
         return VoxelMorphMethod(options.get("voxelmorph_dir"))

@@ -90,6 +90,7 @@ def measure(method, case, repeats=3, time_budget=60.0):
             "device_used": "device",
             "refinement_rounds_used": "refinement_rounds_used",
             "working_grid": "working_grid",
+            "refinement_grid": "refinement_grid",
         }
         for attribute, key in reported.items():
             if getattr(method, attribute, None) is not None:

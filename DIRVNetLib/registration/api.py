@@ -23,6 +23,7 @@ from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.registration.checks import check_arguments, check_finite, check_finite_report
 from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
+from DIRVNetLib.registration.grids import choose_grids
 from DIRVNetLib.registration.memory import check_memory
 from DIRVNetLib.registration.modes import DEFAULT_MODE, settings_for
 from DIRVNetLib.registration.point_correction import correct_with_points
@@ -130,6 +131,7 @@ def register(
     refinement_rounds=0,
     working_spacing=None,
     isotropic=True,
+    refinement_spacing=None,
     keep_intermediate=False,
     unfold=True,
     whole_graph=False,
@@ -150,9 +152,11 @@ def register(
     a bundled weight-set name, or a weight-set folder. device: "auto", "cpu" or "gpu".
     progress: ``callable(Progress)`` after every unit; cancel: ``threading.Event`` or callable, checked
     after every unit (raises :class:`RegistrationCancelled`). refinement_rounds: recurrent refinement
-    rounds (stops early when the residual stops falling). working_spacing: register on an isotropic grid
-    of this spacing (mm); otherwise anisotropic fixed images are registered on an isotropic grid of their
-    finest spacing when ``isotropic``. keep_intermediate: also return every unit's displacement.
+    rounds (stops early when the residual stops falling). working_spacing: run the network on an isotropic
+    grid of this spacing (mm); otherwise on the fixed image's grid (made isotropic at its finest spacing
+    when anisotropic and ``isotropic``) when the weights handle its spacing, else on an isotropic grid at
+    the weights' training spacing (:mod:`grids`). refinement_spacing: run the refinement on an isotropic
+    grid of this spacing (mm) instead of the network's grid. keep_intermediate: also return every unit's displacement.
     unfold: remove residual folding of the network's field (:mod:`folding`; the report gives the
     voxels changed and the network's own folding). whole_graph: run each network pass as one graph
     instead of one graph call per unit, for loops over many pairs of one size (cine frames, benchmarks):
@@ -189,6 +193,7 @@ def register(
         cancel=cancel,
         refinement_rounds=refinement_rounds,
         working_spacing=working_spacing,
+        refinement_spacing=refinement_spacing,
         isotropic=isotropic,
         keep_intermediate=keep_intermediate,
         unfold=unfold,
@@ -226,10 +231,11 @@ def register(
     with _device_scope(device):
         mark = time.perf_counter()
         config = weight_set.config
+        grids = choose_grids(fixed_image, weight_set.metadata, working_spacing, isotropic, refinement_spacing)
         estimated = check_memory(
-            config.padded_shape(WorkingGrid.shape_for(fixed_image, working_spacing, isotropic)), config
+            config.padded_shape(WorkingGrid.shape_for(fixed_image, grids.network_spacing, isotropic)), config
         )
-        grid = WorkingGrid.for_fixed(fixed_image, working_spacing, isotropic)
+        grid = WorkingGrid.for_fixed(fixed_image, grids.network_spacing, isotropic)
         on_fixed_grid = grid.matches(fixed_image)
         fixed_on_grid = fixed_image if on_fixed_grid else resample_like(fixed_image, grid.reference)
         moving_on_grid = resample_like(moving_image, grid.reference)
@@ -239,6 +245,14 @@ def register(
             fixed_coarse = _normalised(resample_like(fixed_image, coarse.reference))
             moving_coarse = _normalised(resample_like(moving_image, coarse.reference))
         network = _network(weight_set)
+        refine_grid = grid  # where the refinement runs, and the grid of ``flow`` after it
+        if settings.steps and grids.refinement_spacing is not None:
+            refine_grid = WorkingGrid.for_fixed(fixed_image, grids.refinement_spacing)
+        if refine_grid is not grid:
+            fixed_refined = _normalised(resample_like(fixed_image, refine_grid.reference))
+            moving_refined = _normalised(resample_like(moving_image, refine_grid.reference))
+        else:
+            fixed_refined, moving_refined = fixed_working, moving_working
         timings["preprocess"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -267,14 +281,17 @@ def register(
         if settings.steps:
             mark = time.perf_counter()
             monitor.round = 0
+            if refine_grid is not grid:
+                on_grid = resample_displacement(grid.flow_to_displacement(flow), refine_grid.reference)
+                flow = refine_grid.displacement_to_flow(on_grid)
             network_flow = flow
-            flow, refined = refine_flow(fixed_working, moving_working, flow, settings, on_step=monitor.step)
+            flow, refined = refine_flow(fixed_refined, moving_refined, flow, settings, on_step=monitor.step)
             refined.pop("energies")
             if pairs is not None:
                 flow, refined["near_points"] = refine_near_points(
-                    grid,
-                    fixed_working,
-                    moving_working,
+                    refine_grid,
+                    fixed_refined,
+                    moving_refined,
                     network_flow,
                     flow,
                     refined,
@@ -287,7 +304,7 @@ def register(
             timings["refinement"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        displacement = resample_displacement(grid.flow_to_displacement(flow), fixed_image)
+        displacement = resample_displacement(refine_grid.flow_to_displacement(flow), fixed_image)
         jacobian = network_jacobian = jacobian_statistics(displacement, dtype=np.float32)
         unfolded_voxels = 0
         if unfold and network_jacobian["jacobian_nonpositive_percent"] > 0:
@@ -339,7 +356,9 @@ def register(
     report = {
         "weights": str(weight_set.path),
         "device": device,
-        "working_grid": {"size": list(grid.reference.GetSize()), "spacing_mm": list(grid.reference.GetSpacing())},
+        "working_grid": _grid_report(grid),
+        "refinement_grid": _grid_report(refine_grid) if refined is not None else None,
+        "weights_handle_spacing_mm": None if grids.handled_mm is None else list(grids.handled_mm),
         "whole_graph": whole_graph,
         "coarse_pass": coarse_pass,
         "mode": mode,
@@ -355,10 +374,14 @@ def register(
         **similarity,
         **jacobian,
         "moving_labels": checked.moving_labels,
-        "warnings": checked.warnings + warnings,
+        "warnings": checked.warnings + list(grids.warnings) + warnings,
     }
     check_finite_report(report)
     return RegistrationResult(displacement, transform, warped, report, fixed_image, moving_on_fixed, intermediate)
+
+
+def _grid_report(grid):
+    return {"size": list(grid.reference.GetSize()), "spacing_mm": list(grid.reference.GetSpacing())}
 
 
 def _zero_like(displacement):

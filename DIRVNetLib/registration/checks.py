@@ -61,9 +61,12 @@ def _points_radius(value):
         raise ValueError(f"points_radius must be a finite number of mm > 0 (or None), got {value!r}")
 
 
-def _working_spacing(value):
-    if value is not None and not (_is_number(value) and 0 < value < math.inf):
-        raise ValueError(f"working_spacing must be a finite number of mm > 0 (or None), got {value!r}")
+def _spacing(name):
+    def check(value):
+        if value is not None and not (_is_number(value) and 0 < value < math.inf):
+            raise ValueError(f"{name} must be a finite number of mm > 0 (or None), got {value!r}")
+
+    return check
 
 
 def _coarse_pass(value):
@@ -98,7 +101,8 @@ _CHECKS = {
     "refine_steps": _count("refine_steps", optional=True),
     "points_radius": _points_radius,
     "fallback": _flag("fallback"),
-    "working_spacing": _working_spacing,
+    "working_spacing": _spacing("working_spacing"),
+    "refinement_spacing": _spacing("refinement_spacing"),
     "coarse_pass": _coarse_pass,
     "isotropic": _flag("isotropic"),
     "keep_intermediate": _flag("keep_intermediate"),

@@ -279,16 +279,21 @@ def test_dirvnet_refinement_rounds_and_working_spacing_are_passed_on_and_reporte
     _, specs = read_case_list(TINY_CASES)
     case = prepare(specs[0])  # 2 mm pixels
     plain = measure(baselines.make("dirvnet-fast"), case, repeats=1)  # the bundled mr2d
-    refined = measure(baselines.make("dirvnet-fast", refinement_rounds=2), case, repeats=1)
+    # on the pixels' 2 mm grid, where the 2D network leaves enough for a second round to find
+    refined = measure(baselines.make("dirvnet-fast", refinement_rounds=2, working_spacing=2.0), case, repeats=1)
     coarser = measure(baselines.make("dirvnet-fast", working_spacing=3.0), case, repeats=1)
     steps = measure(baselines.make("dirvnet", refine_steps=5), case, repeats=1)
     assert plain["status"] == refined["status"] == coarser["status"] == steps["status"] == "ok"
     assert plain["label"] == "DIRV-Net, fast" and plain["refinement_rounds_used"] == 0
-    assert refined["label"] == "DIRV-Net, fast, 2 rounds" and "up to 2 refinement rounds" in refined["settings"]
+    assert (
+        refined["label"] == "DIRV-Net, fast, 2 rounds, 2 mm grid" and "up to 2 refinement rounds" in refined["settings"]
+    )
     assert refined["refinement_rounds_used"] >= 1 and refined["epe_mean_mm"] != plain["epe_mean_mm"]
     assert coarser["label"] == "DIRV-Net, fast, 3 mm grid" and "isotropic 3 mm working grid" in coarser["settings"]
     assert steps["label"] == "DIRV-Net, accurate, 5 steps" and "refinement" in steps["stages"]
-    assert plain["working_grid"]["spacing_mm"] == [2.0, 2.0] and coarser["working_grid"]["spacing_mm"] == [3.0, 3.0]
+    assert plain["working_grid"]["spacing_mm"] == [1.0, 1.0]  # the grid the 2D weights handle, not the 2 mm pixels
+    assert coarser["working_grid"]["spacing_mm"] == [3.0, 3.0]
+    assert steps["refinement_grid"] == steps["working_grid"] and plain.get("refinement_grid") is None
     assert coarser["working_grid"]["size"] == [round(n * 2 / 3) for n in case.fixed.GetSize()]
     for option, value, message in (
         ("--refinement-rounds", "-1", "--refinement-rounds must be >= 0, got -1"),
