@@ -7,7 +7,7 @@ An image ``I`` and a smooth field ``u`` give ``fixed = I o (x + u)`` and ``movin
 import numpy as np
 import tensorflow as tf
 
-from DIRVNetLib.data.deformations import smooth_random_field
+from DIRVNetLib.data.deformations import DeformationFamily
 from DIRVNetLib.data.images import augment_intensity, gradient_chessboard, random_shapes
 from DIRVNetLib.ops import warp
 from DIRVNetLib.preprocessing import normalise_intensity
@@ -62,7 +62,8 @@ class PairSampler:
     control_points: ``(low, high)`` range (inclusive) of the random field's control points per axis
     across the patch; fewer points give smoother fields (5 by default). slice_thickness: with a value
     above 1, both images of a pair look acquired in slices up to that many voxels thick
-    (:func:`thick_slices`; 1, the default, is off).
+    (:func:`thick_slices`; 1, the default, is off). deformation: the family of random fields
+    (:class:`DeformationFamily`; default: smooth fields only).
     """
 
     supervised = True  # batches carry the true field
@@ -82,6 +83,7 @@ class PairSampler:
         shape_blur=(0.7, 0.7),
         control_points=(5, 5),
         slice_thickness=1.0,
+        deformation=None,
     ):
         unknown = set(sources) - set(SOURCES)
         if unknown:
@@ -106,6 +108,7 @@ class PairSampler:
         self.slice_thickness = float(slice_thickness)
         if not self.slice_thickness >= 1.0:
             raise ValueError(f"slice_thickness must be >= 1 voxel (1: off), got {slice_thickness}")
+        self.deformation = DeformationFamily() if deformation is None else deformation
         self.rng = np.random.default_rng(seed)
 
     def image(self):
@@ -123,7 +126,7 @@ class PairSampler:
         magnitude = self.rng.uniform(0.1, 1.0) * self.max_magnitude
         low, high = self.control_points
         points = low if low == high else int(self.rng.integers(low, high + 1))
-        field = smooth_random_field(
+        field = self.deformation.draw(
             self.shape, magnitude, self.rng, control_points=points, affine_scale=self.affine_scale
         )
         fixed = warp(image[np.newaxis, ..., np.newaxis], field[np.newaxis]).numpy()[0, ..., 0]
@@ -158,6 +161,7 @@ class PairSampler:
             "shape_blur": list(self.shape_blur),
             "control_points": list(self.control_points),
             "slice_thickness": self.slice_thickness,
+            "deformation": self.deformation.to_dict(),
         }
 
     def dataset(self, batch_size, seed=None, start=0, stop=None):

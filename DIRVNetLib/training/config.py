@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from DIRVNetLib.data.deformations import DeformationFamily
 from DIRVNetLib.model.config import NetworkConfig, from_mapping
 from DIRVNetLib.training.losses import LossConfig
 
@@ -86,7 +87,8 @@ class DataConfig:
     isotropic resampling of volumes and pairs (mm). affine_scale: affine part of the synthetic fields.
     shape_blur: ``(low, high)`` edge blur of "shapes" images (voxels). control_points: ``(low, high)``
     control points per axis of the synthetic fields. slice_thickness: simulated slice thickness up to
-    this many voxels (synthetic data only; None or 1: off).
+    this many voxels (synthetic data only; None or 1: off). deformation: the family of synthetic fields
+    (:class:`DeformationFamily`, e.g. ``{"family": "mixed"}``; default: smooth fields only).
     """
 
     patch_shape: tuple[int, ...] | None = None
@@ -100,8 +102,13 @@ class DataConfig:
     shape_blur: tuple[float, ...] = (0.7, 0.7)
     control_points: tuple[int, ...] = (5, 5)
     slice_thickness: float | None = None
+    deformation: DeformationFamily = DeformationFamily()
 
     def __post_init__(self) -> None:
+        if isinstance(self.deformation, dict):
+            _set(self, "deformation", from_mapping(DeformationFamily, self.deformation, "'data.deformation'"))
+        elif self.deformation is None:
+            _set(self, "deformation", DeformationFamily())
         if isinstance(self.augmentation, dict):
             _set(self, "augmentation", from_mapping(Augmentation, self.augmentation, "'data.augmentation'"))
         elif self.augmentation is None:
@@ -126,10 +133,16 @@ class DataConfig:
                 raise ValueError("data: give either 'pairs' (a folder of image pairs) or 'sources'/'volumes', not both")
             if self.slice_thickness is not None:
                 raise ValueError("data: 'slice_thickness' applies to synthetic deformations, not to a 'pairs' folder")
+            if self.deformation != DeformationFamily():
+                raise ValueError("data: 'deformation' applies to synthetic deformations, not to a 'pairs' folder")
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["augmentation"] = self.augmentation.given()
+        if self.deformation == DeformationFamily():
+            del values["deformation"]  # the default: runs recorded before the option keep their identity
+        else:
+            values["deformation"] = self.deformation.to_dict()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 

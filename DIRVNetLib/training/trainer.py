@@ -119,6 +119,7 @@ def build_sampler(run, config, init_set=None):
         shape_blur=data.shape_blur,
         control_points=data.control_points,
         slice_thickness=1.0 if data.slice_thickness is None else data.slice_thickness,
+        deformation=data.deformation,
         **augmentation,
     )
 
