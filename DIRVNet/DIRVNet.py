@@ -158,7 +158,7 @@ class DIRVNetParameterNode:
     refinementRounds: recurrent refinement rounds, each registering the warped moving volume again and
         composing the fields while the residual falls (0 = a single pass).
     workingSpacing: isotropic voxel size (mm) the network works on; 0 = automatic.
-    coarsePass: register first on a grid this many times coarser (large displacements); <= 1 = off.
+    coarsePass: register first on a grid this many times coarser (large displacements); 1 = off, 0 = the mode's.
     outputTransform: grid transform to fill; None = create a new one at every Apply.
     outputVolume, jacobianVolume: optional warped volume and Jacobian determinant volume.
     keepIntermediate: keep one field per level and unit (a Sequence) to replay the registration.
@@ -753,7 +753,7 @@ class DIRVNetLogic(ScriptedLoadableModuleLogic):
         options = {"refinement_rounds": p.refinementRounds, "mode": p.mode.value}
         if p.workingSpacing > 0:
             options["working_spacing"] = p.workingSpacing
-        if p.coarsePass > 1:
+        if p.coarsePass >= 1:
             options["coarse_pass"] = p.coarsePass
         if p.fixedPoints and p.movingPoints:  # the panel refuses to start with only one of them
             options.update(fixedPointsNode=p.fixedPoints, movingPointsNode=p.movingPoints)

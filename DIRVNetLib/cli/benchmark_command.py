@@ -152,8 +152,8 @@ def run(args):
         raise ValueError(f"--refinement-rounds must be >= 0, got {args.refinement_rounds}")
     if args.refine_steps is not None and args.refine_steps < 0:
         raise ValueError(f"--refine-steps must be >= 0, got {args.refine_steps}")
-    if args.coarse_pass is not None and args.coarse_pass <= 1:
-        raise ValueError(f"--coarse-pass must be a factor > 1, got {args.coarse_pass}")
+    if args.coarse_pass is not None and args.coarse_pass < 1:
+        raise ValueError(f"--coarse-pass must be a factor >= 1 (1: none), got {args.coarse_pass}")
     if args.working_spacing is not None and not 0 < args.working_spacing < math.inf:
         raise ValueError(f"--working-spacing must be a spacing > 0 mm, got {args.working_spacing}")
     options = {

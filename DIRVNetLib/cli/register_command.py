@@ -25,8 +25,8 @@ def _positive_mm(text):
 
 def _factor(text):
     value = _number(text)
-    if not 1 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a finite factor > 1, got {text!r}")
+    if not 1 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite factor >= 1, got {text!r}")
     return value
 
 
@@ -97,7 +97,8 @@ def add_parser(commands):
         type=_factor,
         default=None,
         metavar="FACTOR",
-        help="first register on a grid FACTOR (> 1) times coarser, then refine on the working grid",
+        help="first register on a grid FACTOR times coarser, then refine on the working grid (1: no such pass; "
+        "default: the mode's, 2 for accurate in 3D)",
     )
     parser.add_argument(
         "--moving-labels",

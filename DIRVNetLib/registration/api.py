@@ -25,7 +25,7 @@ from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.grids import choose_grids
 from DIRVNetLib.registration.memory import check_memory
-from DIRVNetLib.registration.modes import DEFAULT_MODE, settings_for
+from DIRVNetLib.registration.modes import DEFAULT_MODE, coarse_pass_for, settings_for
 from DIRVNetLib.registration.point_correction import correct_with_points
 from DIRVNetLib.registration.point_refinement import refine_near_points
 from DIRVNetLib.registration.progress import UnitMonitor
@@ -156,7 +156,8 @@ def register(
     grid of this spacing (mm); otherwise on the fixed image's grid (made isotropic at its finest spacing
     when anisotropic and ``isotropic``) when the weights handle its spacing, else on an isotropic grid at
     the weights' training spacing (:mod:`grids`). refinement_spacing: run the refinement on an isotropic
-    grid of this spacing (mm) instead of the network's grid. keep_intermediate: also return every unit's displacement.
+    grid of this spacing (mm) instead of the network's grid. keep_intermediate: also return every unit's
+    displacement (the mode's coarse pass is then skipped).
     unfold: remove residual folding of the network's field (:mod:`folding`; the report gives the
     voxels changed and the network's own folding). whole_graph: run each network pass as one graph
     instead of one graph call per unit, for loops over many pairs of one size (cine frames, benchmarks):
@@ -164,7 +165,8 @@ def register(
     ``cancel`` and ``keep_intermediate``, which need every unit.
     coarse_pass: a factor > 1: first register on a working grid this many times coarser (displacements
     are then fewer voxels long, where the network is more accurate), then on the working grid starting
-    from that field (composed); rules out ``keep_intermediate``. moving_labels: the moving image is a label
+    from that field (composed); 1: no such pass; None: the mode's (:mod:`modes`). It rules out
+    ``keep_intermediate``. moving_labels: the moving image is a label
     map, warped with nearest neighbour in its own pixel type (None: detected, :mod:`checks`).
     mode: ``"accurate"`` (the network, then test-time refinement: :mod:`refinement`) or ``"fast"`` (the
     network alone); :mod:`modes`. refine_steps: the most refinement steps (replaces the mode's; 0: none);
@@ -218,8 +220,9 @@ def register(
         raise ValueError(
             "whole_graph runs no code between units: it cannot be combined with progress, cancel or keep_intermediate"
         )
-    if coarse_pass is not None and keep_intermediate:
+    if coarse_pass not in (None, 1) and keep_intermediate:
         raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
+    coarse_pass = None if keep_intermediate else coarse_pass_for(mode, dimension, coarse_pass)
     settings = settings_for(mode, dimension, refine_steps, refinement)
     pairs = None
     if fixed_points is not None or moving_points is not None:

@@ -70,8 +70,8 @@ def _spacing(name):
 
 
 def _coarse_pass(value):
-    if value is not None and not (_is_number(value) and 1 < value < math.inf):
-        raise ValueError(f"coarse_pass must be a factor > 1 (finite, or None), got {value!r}")
+    if value is not None and not (_is_number(value) and 1 <= value < math.inf):
+        raise ValueError(f"coarse_pass must be a finite factor >= 1 (1: none) or None (the mode's), got {value!r}")
 
 
 def _device(value):

@@ -1,25 +1,50 @@
 """Named presets of :func:`~DIRVNetLib.registration.api.register` (``mode=`` / ``--mode``): one choice for
 the trade-off between time and accuracy. Figures: docs/performance.md."""
 
+import dataclasses
+
 from DIRVNetLib.registration.refinement import RefinementSettings
 
-MODES = {  # mode -> image dimension -> settings
-    "fast": {2: RefinementSettings(steps=0), 3: RefinementSettings(steps=0)},  # the network alone
-    # the network, then test-time refinement on the working grid (3D steps cost about 40x 2D ones)
-    "accurate": {2: RefinementSettings(steps=50), 3: RefinementSettings(steps=20)},
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """refinement: the test-time refinement settings; coarse_pass: the factor of a first network pass on a
+    coarser grid (None: none)."""
+
+    refinement: RefinementSettings
+    coarse_pass: float | None = None
+
+
+MODES = {  # mode -> image dimension -> Mode
+    "fast": {2: Mode(RefinementSettings(steps=0)), 3: Mode(RefinementSettings(steps=0))},  # the network alone
+    # the network (in 3D after a first pass on a 2x coarser grid), then test-time refinement on the working grid
+    "accurate": {
+        2: Mode(RefinementSettings(steps=20, control_spacing=4)),
+        3: Mode(RefinementSettings(steps=20, control_spacing=4), coarse_pass=2.0),
+    },
 }
 DEFAULT_MODE = "accurate"
+
+
+def _mode(mode, dimension):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return MODES[mode][dimension]
 
 
 def settings_for(mode, dimension, refine_steps=None, refinement=None):
     """The refinement settings of ``mode`` for ``dimension``-D images; ``refinement`` (a
     :class:`RefinementSettings`) replaces them and ``refine_steps`` replaces their number of steps.
     Raises ValueError naming an unknown mode."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    settings = MODES[mode][dimension] if refinement is None else refinement
+    settings = _mode(mode, dimension).refinement if refinement is None else refinement
     if not isinstance(settings, RefinementSettings):
         raise ValueError(f"refinement must be a RefinementSettings, got {type(settings).__name__}")
     if refine_steps is not None:
         settings = RefinementSettings(**{**settings.__dict__, "steps": refine_steps})
     return settings
+
+
+def coarse_pass_for(mode, dimension, coarse_pass=None):
+    """The coarse-pass factor to use: ``coarse_pass`` when given (1: none), else ``mode``'s; None: none."""
+    factor = _mode(mode, dimension).coarse_pass if coarse_pass is None else coarse_pass
+    return None if factor is None or factor == 1 else factor

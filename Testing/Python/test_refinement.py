@@ -10,7 +10,13 @@ from DIRVNetLib.errors import RegistrationCancelled
 from DIRVNetLib.metrics import endpoint_error, jacobian_statistics
 from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.registration.geometry import WorkingGrid
-from DIRVNetLib.registration.refinement import Landmarks, RefinementSettings, refine_flow
+from DIRVNetLib.registration.refinement import (
+    Landmarks,
+    RefinementSettings,
+    diffusion,
+    diffusion_gradient,
+    refine_flow,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +47,17 @@ def test_refinement_lowers_the_loss_and_the_error_without_folding(small_pair):
     after = endpoint_error(_displacement(flow, fixed), true)["epe_mean_mm"]
     assert after < 0.6 * before, (before, after)
     assert jacobian_statistics(_displacement(flow, fixed))["jacobian_nonpositive_percent"] == 0.0
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 9, 2), (1, 5, 6, 4, 3)])
+def test_the_closed_form_diffusion_gradient_is_the_gradient(shape):
+    import tensorflow as tf
+
+    flow = tf.constant(np.random.default_rng(3).normal(size=shape).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(flow)
+        energy = diffusion(flow)
+    np.testing.assert_allclose(diffusion_gradient(flow), tape.gradient(energy, flow), atol=1e-6)
 
 
 def test_refinement_is_deterministic(small_pair):
@@ -104,6 +121,16 @@ def test_register_modes_progress_and_cancel(small_pair):
         DIRVNetLib.register(fixed, moving, mode="best")
     with pytest.raises(ValueError, match="refine_steps must be a whole number >= 0"):
         DIRVNetLib.register(fixed, moving, refine_steps=-1)
+
+
+def test_the_modes_coarse_pass_and_its_override():
+    from DIRVNetLib.registration.modes import MODES, coarse_pass_for
+
+    assert coarse_pass_for("accurate", 3) == MODES["accurate"][3].coarse_pass > 1
+    assert coarse_pass_for("accurate", 3, 1) is None and coarse_pass_for("accurate", 3, 1.5) == 1.5
+    assert coarse_pass_for("fast", 3) is None and coarse_pass_for("fast", 2, 2.0) == 2.0
+    with pytest.raises(ValueError, match="mode must be one of"):
+        coarse_pass_for("best", 3)
 
 
 def test_a_result_worse_than_the_input_falls_back_to_the_identity(small_pair):
