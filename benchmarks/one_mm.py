@@ -5,7 +5,8 @@
 Cases: ``benchmarks/cases/one_mm.json`` (prepared once into ``OUT/cases``, reused by later runs). Each
 strategy runs in its own worker process (:mod:`DIRVNetLib.benchmark.runner`: a warm-up call, then the
 timed calls; peak memory is the worker's peak resident set during them). Prints one markdown row per
-case and strategy: median seconds, peak memory (GiB), EPE mean / 95th percentile (mm) in the case's
+case and strategy: median seconds, peak memory (GiB; in brackets the increase during the call over the
+worker's resident size before it), EPE mean / 95th percentile (mm) in the case's
 mask, the grids used; writes the rows to ``OUT/one_mm.json``.
 """
 
@@ -70,7 +71,9 @@ def main():
             if row.get("status") != "ok":
                 print(f"| {row['case']} | {strategy} | {row['status']}: {row.get('reason', '')} |", flush=True)
                 continue
-            peak = "-" if row.get("peak_rss_mib") is None else f"{row['peak_rss_mib'] / 1024:.2f}"
+            peak = "-"
+            if row.get("peak_rss_mib") is not None:
+                peak = f"{row['peak_rss_mib'] / 1024:.2f} (+{row['rss_increase_mib'] / 1024:.2f})"
             print(
                 f"| {row['case']} | {strategy} | {row['seconds']:.1f} | {peak} "
                 f"| {row['epe_mean_mm']:.2f} / {row['epe_p95_mm']:.2f} | {_grid(row, 'working_grid')} "
