@@ -5,10 +5,25 @@ network displacements are in voxels of the working grid, at every public boundar
 millimetres in LPS; resampling convention warped(x) = moving(x + u(x)), u defined on the fixed grid.
 """
 
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the API module imports TensorFlow: loaded on the first call only
+    from DIRVNetLib.io.images import ImageInput
+    from DIRVNetLib.registration.api import RegistrationResult
+
 __version__ = "0.1.0"
 
 
-def register(fixed, moving, weights=None, device="auto", **options):
+def register(
+    fixed: ImageInput,
+    moving: ImageInput,
+    weights: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> RegistrationResult:
     """Register ``moving`` to ``fixed``; see :func:`DIRVNetLib.registration.api.register`."""
     from DIRVNetLib.registration.api import register as _register
 

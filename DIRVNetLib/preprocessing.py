@@ -1,10 +1,12 @@
 """Preprocessing every registration and every training image goes through: robust intensity
 normalisation (numpy; every layer may import it)."""
 
+from __future__ import annotations
+
 import numpy as np
 
 
-def normalise_intensity(image, low=1.0, high=99.0):
+def normalise_intensity(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
     """Map the ``low``-th and ``high``-th percentiles to 0 and 1 and clip (robust to outliers).
     Returns a new float32 array (computed in float32, in place: no float64 temporaries)."""
     lo, hi = np.percentile(image, [low, high])

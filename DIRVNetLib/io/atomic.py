@@ -1,13 +1,16 @@
 """Whole-file writes: write to a temporary name in the target folder, then rename."""
 
+from __future__ import annotations
+
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (same suffixes, so writers pick the same format);
     on success rename it to ``path``, on error remove it. ``path``'s folder must exist. The file is
     created with mode 0666 less the umask, as any new file."""

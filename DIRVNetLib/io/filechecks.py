@@ -2,12 +2,15 @@
 is missing with zeros for a short gzip stream or raw NIfTI), that a DICOM series has no missing or
 uneven slices, and capture of ITK's warnings (printed on stderr) so they can be reported."""
 
+from __future__ import annotations
+
 import contextlib
 import gzip
 import re
 import struct
 import sys
 import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +55,7 @@ _META_BYTES = {
 }
 
 
-def check_file_whole(path, role):
+def check_file_whole(path: Path, role: str) -> None:
     """Raise :class:`InputImageError` when ``path`` is a gzip file whose stream is cut short or corrupt,
     or a NIfTI or MetaImage file (or its raw data file) shorter than its header says."""
     path = Path(path)
@@ -73,7 +76,7 @@ def check_file_whole(path, role):
         _check_metaimage(path, role)
 
 
-def _gunzip_head_and_length(path, role):
+def _gunzip_head_and_length(path: Path, role: str) -> tuple[bytes, int]:
     """The first bytes and the length of the decompressed stream (read to its end, in blocks)."""
     length, head = 0, b""
     try:
@@ -89,7 +92,7 @@ def _gunzip_head_and_length(path, role):
     return head, length
 
 
-def _nifti_bytes(head):
+def _nifti_bytes(head: bytes) -> int | None:
     """Header size + voxel data bytes promised by a NIfTI-1/-2 header, or None if ``head`` is not one."""
     for endian in "<>":
         if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348 and head[344:347] in (b"n+1", b"ni1"):
@@ -109,7 +112,7 @@ def _nifti_bytes(head):
     return None
 
 
-def _check_metaimage(path, role):
+def _check_metaimage(path: Path, role: str) -> None:
     """A MetaImage header's data (in the .mha itself or in the file its ElementDataFile names) must hold
     DimSize x channels x element bytes, or CompressedDataSize bytes when compressed."""
     fields, header_bytes = {}, 0
@@ -149,7 +152,7 @@ def _check_metaimage(path, role):
         )
 
 
-def check_dicom_series(folder, files, role):
+def check_dicom_series(folder: Path, files: Sequence[str], role: str) -> None:
     """Refuse a DICOM series with missing or unevenly spaced slices (distances between consecutive slice
     positions, in the order ITK reads them), or a folder holding DICOM files that could not be read into
     the series (truncated)."""
@@ -182,7 +185,7 @@ def check_dicom_series(folder, files, role):
         )
 
 
-def _is_dicom(path):
+def _is_dicom(path: Path) -> bool:
     with open(path, "rb") as handle:
         handle.seek(128)
         return handle.read(4) == b"DICM"
@@ -192,7 +195,7 @@ _ITK_WARNING = re.compile(r"WARNING: In [^\n]*\n(?P<text>.*?)(?:\n\s*\n|\Z)", re
 
 
 @contextlib.contextmanager
-def capture_itk_warnings(warnings):
+def capture_itk_warnings(warnings: list[str]) -> Iterator[None]:
     """Collect ITK's warnings (written to the process's stderr) during the block into the list
     ``warnings`` (one line each); anything else written to stderr meanwhile is passed on."""
     try:

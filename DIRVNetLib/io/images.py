@@ -1,6 +1,9 @@
 """Reading and checking images. Anything SimpleITK reads, plus DICOM series folders."""
 
+from __future__ import annotations
+
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +12,13 @@ import SimpleITK as sitk
 from DIRVNetLib.errors import InputImageError
 from DIRVNetLib.io.filechecks import capture_itk_warnings, check_dicom_series, check_file_whole
 
+PathInput = str | os.PathLike[str]
+"""A file or folder path."""
+ImageInput = sitk.Image | PathInput
+"""An image in memory or the path of one (what ``register`` and ``evaluate`` accept)."""
 
-def read_image(path, role="image", warnings=None):
+
+def read_image(path: PathInput, role: str = "image", warnings: list[str] | None = None) -> sitk.Image:
     """Read ``path`` (a file SimpleITK reads, or a folder holding one DICOM series) as float32.
 
     ``role`` (e.g. "fixed") names the image in error messages. The file is checked whole first
@@ -20,14 +28,14 @@ def read_image(path, role="image", warnings=None):
     return check_image(read_raw(path, role, warnings), f"{role} image {path}")
 
 
-def read_raw(path, role="image", warnings=None):
+def read_raw(path: PathInput, role: str = "image", warnings: list[str] | None = None) -> sitk.Image:
     """``path`` read in its own pixel type, after checking the file holds all the data its header
     promises (:mod:`DIRVNetLib.io.filechecks`) and, for a DICOM folder, that its slices are evenly
     spaced. ITK's warnings while reading go to ``warnings`` (a list) when given, else to the log."""
     path = Path(path)
     if not path.exists():
         raise InputImageError(f"{role} image {path} does not exist")
-    captured = []
+    captured: list[str] = []
     try:
         if path.is_dir():
             with capture_itk_warnings(captured):
@@ -50,7 +58,7 @@ def read_raw(path, role="image", warnings=None):
     return image
 
 
-def _read_dicom_series(path, role):
+def _read_dicom_series(path: Path, role: str) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(path))
     if not series:
@@ -63,12 +71,12 @@ def _read_dicom_series(path, role):
     return reader.Execute()
 
 
-def looks_like_labels(image, max_values=64):
+def looks_like_labels(image: sitk.Image, max_values: int = 64) -> bool:
     """Whether ``image`` looks like a label map: an integer pixel type holding at most ``max_values``
     distinct values."""
     if image.GetNumberOfComponentsPerPixel() != 1 or image.GetPixelID() not in _INTEGER_TYPES:
         return False
-    return np.unique(sitk.GetArrayViewFromImage(image)).size <= max_values
+    return bool(np.unique(sitk.GetArrayViewFromImage(image)).size <= max_values)
 
 
 _INTEGER_TYPES = {
@@ -83,7 +91,7 @@ _INTEGER_TYPES = {
 }
 
 
-def check_image(image, name):
+def check_image(image: object, name: str) -> sitk.Image:
     """Return ``image`` as a float32 scalar image after checking it is usable for registration.
 
     Refuses (naming ``name``): vector/multi-component and 4D images, images with fewer than 2 voxels
@@ -102,17 +110,17 @@ def check_image(image, name):
     if min(image.GetSize()) < 2:
         raise InputImageError(f"{name} has size {image.GetSize()}: every axis needs at least 2 voxels")
     check_geometry(image, name)
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    array = sitk.GetArrayViewFromImage(image)
+    scalar = sitk.Cast(image, sitk.sitkFloat32)
+    array = sitk.GetArrayViewFromImage(scalar)
     if not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise InputImageError(f"{name} has {bad} NaN or Inf voxels")
     if float(array.max()) == float(array.min()):
         raise InputImageError(f"{name} is constant (all voxels {float(array.min())}): nothing to register")
-    return image
+    return scalar
 
 
-def check_geometry(image, name):
+def check_geometry(image: sitk.Image, name: str) -> None:
     """Refuse a grid no registration can use: non-finite or out-of-range spacing (1e-3 to 1e4 mm),
     non-finite origin, non-finite or singular direction."""
     spacing, origin = np.array(image.GetSpacing()), np.array(image.GetOrigin())
@@ -131,7 +139,7 @@ def check_geometry(image, name):
 MIN_SPACING_MM, MAX_SPACING_MM = 1e-3, 1e4
 
 
-def load_training_volume(source, spacing=None):
+def load_training_volume(source: PathInput, spacing: float | None = None) -> np.ndarray:
     """A training volume as a numpy array: a file path, or ``nilearn:mni152_t1`` (the ICBM 2009a
     template shipped inside the installed nilearn package; nothing is downloaded). Resampled to an
     isotropic ``spacing`` (mm) when given."""
@@ -152,7 +160,7 @@ NILEARN_FILES = {
 }
 
 
-def nilearn_file(name):
+def nilearn_file(name: str) -> Path:
     """Path of an image shipped inside the installed nilearn package, by its short name in
     :data:`NILEARN_FILES` (nothing is downloaded)."""
     try:

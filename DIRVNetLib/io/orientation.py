@@ -9,9 +9,12 @@ the three planes shown are sampled. A 2D image is taken as an axial slice (x tow
 Points are LPS mm.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 CONVENTIONS = ("radiological", "neurological")
@@ -33,13 +36,13 @@ class SliceView:
 
     view: str
     array: np.ndarray
-    size_mm: tuple
-    edges: dict
-    position_mm: "float | None"
+    size_mm: tuple[float, float]
+    edges: dict[str, str]
+    position_mm: float | None
     label: str
 
 
-def _signed_permutation(direction: np.ndarray):
+def _signed_permutation(direction: np.ndarray) -> np.ndarray | None:
     """The rounded direction when it is a signed permutation matrix (within 1e-6), else None."""
     rounded = np.round(direction)
     if not np.allclose(direction, rounded, atol=_TOLERANCE):
@@ -49,7 +52,7 @@ def _signed_permutation(direction: np.ndarray):
     return rounded
 
 
-def display_grid(image: sitk.Image):
+def display_grid(image: sitk.Image) -> tuple[sitk.Image, bool]:
     """``(reference, exact)``: an empty float32 image with identity direction (axes towards L, P[, S])
     that views of ``image`` are sampled on. ``exact``: the direction is a signed permutation and the
     reference's voxels are ``image``'s own, reordered (sample with nearest neighbour: same values);
@@ -79,7 +82,7 @@ def display_grid(image: sitk.Image):
     return reference, permutation is not None
 
 
-def _sample(image, reference, exact):
+def _sample(image: sitk.Image, reference: sitk.Image, exact: bool) -> np.ndarray:
     """``image`` sampled on ``reference`` as a float32 array (NaN outside ``image``)."""
     interpolator = sitk.sitkNearestNeighbor if exact else sitk.sitkLinear
     return sitk.GetArrayFromImage(
@@ -94,7 +97,7 @@ def _sample(image, reference, exact):
     )
 
 
-def _edges(view: str, convention: str) -> dict:
+def _edges(view: str, convention: str) -> dict[str, str]:
     if view == "sagittal":
         return {"top": "S", "bottom": "I", "left": "A", "right": "P"}
     left, right = ("R", "L") if convention == "radiological" else ("L", "R")
@@ -108,7 +111,9 @@ def _position_label(axis: int, coordinate: float) -> str:
     return f"{letter} {abs(coordinate):.1f} mm"
 
 
-def anatomical_slices(image: sitk.Image, point=None, convention: str = "radiological") -> list:
+def anatomical_slices(
+    image: sitk.Image, point: npt.ArrayLike | None = None, convention: str = "radiological"
+) -> list[SliceView]:
     """The axial, coronal and sagittal :class:`SliceView` of ``image`` through ``point`` (LPS mm; None:
     the image's centre); a 2D image gives one axial view. ``convention``: "radiological" (the
     patient's right on the screen's left, as Slicer) or "neurological". A point outside the image is

@@ -14,6 +14,8 @@ Since the folder is replaced as a whole, it must be new, empty, or hold only a p
 computed.
 """
 
+from __future__ import annotations
+
 import contextlib
 import ctypes
 import ctypes.util
@@ -25,20 +27,22 @@ import shutil
 import signal
 import stat
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 from DIRVNetLib.errors import OutputFolderError
 
 _STAGING = re.compile(r"^\.(?P<name>.+)\.dirvnet-(?P<state>partial|complete|old)-(?P<pid>\d+)-[0-9a-f]+$")
 
 
-def _staging_name(folder, state):
+def _staging_name(folder: Path, state: str) -> Path:
     return folder.parent / f".{folder.name}.dirvnet-{state}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _staged(folder):
+def _staged(folder: Path) -> list[tuple[str, int, Path]]:
     """``[(state, pid, path)]`` of the staging folders of ``folder`` lying beside it."""
-    found = []
+    found: list[tuple[str, int, Path]] = []
     if not folder.parent.is_dir():
         return found
     for entry in folder.parent.iterdir():
@@ -48,7 +52,7 @@ def _staged(folder):
     return found
 
 
-def _alive(pid):
+def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -60,7 +64,7 @@ def _alive(pid):
     return True
 
 
-def recover(folder):
+def recover(folder: str | os.PathLike[str]) -> str | None:
     """Finish or undo a commit into ``folder`` that a killed run left half-done, and remove the staging
     folders of runs that are no longer alive. Returns what was done, as a sentence (or None)."""
     folder = Path(folder)
@@ -79,7 +83,7 @@ def recover(folder):
     return done
 
 
-def _exchange_function():
+def _exchange_function() -> Callable[..., int] | None:
     """libc's ``renameat2`` where it exists (Linux, glibc >= 2.28), else None."""
     if not hasattr(os, "uname") or os.uname().sysname != "Linux":
         return None
@@ -97,7 +101,7 @@ _RENAMEAT2 = _exchange_function()
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
-def exchange(a, b):
+def exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     """Swap two existing paths atomically; False where the system or file system cannot."""
     if _RENAMEAT2 is None:
         return False
@@ -109,7 +113,7 @@ def exchange(a, b):
     raise OSError(code, os.strerror(code), str(b))
 
 
-def _fsync(path, directory=False):
+def _fsync(path: str | os.PathLike[str], directory: bool = False) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory and hasattr(os, "O_DIRECTORY") else 0))
     except OSError:
@@ -123,12 +127,12 @@ def _fsync(path, directory=False):
 
 
 @contextlib.contextmanager
-def _deferred_interrupts():
+def _deferred_interrupts() -> Iterator[None]:
     """Hold SIGINT/SIGTERM/SIGHUP until the block ends (main thread only), then raise KeyboardInterrupt."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
+    received: list[int] = []
     numbers = [n for n in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if n is not None]
     kept = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in numbers}
     try:
@@ -148,14 +152,19 @@ class OutputSet:
     computing. Use as a context manager: leaving it without :meth:`commit` discards the staging folder.
     """
 
-    def __init__(self, folder, names, inputs=()):
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        names: Iterable[str],
+        inputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = (),
+    ) -> None:
         self.folder = Path(os.path.abspath(folder))
         if self.folder.is_symlink():
             self.folder = self.folder.resolve()
         self.names = frozenset(names)
         self.recovered = recover(self.folder)
         self._check(inputs)
-        self.staging = _staging_name(self.folder, "partial")
+        self.staging: Path | None = _staging_name(self.folder, "partial")
         try:
             os.mkdir(self.staging, 0o777)  # the umask applies, as for any new folder
             if self.folder.is_dir():
@@ -170,14 +179,14 @@ class OutputSet:
             self.discard()
             raise
 
-    def _check(self, inputs):
+    def _check(self, inputs: Iterable[tuple[str, str | os.PathLike[str] | None]]) -> None:
         folder = self.folder
         if folder.exists() and not folder.is_dir():
             raise OutputFolderError(f"output folder {folder} is a file; give a folder (new, or of an earlier run)")
         if not folder.parent.is_dir():
             folder.parent.mkdir(parents=True, exist_ok=True)
-        for role, path in inputs:
-            path = Path(os.path.abspath(path)).resolve() if path is not None else None
+        for role, given in inputs:
+            path = Path(os.path.abspath(given)).resolve() if given is not None else None
             if path is not None and (path == folder or folder in path.parents):
                 raise OutputFolderError(
                     f"the {role} image {path} lies inside the output folder {folder}, which is replaced as a "
@@ -199,23 +208,29 @@ class OutputSet:
                 "as a whole, so choose a new or empty folder (or one an earlier run wrote)"
             )
 
-    def path(self, name):
+    def path(self, name: str) -> Path:
         """Where to write output ``name`` (inside the staging folder)."""
         if name not in self.names:
             raise ValueError(f"{name} is not one of the output set's names {sorted(self.names)}")
-        return self.staging / name
+        return self._staging() / name
 
-    def commit(self):
+    def _staging(self) -> Path:
+        if self.staging is None:
+            raise ValueError(f"the output set of {self.folder} was already committed or discarded")
+        return self.staging
+
+    def commit(self) -> None:
         """Make the staged files the output folder's content in one step (the previous set is removed)."""
-        for entry in self.staging.iterdir():
+        staging = self._staging()
+        for entry in staging.iterdir():
             _fsync(entry)
-        _fsync(self.staging, directory=True)
+        _fsync(staging, directory=True)
         with _deferred_interrupts():
             self._swap()
 
-    def _swap(self):
+    def _swap(self) -> None:
         complete = _staging_name(self.folder, "complete")
-        os.rename(self.staging, complete)
+        os.rename(self._staging(), complete)
         self.staging = complete
         if not self.folder.exists():
             os.rename(complete, self.folder)
@@ -229,14 +244,14 @@ class OutputSet:
         _fsync(self.folder.parent, directory=True)
         self.staging = None
 
-    def discard(self):
+    def discard(self) -> None:
         if self.staging is not None and self.staging.exists():
             shutil.rmtree(self.staging, ignore_errors=True)
         self.staging = None
 
-    def __enter__(self):
+    def __enter__(self) -> OutputSet:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.discard()
         return False

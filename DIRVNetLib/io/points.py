@@ -11,11 +11,15 @@ Supported files:
 RAS -> LPS negates x and y.
 """
 
+from __future__ import annotations
+
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from DIRVNetLib.errors import PointsError
@@ -24,7 +28,7 @@ _RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
 _UNITS_TO_MM = {"mm": 1.0, "um": 1e-3}
 
 
-def _coordinate_system(value, path) -> str:
+def _coordinate_system(value: object, path: Path) -> str:
     text = str(value).strip().upper()
     mapping = {"RAS": "RAS", "0": "RAS", "LPS": "LPS", "1": "LPS"}
     if text not in mapping:
@@ -79,13 +83,13 @@ def _read_fcsv(path: Path) -> np.ndarray:
         ix = [columns.index(c) for c in ("x", "y", "z")] if columns else [1, 2, 3]
     except ValueError:
         raise PointsError(f"{path}: the '# columns =' header has no x, y, z columns") from None
-    points = []
+    rows_read = []
     for n, row in enumerate(rows):
         try:
-            points.append([float(row[i]) for i in ix])
+            rows_read.append([float(row[i]) for i in ix])
         except (IndexError, ValueError):
             raise PointsError(f"{path}: point row {n + 1} has no numeric x, y, z: {row}") from None
-    points = np.array(points, dtype=np.float64).reshape(-1, 3)
+    points = np.array(rows_read, dtype=np.float64).reshape(-1, 3)
     return points * _RAS_TO_LPS if system == "RAS" else points
 
 
@@ -115,7 +119,7 @@ def _read_plain_csv(path: Path) -> np.ndarray:
     return np.array(points, dtype=np.float64)
 
 
-def read_points(path, dimension=None) -> np.ndarray:
+def read_points(path: str | os.PathLike[str], dimension: int | None = None) -> np.ndarray:
     """Points of a landmark file as an (N, dim) float64 array in LPS millimetres.
 
     The format follows the suffix (see the module docstring). ``dimension=2`` keeps x, y of 3D
@@ -147,7 +151,7 @@ def read_points(path, dimension=None) -> np.ndarray:
     return points
 
 
-def as_points(points, name, dimension=None) -> np.ndarray:
+def as_points(points: str | Path | npt.ArrayLike, name: str, dimension: int | None = None) -> np.ndarray:
     """``points`` (a point file path or an (N, dimension) array-like, LPS mm) as a float64 array;
     ``name`` names them in errors."""
     if isinstance(points, (str, Path)):
@@ -163,7 +167,11 @@ def as_points(points, name, dimension=None) -> np.ndarray:
     return array
 
 
-def point_pairs(fixed_points, moving_points, fixed_image: sitk.Image) -> tuple:
+def point_pairs(
+    fixed_points: str | Path | npt.ArrayLike,
+    moving_points: str | Path | npt.ArrayLike,
+    fixed_image: sitk.Image,
+) -> tuple[np.ndarray, np.ndarray]:
     """Checked corresponding points ``(fixed (N, dim), moving (N, dim))`` in LPS mm: paths or arrays.
 
     Every fixed point p_i pairs with moving point q_i (the registration should map p_i to q_i).

@@ -1,11 +1,14 @@
 """Capture of what native libraries (ITK, TensorFlow) write to the process's stderr (file descriptor 2),
 so it can be reported, filtered or passed on."""
 
+from __future__ import annotations
+
 import contextlib
 import os
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 
 
 class Captured:
@@ -18,7 +21,7 @@ _LOCK = threading.RLock()  # descriptor 2 is the process's: one capture at a tim
 
 
 @contextlib.contextmanager
-def captured_stderr():
+def captured_stderr() -> Iterator[Captured]:
     """Redirect file descriptor 2 (where native code writes, whatever ``sys.stderr`` is) to a temporary
     file for the block; yields a :class:`Captured`. Without a descriptor 2 nothing is captured. Captures
     in other threads wait for this one to end."""
@@ -26,7 +29,7 @@ def captured_stderr():
         yield from _capture()
 
 
-def _capture():
+def _capture() -> Iterator[Captured]:
     captured = Captured()
     fd = 2
     try:

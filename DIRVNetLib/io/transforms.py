@@ -1,5 +1,8 @@
 """Writing displacement fields: ITK displacement-field transform (.h5/.tfm) and vector images (NRRD/NIfTI)."""
 
+from __future__ import annotations
+
+import os
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -7,13 +10,13 @@ import SimpleITK as sitk
 from DIRVNetLib.io.atomic import atomic_path
 
 
-def write_transform(transform, path):
+def write_transform(transform: sitk.Transform, path: str | os.PathLike[str]) -> None:
     """Write an ITK transform file (format from the suffix: .h5, .tfm, .txt) whole."""
     with atomic_path(path) as tmp:
         sitk.WriteTransform(transform, str(tmp))
 
 
-def write_image(image, path, compress=True):
+def write_image(image: sitk.Image, path: str | os.PathLike[str], compress: bool = True) -> None:
     """Write an image (a displacement field as a vector image: NRRD "vector" kind, LPS) whole."""
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
@@ -23,7 +26,7 @@ TRANSFORM_SUFFIXES = (".h5", ".hdf5", ".tfm", ".txt", ".mat")
 """Suffixes read as ITK transform files; anything else is read as a vector image."""
 
 
-def read_displacement(path, reference=None):
+def read_displacement(path: str | os.PathLike[str], reference: sitk.Image | None = None) -> sitk.Image:
     """A displacement field (sitkVectorFloat64, LPS mm, pull convention) from a transform file or a
     vector image; ValueError naming the file when it is missing, unreadable or of the wrong dimension.
 

@@ -5,15 +5,20 @@ metadata.json holds ``dimension``, ``description``, ``training`` (data, command,
 :func:`config_sha256`); both are checked on every load, so every file that changes the result is covered.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 import DIRVNetLib
 from DIRVNetLib.errors import WeightSetError
@@ -29,30 +34,30 @@ class WeightSet:
     """A loaded weight set: network config, ``{name: array}`` weights, metadata, and where it came from."""
 
     config: NetworkConfig
-    weights: dict
-    metadata: dict
+    weights: dict[str, np.ndarray]
+    metadata: dict[str, Any]
     path: Path
 
     @property
-    def name(self):
+    def name(self) -> str:
         return self.path.name
 
     @property
-    def dimension(self):
+    def dimension(self) -> int:
         return self.config.ndim
 
     @property
-    def description(self):
-        return self.metadata.get("description", "")
+    def description(self) -> str:
+        return str(self.metadata.get("description", ""))
 
     @property
-    def checksum(self):
+    def checksum(self) -> str:
         """sha256 of the network config and the weights together (what determines the result)."""
         both = f"{self.metadata.get('config_sha256')}:{self.metadata['weights_sha256']}"
         return hashlib.sha256(both.encode()).hexdigest()
 
 
-def bundled_directories():
+def bundled_directories() -> list[Path]:
     """Folders searched for bundled weight sets: ``$DIRVNET_WEIGHTS_DIR``, then ``model_weights/``
     inside the installed package, then next to it (source checkout and Slicer module layout)."""
     package = Path(DIRVNetLib.__file__).resolve().parent
@@ -72,7 +77,7 @@ class WeightSetInfo:
     path: Path
 
 
-def read_info(folder):
+def read_info(folder: str | os.PathLike[str]) -> WeightSetInfo:
     """Describe the weight set in ``folder`` (raises :class:`WeightSetError`)."""
     folder = Path(folder)
     metadata = _read_json(folder / "metadata.json", "metadata")
@@ -82,9 +87,9 @@ def read_info(folder):
         raise WeightSetError(f"weight set metadata {folder / 'metadata.json'} has no valid 'dimension'") from e
 
 
-def bundled_infos():
+def bundled_infos() -> list[WeightSetInfo]:
     """The bundled weight sets (the first folder holding a name wins), sorted by name."""
-    found = {}
+    found: dict[str, WeightSetInfo] = {}
     for directory in bundled_directories():
         for child in sorted(directory.iterdir()):
             if child.name not in found and (child / "metadata.json").is_file():
@@ -92,9 +97,11 @@ def bundled_infos():
     return [found[name] for name in sorted(found)]
 
 
-def resolve(weights, dimension):
+def resolve(weights: str | os.PathLike[str] | None, dimension: int | None) -> Path:
     """Path of a weight set given ``None`` (bundled default for ``dimension``), a bundled name, or a folder."""
     if weights is None:
+        if dimension is None:
+            raise WeightSetError("no weight set given and no image dimension to choose the bundled default for")
         weights = DEFAULT_FOR_DIMENSION[dimension]
     path = Path(weights)
     if path.is_dir():
@@ -106,12 +113,12 @@ def resolve(weights, dimension):
     raise WeightSetError(f"weight set '{weights}' not found: neither a folder nor a bundled name (bundled: {names})")
 
 
-def describe(weights):
+def describe(weights: str | os.PathLike[str]) -> WeightSetInfo:
     """:class:`WeightSetInfo` of a weight-set folder or a bundled name."""
     return read_info(resolve(weights, dimension=None))
 
 
-def sha256_of(path):
+def sha256_of(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -119,13 +126,13 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def config_sha256(config_dict):
+def config_sha256(config_dict: Mapping[str, Any]) -> str:
     """sha256 of a network config's values: its JSON with sorted keys and no spaces, so that reformatting
     or line endings do not change it, but any value does."""
     return hashlib.sha256(json.dumps(config_dict, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _read_json(path, what):
+def _read_json(path: str | os.PathLike[str], what: str) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError as e:
@@ -134,7 +141,7 @@ def _read_json(path, what):
         raise WeightSetError(f"weight set {what} {path} is unreadable: {e}") from e
 
 
-def load_weight_set(path):
+def load_weight_set(path: str | os.PathLike[str]) -> WeightSet:
     """Load and verify the weight set in folder ``path`` (raises :class:`WeightSetError`)."""
     path = Path(path)
     if not path.is_dir():
@@ -165,7 +172,7 @@ def load_weight_set(path):
     return WeightSet(config=config, weights=_arrays(weights_path, actual), metadata=metadata, path=path)
 
 
-def _check_config(path, metadata, config_dict):
+def _check_config(path: Path, metadata: Mapping[str, Any], config_dict: Mapping[str, Any]) -> None:
     """Compare config.json's values with metadata's ``config_sha256`` (sets saved before it existed
     carry none: they load with a logged warning)."""
     expected = metadata.get("config_sha256")
@@ -180,10 +187,12 @@ def _check_config(path, metadata, config_dict):
         )
 
 
-_ARRAYS = {}  # sha256 of a weight file -> its arrays (read-only): a verified file is unpacked once
+_ARRAYS: dict[
+    str, dict[str, np.ndarray]
+] = {}  # sha256 of a weight file -> its arrays (read-only): a verified file is unpacked once
 
 
-def _arrays(weights_path, sha256):
+def _arrays(weights_path: Path, sha256: str) -> dict[str, np.ndarray]:
     """``{name: read-only array}`` of the weight file whose content has hash ``sha256`` (just checked)."""
     if sha256 not in _ARRAYS:
         try:
@@ -197,14 +206,21 @@ def _arrays(weights_path, sha256):
     return dict(_ARRAYS[sha256])
 
 
-def save_weight_set(path, config, weights, description, training):
+def save_weight_set(
+    path: str | os.PathLike[str],
+    config: NetworkConfig,
+    weights: Mapping[str, npt.ArrayLike],
+    description: str,
+    training: Mapping[str, Any],
+) -> dict[str, Any]:
     """Write a weight set folder (each file whole); ``training`` is a JSON-able dict (data, command,
     figures). Returns the metadata written."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     with atomic_path(path / WEIGHTS_FILE) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, **{name: np.asarray(value, np.float32) for name, value in weights.items()})
+            arrays = {name: np.asarray(value, np.float32) for name, value in weights.items()}
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as savez's options
         digest = sha256_of(tmp)
     metadata = {
         "dimension": config.ndim,

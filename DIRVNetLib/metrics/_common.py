@@ -4,10 +4,18 @@ Grids are compared with :meth:`DIRVNetLib.grid.Grid.same_as`: in physical terms,
 absorb the float32 rounding of NIfTI/NRRD headers.
 """
 
+from __future__ import annotations
+
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from DIRVNetLib.grid import Grid
+
+ImageOrArray = sitk.Image | npt.ArrayLike
+"""A scalar SimpleITK image, or an array in numpy order ([z, y, x])."""
+Mask = sitk.Image | npt.ArrayLike | None
+"""A mask (nonzero = inside) as a label image or an array; None = every voxel."""
 
 
 def check_same_grid(a: sitk.Image, b: sitk.Image, name_a: str, name_b: str) -> None:
@@ -20,7 +28,7 @@ def check_same_grid(a: sitk.Image, b: sitk.Image, name_a: str, name_b: str) -> N
         )
 
 
-def check_displacement(displacement, name: str = "displacement") -> None:
+def check_displacement(displacement: object, name: str = "displacement") -> None:
     """Raise ValueError unless ``displacement`` is a SimpleITK vector image with dim components."""
     if not isinstance(displacement, sitk.Image):
         raise TypeError(f"{name} must be a SimpleITK vector image, got {type(displacement).__name__}")
@@ -40,7 +48,7 @@ def displacement_array(displacement: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(displacement).astype(np.float64, copy=False)
 
 
-def scalar_view(image, name: str) -> np.ndarray:
+def scalar_view(image: ImageOrArray, name: str) -> np.ndarray:
     """Array of a scalar SimpleITK image (a read-only view, its own pixel type) or array-like."""
     if isinstance(image, sitk.Image):
         if image.GetNumberOfComponentsPerPixel() != 1:
@@ -51,7 +59,7 @@ def scalar_view(image, name: str) -> np.ndarray:
     return np.asarray(image)
 
 
-def label_array(image, name: str) -> np.ndarray:
+def label_array(image: ImageOrArray, name: str) -> np.ndarray:
     """Integer label array of a scalar SimpleITK image or array-like."""
     if isinstance(image, sitk.Image):
         if image.GetNumberOfComponentsPerPixel() != 1:
@@ -69,7 +77,7 @@ def label_array(image, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def check_pair(a, b, name_a: str, name_b: str) -> None:
+def check_pair(a: ImageOrArray, b: ImageOrArray, name_a: str, name_b: str) -> None:
     """Grid check when both are SimpleITK images; shape check happens on the arrays."""
     if isinstance(a, sitk.Image) and isinstance(b, sitk.Image):
         check_same_grid(a, b, name_a, name_b)
@@ -83,7 +91,9 @@ def check_shapes(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None
         )
 
 
-def mask_array(mask, shape, reference=None, name: str = "mask") -> np.ndarray:
+def mask_array(
+    mask: Mask, shape: tuple[int, ...], reference: sitk.Image | None = None, name: str = "mask"
+) -> np.ndarray:
     """Boolean mask (nonzero = inside) of numpy shape ``shape``.
 
     ``mask`` is a SimpleITK label image (checked against ``reference``'s grid when given) or an

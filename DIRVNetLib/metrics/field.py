@@ -6,19 +6,22 @@ point map is p -> p + u(p) (warped(p) = moving(p + u(p))). Returned arrays are i
 ([z, y, x]) on the field's grid.
 """
 
+from __future__ import annotations
+
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from DIRVNetLib.grid import Grid
 
-from ._common import check_displacement, check_same_grid, displacement_array, mask_array
+from ._common import Mask, check_displacement, check_same_grid, displacement_array, mask_array
 
 # Voxels per slab of jacobian_determinant: its temporaries then stay near the CPU caches, and small
 # images are one slab.
 _SLAB_VOXELS = 1 << 18
 
 
-def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarray:
+def jacobian_determinant(displacement: sitk.Image, dtype: npt.DTypeLike = np.float64) -> np.ndarray:
     """Determinant of the Jacobian of p -> p + u(p), per voxel, numpy order, same grid.
 
     du/dp is computed in physical units: central differences in index space (as ``np.gradient``,
@@ -46,7 +49,7 @@ def jacobian_determinant(displacement: sitk.Image, dtype=np.float64) -> np.ndarr
     return det
 
 
-def _central_differences(x):
+def _central_differences(x: np.ndarray) -> list[np.ndarray]:
     """Derivative of ``x`` along each of its axes, as ``np.gradient`` (unit spacing, one-sided at the
     ends, the same values) but faster: written into preallocated arrays."""
     derivatives = []
@@ -61,12 +64,12 @@ def _central_differences(x):
     return derivatives
 
 
-def _along(axis, start, stop):
+def _along(axis: int, start: int | None, stop: int | None) -> tuple[slice, ...]:
     """Index selecting ``start:stop`` along ``axis``."""
     return (slice(None),) * axis + (slice(start, stop),)
 
 
-def _determinant(u, to_index, dtype):
+def _determinant(u: np.ndarray, to_index: np.ndarray, dtype: npt.DTypeLike) -> np.ndarray:
     """J of a block ``u`` (*spatial, dim) of the field (differences one-sided at the block's ends)."""
     dim = u.shape[-1]
     # J[c][j] = delta_cj + sum_i d u_c / d index_i * to_index[i, j], index i in (x, y, z) order =
@@ -94,7 +97,9 @@ def _determinant(u, to_index, dtype):
     )
 
 
-def jacobian_statistics(displacement: sitk.Image, mask=None, dtype=np.float64) -> dict:
+def jacobian_statistics(
+    displacement: sitk.Image, mask: Mask = None, dtype: npt.DTypeLike = np.float64
+) -> dict[str, float]:
     """Summary of the Jacobian determinant J of p -> p + u(p) over ``mask`` (all voxels if None).
 
     Keys:
@@ -122,7 +127,7 @@ def jacobian_statistics(displacement: sitk.Image, mask=None, dtype=np.float64) -
     }
 
 
-def endpoint_error(displacement: sitk.Image, true_displacement: sitk.Image, mask=None) -> dict:
+def endpoint_error(displacement: sitk.Image, true_displacement: sitk.Image, mask: Mask = None) -> dict[str, float]:
     """End-point error |u - u_true| (Euclidean, mm) between two fields on the same grid.
 
     Returns ``epe_mean_mm``, ``epe_median_mm``, ``epe_p95_mm``, ``epe_max_mm`` over ``mask``
@@ -143,7 +148,7 @@ def endpoint_error(displacement: sitk.Image, true_displacement: sitk.Image, mask
     }
 
 
-def largest_displacement_point(displacement: sitk.Image, smoothing_mm: float = 5.0) -> tuple:
+def largest_displacement_point(displacement: sitk.Image, smoothing_mm: float = 5.0) -> tuple[float, ...]:
     """The physical point (LPS mm) where |u| smoothed with a Gaussian of ``smoothing_mm`` is largest:
     the centre of the region the registration changed most (ties: the first in array order)."""
     check_displacement(displacement)

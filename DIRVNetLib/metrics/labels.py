@@ -3,10 +3,15 @@
 Label maps are scalar integer images, 0 = background. Distances are physical millimetres.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
-from ._common import check_displacement, check_pair, check_shapes, label_array
+from ._common import ImageOrArray, check_displacement, check_pair, check_shapes, label_array
 
 
 def displacement_transform(displacement: sitk.Image) -> sitk.DisplacementFieldTransform:
@@ -51,14 +56,14 @@ def warp_labels(labels: sitk.Image, displacement: sitk.Image) -> sitk.Image:
     return resampler.Execute(labels)
 
 
-def _label_pair(a, b):
+def _label_pair(a: ImageOrArray, b: ImageOrArray) -> tuple[np.ndarray, np.ndarray]:
     check_pair(a, b, "a", "b")
     xa, xb = label_array(a, "a"), label_array(b, "b")
     check_shapes(xa, xb, "a", "b")
     return xa, xb
 
 
-def _select_labels(xa, xb, labels):
+def _select_labels(xa: np.ndarray, xb: np.ndarray, labels: npt.ArrayLike | None) -> list[int]:
     if labels is None:
         common = np.intersect1d(np.unique(xa), np.unique(xb))
         chosen = [int(v) for v in common if v != 0]
@@ -71,12 +76,12 @@ def _select_labels(xa, xb, labels):
     return chosen
 
 
-def _mean_defined(per_label: dict) -> float:
+def _mean_defined(per_label: dict[int, float]) -> float:
     values = [v for v in per_label.values() if not np.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
 
 
-def dice(a, b, labels=None) -> dict:
+def dice(a: ImageOrArray, b: ImageOrArray, labels: npt.ArrayLike | None = None) -> dict[str, Any]:
     """Dice overlap 2|A∩B| / (|A| + |B|) per label.
 
     ``a``, ``b``: label images on the same grid (SimpleITK images or arrays). ``labels``: labels to
@@ -84,7 +89,7 @@ def dice(a, b, labels=None) -> dict:
     (left out of the mean). Returns {"per_label": {label: dice}, "dice_mean": mean}.
     """
     xa, xb = _label_pair(a, b)
-    per_label = {}
+    per_label: dict[int, float] = {}
     for label in _select_labels(xa, xb, labels):
         in_a, in_b = xa == label, xb == label
         total = np.count_nonzero(in_a) + np.count_nonzero(in_b)
@@ -109,7 +114,7 @@ def _distance_to(surface: sitk.Image) -> np.ndarray:
     return np.abs(sitk.GetArrayFromImage(distance))
 
 
-def hausdorff95(a, b, labels=None) -> dict:
+def hausdorff95(a: ImageOrArray, b: ImageOrArray, labels: npt.ArrayLike | None = None) -> dict[str, Any]:
     """95th-percentile symmetric Hausdorff distance (mm) per label, between label surfaces.
 
     Surfaces are the face-connected boundary voxels of each label; distances use physical spacing
@@ -123,7 +128,7 @@ def hausdorff95(a, b, labels=None) -> dict:
     if reference is None:
         raise TypeError("hausdorff95 needs physical spacing: pass at least one SimpleITK image")
     xa, xb = _label_pair(a, b)
-    per_label = {}
+    per_label: dict[int, float] = {}
     for label in _select_labels(xa, xb, labels):
         in_a, in_b = xa == label, xb == label
         if not in_a.any() or not in_b.any():

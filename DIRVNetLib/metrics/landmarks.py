@@ -1,19 +1,28 @@
 """Target registration error of corresponding points (LPS mm). Point files: :mod:`DIRVNetLib.io.points`."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from .labels import displacement_transform
 
 
-def _as_points(points, name):
+def _as_points(points: npt.ArrayLike, name: str) -> tuple[np.ndarray, str]:
     arr = np.array(points, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise ValueError(f"{name} must be an (N, dim) array of points, got shape {arr.shape}")
     return arr, name
 
 
-def target_registration_error(fixed_points, moving_points, transform_or_displacement) -> dict:
+def target_registration_error(
+    fixed_points: npt.ArrayLike,
+    moving_points: npt.ArrayLike,
+    transform_or_displacement: sitk.Image | sitk.Transform,
+) -> dict[str, Any]:
     """Target registration error (mm) of corresponding landmarks.
 
     Each fixed point p (LPS mm) is mapped to p + u(p) and compared with its moving point:
@@ -32,6 +41,7 @@ def target_registration_error(fixed_points, moving_points, transform_or_displace
             f"dimension {fixed.shape[1]}, {moving_name} holds {moving.shape[0]} of "
             f"dimension {moving.shape[1]}"
         )
+    transform: sitk.Transform
     if isinstance(transform_or_displacement, sitk.Image):
         transform = displacement_transform(transform_or_displacement)
     elif isinstance(transform_or_displacement, sitk.Transform):

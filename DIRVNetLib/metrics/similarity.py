@@ -4,15 +4,17 @@ Inputs are scalar SimpleITK images (grids must match) or arrays of equal shape; 
 SimpleITK label image on the same grid or an array, nonzero = voxels used (None = all voxels).
 """
 
+from __future__ import annotations
+
 import numpy as np
 import SimpleITK as sitk
 
-from ._common import check_pair, check_shapes, mask_array, scalar_view
+from ._common import ImageOrArray, Mask, check_pair, check_shapes, mask_array, scalar_view
 
 _CHUNK = 1 << 18  # voxels per block of the accumulations: blocks stay in cache, no whole-image temporaries
 
 
-def _values(mask, **images):
+def _values(mask: Mask, **images: ImageOrArray) -> list[np.ndarray]:
     """Flat arrays of the named images (in their own pixel types: views of SimpleITK images where
     possible, never modified) over ``mask``; grids and shapes must match the first image's (errors
     name the images)."""
@@ -29,7 +31,7 @@ def _values(mask, **images):
     return [array[inside] for array in arrays]
 
 
-def ncc(a, b, mask=None) -> float:
+def ncc(a: ImageOrArray, b: ImageOrArray, mask: Mask = None) -> float:
     """Global normalised cross-correlation in [-1, 1] (Pearson correlation of the intensities).
 
     Invariant to affine intensity changes with positive slope. NaN when either image is constant
@@ -38,12 +40,12 @@ def ncc(a, b, mask=None) -> float:
     return _compare(*_values(mask, a=a, b=b), bins=2)[0]["ncc"]
 
 
-def mse(a, b, mask=None) -> float:
+def mse(a: ImageOrArray, b: ImageOrArray, mask: Mask = None) -> float:
     """Mean squared intensity difference (intensity units squared)."""
     return _compare(*_values(mask, a=a, b=b), bins=2)[0]["mse"]
 
 
-def mutual_information(a, b, bins: int = 32, mask=None) -> float:
+def mutual_information(a: ImageOrArray, b: ImageOrArray, bins: int = 32, mask: Mask = None) -> float:
     """Mutual information in nats from a joint histogram with ``bins`` x ``bins`` equal-width bins
     spanning each image's own intensity range inside the mask. 0 for independent images; for
     identical images it equals the entropy of the binned intensities.
@@ -51,7 +53,9 @@ def mutual_information(a, b, bins: int = 32, mask=None) -> float:
     return _compare(*_values(mask, a=a, b=b), bins=_check_bins(bins))[0]["mi"]
 
 
-def similarity_report(fixed, moving_resampled, warped, mask=None, bins: int = 32) -> dict:
+def similarity_report(
+    fixed: ImageOrArray, moving_resampled: ImageOrArray, warped: ImageOrArray, mask: Mask = None, bins: int = 32
+) -> dict[str, float]:
     """Similarity before and after registration.
 
     "before": ``fixed`` vs ``moving_resampled`` (the moving image resampled onto the fixed grid
@@ -72,7 +76,7 @@ def similarity_report(fixed, moving_resampled, warped, mask=None, bins: int = 32
     }
 
 
-def _compare(reference, *others, bins):
+def _compare(reference: np.ndarray, *others: np.ndarray, bins: int) -> list[dict[str, float]]:
     """``[{"ncc", "mse", "mi"}]`` of flat ``reference`` against each of ``others`` (same length).
 
     Two passes over blocks of :data:`_CHUNK` values, in float64: the means and ranges, then the
@@ -112,7 +116,7 @@ def _compare(reference, *others, bins):
     return results
 
 
-def _summary(values):
+def _summary(values: np.ndarray) -> tuple[float, float, float]:
     """Mean, minimum and maximum (float64) of a flat array, block by block."""
     total, low, high = 0.0, np.inf, -np.inf
     for start in range(0, values.size, _CHUNK):
@@ -122,13 +126,13 @@ def _summary(values):
     return total / values.size, float(low), float(high)
 
 
-def _check_bins(bins):
+def _check_bins(bins: int) -> int:
     if int(bins) < 2:
         raise ValueError(f"bins must be at least 2, got {bins}")
     return int(bins)
 
 
-def _mutual_information(joint, bins):
+def _mutual_information(joint: np.ndarray, bins: int) -> float:
     """MI (nats) of a flat ``bins * bins`` joint histogram of counts (row = reference bin)."""
     p_ab = joint.reshape(bins, bins) / joint.sum()
     p_a = p_ab.sum(axis=1, keepdims=True)
@@ -137,7 +141,7 @@ def _mutual_information(joint, bins):
     return float(max(0.0, np.sum(p_ab[nz] * np.log(p_ab[nz] / (p_a @ p_b)[nz]))))
 
 
-def _bin_index(x, bins, low, high):
+def _bin_index(x: np.ndarray, bins: int, low: float, high: float) -> np.ndarray:
     """Equal-width bin (0 .. bins - 1) of every value of float64 ``x`` over ``[low, high]``, the
     maximum in the last bin (as ``np.histogram``)."""
     if high == low:

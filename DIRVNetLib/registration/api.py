@@ -5,14 +5,23 @@ convention ``warped(p) = moving(p + u(p))`` (ITK displacement-field transform, S
 "transform from parent").
 """
 
+from __future__ import annotations
+
 import dataclasses
+import os
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 import tensorflow as tf
 
 from DIRVNetLib.errors import InputImageError, PointsError, WeightSetError
+from DIRVNetLib.io.images import ImageInput
 from DIRVNetLib.io.points import point_pairs
 from DIRVNetLib.io.resample import coarser_reference, resample_like, warp_image
 from DIRVNetLib.io.weights import load_weight_set, resolve
@@ -28,8 +37,8 @@ from DIRVNetLib.registration.memory import check_memory
 from DIRVNetLib.registration.modes import DEFAULT_MODE, coarse_pass_for, settings_for
 from DIRVNetLib.registration.point_correction import correct_with_points
 from DIRVNetLib.registration.point_refinement import refine_near_points
-from DIRVNetLib.registration.progress import UnitMonitor
-from DIRVNetLib.registration.refinement import refine_flow
+from DIRVNetLib.registration.progress import Progress, UnitMonitor
+from DIRVNetLib.registration.refinement import RefinementSettings, refine_flow
 
 _NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip building and tracing
 
@@ -46,10 +55,10 @@ class RegistrationResult:
     displacement: sitk.Image
     transform: sitk.DisplacementFieldTransform
     warped: sitk.Image
-    report: dict
+    report: dict[str, Any]
     fixed: sitk.Image
     moving_resampled: sitk.Image
-    intermediate: list
+    intermediate: list[tuple[int, int, int, sitk.Image]]
 
 
 def _normalised(image):
@@ -121,30 +130,30 @@ def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=N
 
 
 def register(
-    fixed,
-    moving,
-    weights=None,
-    device="auto",
+    fixed: ImageInput,
+    moving: ImageInput,
+    weights: str | os.PathLike[str] | None = None,
+    device: str = "auto",
     *,
-    progress=None,
-    cancel=None,
-    refinement_rounds=0,
-    working_spacing=None,
-    isotropic=True,
-    refinement_spacing=None,
-    keep_intermediate=False,
-    unfold=True,
-    whole_graph=False,
-    coarse_pass=None,
-    moving_labels=None,
-    mode=DEFAULT_MODE,
-    refine_steps=None,
-    refinement=None,
-    fallback=True,
-    fixed_points=None,
-    moving_points=None,
-    points_radius=None,
-):
+    progress: Callable[[Progress], object] | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    refinement_rounds: int = 0,
+    working_spacing: float | None = None,
+    isotropic: bool = True,
+    refinement_spacing: float | None = None,
+    keep_intermediate: bool = False,
+    unfold: bool = True,
+    whole_graph: bool = False,
+    coarse_pass: float | None = None,
+    moving_labels: bool | None = None,
+    mode: str = DEFAULT_MODE,
+    refine_steps: int | None = None,
+    refinement: RefinementSettings | None = None,
+    fallback: bool = True,
+    fixed_points: str | Path | npt.ArrayLike | None = None,
+    moving_points: str | Path | npt.ArrayLike | None = None,
+    points_radius: float | None = None,
+) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with DIRV-Net.
 
     fixed, moving: SimpleITK scalar images (2D or 3D, any size, spacing, origin, direction) or paths

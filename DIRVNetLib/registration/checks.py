@@ -1,16 +1,21 @@
 """Checks of :func:`~DIRVNetLib.registration.api.register`'s arguments before anything is computed, and
 of its results before anything is returned: every error names the argument and what it accepts."""
 
+from __future__ import annotations
+
 import dataclasses
 import math
 import numbers
 import os
+from collections.abc import Callable
+from typing import Any, TypeGuard
 
 import numpy as np
+import numpy.typing as npt
 import SimpleITK as sitk
 
 from DIRVNetLib.errors import InputImageError, RegistrationFailedError
-from DIRVNetLib.io.images import check_image, looks_like_labels, read_raw
+from DIRVNetLib.io.images import ImageInput, check_image, looks_like_labels, read_raw
 from DIRVNetLib.registration.devices import DEVICES
 
 
@@ -23,31 +28,35 @@ class CheckedInputs:
     moving: sitk.Image
     moving_labels: bool
     moving_pixel_id: int
-    warnings: list
+    warnings: list[str]
 
 
-def _is_number(value):
+Check = Callable[[Any], None]
+"""A check of one argument's value: raises TypeError or ValueError naming it."""
+
+
+def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _flag(name):
-    def check(value):
+def _flag(name: str) -> Check:
+    def check(value: object) -> None:
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {value!r}")
 
     return check
 
 
-def _optional_flag(name):
-    def check(value):
+def _optional_flag(name: str) -> Check:
+    def check(value: object) -> None:
         if value is not None:
             _flag(name)(value)
 
     return check
 
 
-def _count(name, optional=False):
-    def check(value):
+def _count(name: str, optional: bool = False) -> Check:
+    def check(value: Any) -> None:
         if optional and value is None:
             return
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
@@ -56,36 +65,36 @@ def _count(name, optional=False):
     return check
 
 
-def _points_radius(value):
+def _points_radius(value: Any) -> None:
     if value is not None and not (_is_number(value) and 0 < value < math.inf):
         raise ValueError(f"points_radius must be a finite number of mm > 0 (or None), got {value!r}")
 
 
-def _spacing(name):
-    def check(value):
+def _spacing(name: str) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
         if value is not None and not (_is_number(value) and 0 < value < math.inf):
             raise ValueError(f"{name} must be a finite number of mm > 0 (or None), got {value!r}")
 
     return check
 
 
-def _coarse_pass(value):
+def _coarse_pass(value: Any) -> None:
     if value is not None and not (_is_number(value) and 1 <= value < math.inf):
         raise ValueError(f"coarse_pass must be a finite factor >= 1 (1: none) or None (the mode's), got {value!r}")
 
 
-def _device(value):
+def _device(value: object) -> None:
     if value not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {value!r}")
 
 
-def _weights(value):
+def _weights(value: object) -> None:
     if value is not None and not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"weights must be None, a bundled weight-set name or a folder path, got {type(value).__name__}")
 
 
-def _callable_or_none(name, also=None):
-    def check(value):
+def _callable_or_none(name: str, also: str | None = None) -> Check:
+    def check(value: object) -> None:
         if value is not None and not callable(value) and not (also and hasattr(value, also)):
             raise TypeError(
                 f"{name} must be None or a callable{f' (or have {also}())' if also else ''}, got {type(value).__name__}"
@@ -94,7 +103,7 @@ def _callable_or_none(name, also=None):
     return check
 
 
-_CHECKS = {
+_CHECKS: dict[str, Check] = {
     "weights": _weights,
     "device": _device,
     "refinement_rounds": _count("refinement_rounds"),
@@ -114,14 +123,14 @@ _CHECKS = {
 }
 
 
-def check_arguments(fixed, moving, **arguments):
+def check_arguments(fixed: ImageInput, moving: ImageInput, **arguments: Any) -> CheckedInputs:
     """Check ``register``'s keyword ``arguments`` (those known here; others are left to their users),
     then read and check the two images. Returns :class:`CheckedInputs`. Raises ``TypeError`` or
     ``ValueError`` naming the argument, or :class:`InputImageError`."""
     for name, value in arguments.items():
         if name in _CHECKS:
             _CHECKS[name](value)
-    warnings = []
+    warnings: list[str] = []
     fixed_raw = _raw(fixed, "fixed", warnings)
     moving_raw = _raw(moving, "moving", warnings)
     fixed_image = check_image(fixed_raw, _name(fixed, "fixed"))
@@ -137,11 +146,11 @@ def check_arguments(fixed, moving, **arguments):
     return CheckedInputs(fixed_image, moving_image, bool(labels), pixel_id, warnings)
 
 
-def _name(image, role):
+def _name(image: ImageInput, role: str) -> str:
     return f"{role} image" if isinstance(image, sitk.Image) else f"{role} image {image}"
 
 
-def _raw(image, role, warnings):
+def _raw(image: object, role: str, warnings: list[str]) -> sitk.Image:
     if isinstance(image, sitk.Image):
         return image
     if isinstance(image, (str, os.PathLike)):
@@ -156,7 +165,7 @@ def _raw(image, role, warnings):
     )
 
 
-def check_finite(array, what):
+def check_finite(array: npt.ArrayLike, what: str) -> None:
     """Raise :class:`RegistrationFailedError` when ``array`` holds NaN or Inf (``what`` names it)."""
     array = np.asarray(array)
     if not np.isfinite(array).all():
@@ -167,10 +176,10 @@ def check_finite(array, what):
         )
 
 
-def check_finite_report(report):
+def check_finite_report(report: object) -> None:
     """Raise :class:`RegistrationFailedError` for any NaN/Inf number in the report (nested)."""
 
-    def walk(value, key):
+    def walk(value: object, key: str) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
                 walk(v, k)

@@ -1,6 +1,8 @@
 """Named presets of :func:`~DIRVNetLib.registration.api.register` (``mode=`` / ``--mode``): one choice for
 the trade-off between time and accuracy. Figures: docs/performance.md."""
 
+from __future__ import annotations
+
 import dataclasses
 
 from DIRVNetLib.registration.refinement import RefinementSettings
@@ -15,7 +17,7 @@ class Mode:
     coarse_pass: float | None = None
 
 
-MODES = {  # mode -> image dimension -> Mode
+MODES: dict[str, dict[int, Mode]] = {  # mode -> image dimension -> Mode
     "fast": {2: Mode(RefinementSettings(steps=0)), 3: Mode(RefinementSettings(steps=0))},  # the network alone
     # the network (in 3D after a first pass on a 2x coarser grid), then test-time refinement on the working grid
     "accurate": {
@@ -26,13 +28,15 @@ MODES = {  # mode -> image dimension -> Mode
 DEFAULT_MODE = "accurate"
 
 
-def _mode(mode, dimension):
+def _mode(mode: str, dimension: int) -> Mode:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     return MODES[mode][dimension]
 
 
-def settings_for(mode, dimension, refine_steps=None, refinement=None):
+def settings_for(
+    mode: str, dimension: int, refine_steps: int | None = None, refinement: RefinementSettings | None = None
+) -> RefinementSettings:
     """The refinement settings of ``mode`` for ``dimension``-D images; ``refinement`` (a
     :class:`RefinementSettings`) replaces them and ``refine_steps`` replaces their number of steps.
     Raises ValueError naming an unknown mode."""
@@ -44,7 +48,7 @@ def settings_for(mode, dimension, refine_steps=None, refinement=None):
     return settings
 
 
-def coarse_pass_for(mode, dimension, coarse_pass=None):
+def coarse_pass_for(mode: str, dimension: int, coarse_pass: float | None = None) -> float | None:
     """The coarse-pass factor to use: ``coarse_pass`` when given (1: none), else ``mode``'s; None: none."""
     factor = _mode(mode, dimension).coarse_pass if coarse_pass is None else coarse_pass
     return None if factor is None or factor == 1 else factor

@@ -33,18 +33,50 @@ def t1_slice():
     return sitk.ReadImage(str(DATA / "BrainT1Slice.png"), sitk.sitkFloat32)
 
 
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory):
-    """An untrained tiny 2D weight set (the plumbing is under test here, not accuracy)."""
+TINY_NETWORK = {
+    "ndim": 2,
+    "levels": 2,
+    "units": 2,
+    "control_spacing": 4,
+    "data_filters": 4,
+    "data_kernel": 5,
+    "reg_filters": 4,
+    "reg_kernel": 3,
+}
+"""A tiny 2D network configuration: plumbing, training and file handling are under test, not accuracy."""
+TINY_NETWORK_3D = {**TINY_NETWORK, "ndim": 3, "units": 1, "data_filters": 2, "data_kernel": 3, "reg_filters": 2}
+
+
+def save_tiny_weight_set(path, network, description):
+    """An untrained weight set of the ``network`` configuration (a dict) in the folder ``path``."""
     from DIRVNetLib.io.weights import save_weight_set
     from DIRVNetLib.model import DIRVNet, NetworkConfig
 
-    config = NetworkConfig(
-        ndim=2, levels=2, units=2, control_spacing=4, data_filters=4, data_kernel=5, reg_filters=4, reg_kernel=3
-    )
-    path = tmp_path_factory.mktemp("weights") / "tiny2d"
-    save_weight_set(path, config, DIRVNet(config, seed=0).get_weights(), "untrained tiny test network", {"steps": 0})
+    config = NetworkConfig.from_dict(network)
+    save_weight_set(path, config, DIRVNet(config, seed=0).get_weights(), description, {"steps": 0})
     return path
+
+
+def tiny_run(sources, **settings):
+    """A training run of the tiny 2D network on 32x32 synthetic patches of the given ``sources`` (at
+    most 3 voxels of displacement) at learning rate 0.01; ``settings`` add or replace top-level keys."""
+    data = {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": sources}
+    return {"network": TINY_NETWORK, "data": data, "learning_rate": 0.01, **settings}
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """An untrained tiny 2D weight set (folder ``tiny2d``)."""
+    return save_tiny_weight_set(
+        tmp_path_factory.mktemp("weights") / "tiny2d", TINY_NETWORK, "untrained tiny test network"
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny3d_weights(tmp_path_factory):
+    """An untrained tiny 3D weight set (folder ``tiny3d``)."""
+    path = tmp_path_factory.mktemp("weights") / "tiny3d"
+    return save_tiny_weight_set(path, TINY_NETWORK_3D, "untrained tiny 3D test network")
 
 
 def shifted(image, mm):

@@ -27,17 +27,6 @@ from conftest import DATA
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tiny3d_weights(tmp_path_factory):
-    """An untrained tiny 3D weight set (geometry and plumbing are under test, not accuracy)."""
-    config = NetworkConfig(
-        ndim=3, levels=2, units=1, control_spacing=4, data_filters=2, data_kernel=3, reg_filters=2, reg_kernel=3
-    )
-    path = tmp_path_factory.mktemp("weights") / "tiny3d"
-    save_weight_set(path, config, DIRVNet(config, seed=0).get_weights(), "untrained tiny 3D test network", {})
-    return path
-
-
 # ---------------------------------------------------------------- random geometries
 
 
@@ -258,12 +247,12 @@ def test_label_map_is_detected_and_warped_with_nearest_neighbour(label_slice, ti
     values = set(np.unique(sitk.GetArrayViewFromImage(labels)).tolist())
     shifted = sitk.Image(labels)
     shifted.SetOrigin(np.add(labels.GetOrigin(), (1.3, -0.7)))  # off the fixed grid by a fraction of a voxel
-    result = DIRVNetLib.register(t1, shifted, weights=tiny_weights)
+    result = DIRVNetLib.register(t1, shifted, weights=tiny_weights, mode="fast")
     warped = sitk.GetArrayViewFromImage(result.warped)
     assert result.warped.GetPixelID() == labels.GetPixelID()
     assert set(np.unique(warped).tolist()) <= values and result.report["moving_labels"] is True
     assert any("looks like a label map" in w for w in result.report["warnings"])
-    linear = DIRVNetLib.register(t1, shifted, weights=tiny_weights, moving_labels=False)
+    linear = DIRVNetLib.register(t1, shifted, weights=tiny_weights, moving_labels=False, mode="fast")
     assert not linear.report["moving_labels"]
     assert not np.array_equal(
         sitk.GetArrayViewFromImage(linear.warped), np.round(sitk.GetArrayViewFromImage(linear.warped))
@@ -274,7 +263,7 @@ def test_explicit_label_flag_on_a_float_image(label_slice, tiny_weights):
     t1, labels = label_slice
     as_float = sitk.Cast(labels, sitk.sitkFloat32)
     as_float.SetOrigin(np.add(labels.GetOrigin(), (1.3, -0.7)))
-    result = DIRVNetLib.register(t1, as_float, weights=tiny_weights, moving_labels=True)
+    result = DIRVNetLib.register(t1, as_float, weights=tiny_weights, moving_labels=True, mode="fast")
     warped = sitk.GetArrayViewFromImage(result.warped)
     assert np.array_equal(warped, np.round(warped)) and result.report["warnings"] == []
 

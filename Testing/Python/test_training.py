@@ -16,18 +16,7 @@ from DIRVNetLib.model import DIRVNet, NetworkConfig
 from DIRVNetLib.training.losses import LossConfig, registration_loss, supervised_epe
 from DIRVNetLib.training.trainer import train
 
-from conftest import shifted
-
-TINY = {
-    "ndim": 2,
-    "levels": 2,
-    "units": 2,
-    "control_spacing": 4,
-    "data_filters": 4,
-    "data_kernel": 5,
-    "reg_filters": 4,
-    "reg_kernel": 3,
-}
+from conftest import TINY_NETWORK, shifted, tiny_run
 
 
 def _validation_loss(config, weights, batch):
@@ -39,21 +28,15 @@ def _validation_loss(config, weights, batch):
 
 @pytest.mark.slow
 def test_training_reduces_the_loss_and_exports_a_usable_weight_set(tmp_path, data_dir):
-    run = {
-        "network": TINY,
-        "description": "tiny test network",
-        "data": {
-            "patch_shape": [32, 32],
-            "max_magnitude": 3.0,
-            "sources": ["chessboard", "shapes", "volumes"],
-            "volumes": [str(data_dir / "BrainT1Slice.png")],
-        },
-        "steps": 60,
-        "batch_size": 4,
-        "learning_rate": 0.01,
-        "seed": 3,
-        "checkpoint_every": 30,
-    }
+    run = tiny_run(
+        ["chessboard", "shapes", "volumes"],
+        description="tiny test network",
+        steps=60,
+        batch_size=4,
+        seed=3,
+        checkpoint_every=30,
+    )
+    run["data"]["volumes"] = [str(data_dir / "BrainT1Slice.png")]
     (tmp_path / "run.json").write_text(json.dumps(run))
     assert (
         main(["train", "--config", str(tmp_path / "run.json"), "--output-dir", str(tmp_path / "run"), "--no-progress"])
@@ -61,7 +44,7 @@ def test_training_reduces_the_loss_and_exports_a_usable_weight_set(tmp_path, dat
     )
 
     weight_set = load_weight_set(tmp_path / "run" / "weights")
-    config = NetworkConfig.from_dict(TINY)
+    config = NetworkConfig.from_dict(TINY_NETWORK)
     assert weight_set.config == config
     assert weight_set.metadata["training"]["steps"] == 60
     assert "dirvnet train --config" in weight_set.metadata["training"]["command"]
@@ -77,26 +60,24 @@ def test_training_reduces_the_loss_and_exports_a_usable_weight_set(tmp_path, dat
     assert len((tmp_path / "run" / "validation.csv").read_text().splitlines()) == 3  # header, steps 30 and 60
 
     image = sitk.ReadImage(str(data_dir / "BrainT1Slice.png"), sitk.sitkFloat32)
-    result = DIRVNetLib.register(image, shifted(image, 2.0), weights=tmp_path / "run" / "weights")
+    result = DIRVNetLib.register(image, shifted(image, 2.0), weights=tmp_path / "run" / "weights", mode="fast")
     assert result.displacement.GetSize() == image.GetSize()
 
 
 def test_training_in_chunks_resumes_from_its_checkpoint(tmp_path, capsys):
     """A run (hybrid loss, cosine schedule) trained in two chunks (--stop-at) gives the same weights and
     learning rates as one uninterrupted run, and its metadata lists both invocations."""
-    run = {
-        "network": TINY,
-        "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard"]},
-        "steps": 5,
-        "batch_size": 2,
-        "learning_rate": 0.01,
-        "seed": 0,
-        "checkpoint_every": 2,
-        "loss": "hybrid",
-        "schedule": {"kind": "cosine", "warmup_steps": 1},
-        "validation": {"pairs": 0},
-        "tensorboard": False,
-    }
+    run = tiny_run(
+        ["chessboard"],
+        steps=5,
+        batch_size=2,
+        seed=0,
+        checkpoint_every=2,
+        loss="hybrid",
+        schedule={"kind": "cosine", "warmup_steps": 1},
+        validation={"pairs": 0},
+        tensorboard=False,
+    )
     (tmp_path / "run.json").write_text(json.dumps(run))
     train = ["train", "--config", str(tmp_path / "run.json"), "--no-progress", "--output-dir"]
     assert main(train + [str(tmp_path / "a")]) == 0
@@ -123,20 +104,18 @@ def test_training_in_chunks_resumes_from_its_checkpoint(tmp_path, capsys):
     "loss", ["ncc", "mse", "hybrid", {"preset": "supervised", "unit_epe": 1.0, "relative_epe": True, "overshoot": 0.5}]
 )
 def test_unsupervised_hybrid_and_deeply_supervised_losses_fall_on_held_out_pairs(tmp_path, loss):
-    run = {
-        "network": TINY,
-        "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["chessboard", "shapes"]},
-        "steps": 20,
-        "batch_size": 4,
-        "learning_rate": 0.01,
-        "seed": 3,
-        "checkpoint_every": 100,
-        "loss": loss,
-        "validation": {"pairs": 0},
-        "tensorboard": False,
-    }
+    run = tiny_run(
+        ["chessboard", "shapes"],
+        steps=20,
+        batch_size=4,
+        seed=3,
+        checkpoint_every=100,
+        loss=loss,
+        validation={"pairs": 0},
+        tensorboard=False,
+    )
     weights = train(run, tmp_path / "run", progress=False)
-    config, loss_config = NetworkConfig.from_dict(TINY), LossConfig.from_value(loss)
+    config, loss_config = NetworkConfig.from_dict(TINY_NETWORK), LossConfig.from_value(loss)
     held_out = [tf.constant(a) for a in PairSampler([32, 32], 3.0, ["chessboard", "shapes"], seed=1234).batch(8)]
 
     def held_out_loss(values):
@@ -163,17 +142,9 @@ def _event_tags(folder):
 
 
 def test_tensorboard_events_have_scalars_per_level_images_and_activation_plots(tmp_path):
-    run = {
-        "network": TINY,
-        "data": {"patch_shape": [32, 32], "max_magnitude": 3.0, "sources": ["shapes"]},
-        "steps": 2,
-        "batch_size": 2,
-        "learning_rate": 0.01,
-        "seed": 0,
-        "checkpoint_every": 2,
-        "loss": "hybrid",
-        "validation": {"pairs": 2},
-    }
+    run = tiny_run(
+        ["shapes"], steps=2, batch_size=2, seed=0, checkpoint_every=2, loss="hybrid", validation={"pairs": 2}
+    )
     train(run, tmp_path / "run", progress=False)
     tags = _event_tags(tmp_path / "run" / "tensorboard")
     expected = {

@@ -7,40 +7,11 @@ import numpy as np
 import pytest
 
 from DIRVNetLib.cli.main import main
-from DIRVNetLib.io.weights import load_weight_set, save_weight_set
-from DIRVNetLib.model import DIRVNet, NetworkConfig
+from DIRVNetLib.io.weights import load_weight_set
 from DIRVNetLib.training.config import load_run
 from DIRVNetLib.training.trainer import network_config
 
-from conftest import write_pairs
-
-TINY = {
-    "ndim": 2,
-    "levels": 2,
-    "units": 2,
-    "control_spacing": 4,
-    "data_filters": 4,
-    "data_kernel": 5,
-    "reg_filters": 4,
-    "reg_kernel": 3,
-}
-TINY3D = {**TINY, "ndim": 3, "units": 1, "data_filters": 2, "data_kernel": 3, "reg_filters": 2}
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    """An (untrained) tiny 2D and 3D weight set."""
-    root = tmp_path_factory.mktemp("weights")
-    for name, values in (("tiny2d", TINY), ("tiny3d", TINY3D)):
-        config = NetworkConfig.from_dict(values)
-        save_weight_set(
-            root / name,
-            config,
-            DIRVNet(config, seed=7).get_weights(),
-            f"{name} test weights",
-            {"steps": 0, "command": "test"},
-        )
-    return root
+from conftest import TINY_NETWORK, write_pairs
 
 
 def test_finetuning_on_a_folder_of_pairs_changes_the_weights(tmp_path, tiny_weights, t1_slice):
@@ -51,7 +22,7 @@ def test_finetuning_on_a_folder_of_pairs_changes_the_weights(tmp_path, tiny_weig
             [
                 "train",
                 "--init",
-                str(tiny_weights / "tiny2d"),
+                str(tiny_weights),
                 "--pairs",
                 str(pairs),
                 "--output-dir",
@@ -69,12 +40,12 @@ def test_finetuning_on_a_folder_of_pairs_changes_the_weights(tmp_path, tiny_weig
         == 0
     )
     tuned = load_weight_set(out / "weights")
-    initial = load_weight_set(tiny_weights / "tiny2d")
+    initial = load_weight_set(tiny_weights)
     assert tuned.config == initial.config
     changed = [n for n in initial.weights if not np.allclose(initial.weights[n], tuned.weights[n])]
     assert len(changed) > len(initial.weights) // 2
     training = tuned.metadata["training"]
-    assert training["init"]["path"] == str(tiny_weights / "tiny2d")
+    assert training["init"]["path"] == str(tiny_weights)
     assert training["loss"]["similarity"] == "ncc" and training["loss"]["epe"] == 0.0
     assert training["data"]["pairs"] == ["a", "b"] and training["steps"] == 3
     assert "--pairs" in training["command"]
@@ -91,7 +62,7 @@ def test_finetuning_on_a_folder_of_pairs_changes_the_weights(tmp_path, tiny_weig
 
 def test_inspect_writes_the_activation_figure_and_a_summary(tmp_path, tiny_weights, capsys):
     figure = tmp_path / "figures" / "activations.png"
-    assert main(["inspect", str(tiny_weights / "tiny2d"), "--figure", str(figure)]) == 0
+    assert main(["inspect", str(tiny_weights), "--figure", str(figure)]) == 0
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
     text = capsys.readouterr().out
     assert "2 levels x 2 units" in text and "parameters" in text and "step sizes   level 1" in text
@@ -103,21 +74,22 @@ def _error(argv, capsys):
 
 
 def test_finetuning_may_switch_the_gradient_scheme_but_not_the_architecture(tiny_weights):
-    init = str(tiny_weights / "tiny2d")
+    init = str(tiny_weights)
     config, init_set = network_config(
-        load_run({"init": init, "network": {**TINY, "image_gradient": "central"}}, need_data=False)
+        load_run({"init": init, "network": {**TINY_NETWORK, "image_gradient": "central"}}, need_data=False)
     )
     assert config.image_gradient == "central" and init_set.config.image_gradient == "forward"
     with pytest.raises(ValueError, match="in control_spacing; only centred_activations, image_gradient may change"):
         network_config(
             load_run(
-                {"init": init, "network": {**TINY, "control_spacing": 8, "image_gradient": "central"}}, need_data=False
+                {"init": init, "network": {**TINY_NETWORK, "control_spacing": 8, "image_gradient": "central"}},
+                need_data=False,
             )
         )
 
 
-def test_training_errors_name_the_problem(tmp_path, tiny_weights, t1_slice, t1_volume, capsys):
-    run = {"network": TINY, "data": {"patch_shape": [32, 32], "max_magnitude": 3.0}, "steps": 1}
+def test_training_errors_name_the_problem(tmp_path, tiny_weights, tiny3d_weights, t1_slice, t1_volume, capsys):
+    run = {"network": TINY_NETWORK, "data": {"patch_shape": [32, 32], "max_magnitude": 3.0}, "steps": 1}
     out = ["--output-dir", str(tmp_path / "run")]
 
     def config(**changes):
@@ -132,7 +104,7 @@ def test_training_errors_name_the_problem(tmp_path, tiny_weights, t1_slice, t1_v
     assert "unknown schedule kind 'linear'" in _error(config(schedule="linear"), capsys)
     assert "give --config" in _error(["train"] + out, capsys)
 
-    init2d, init3d = str(tiny_weights / "tiny2d"), str(tiny_weights / "tiny3d")
+    init2d, init3d = str(tiny_weights), str(tiny3d_weights)
     (tmp_path / "empty").mkdir()
     assert "holds no image pairs" in _error(
         ["train", "--init", init2d, "--pairs", str(tmp_path / "empty")] + out, capsys
