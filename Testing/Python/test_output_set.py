@@ -194,12 +194,12 @@ def register_cli(fixed, moving, out, weights, *extra):
 
 def test_cli_writes_and_replaces_a_whole_set(images, tmp_path, tiny_weights, capsys):
     out = tmp_path / "out"
-    assert register_cli(*images, out, tiny_weights) == 0
+    assert register_cli(*images, out, tiny_weights, "--mode", "fast") == 0  # the output set is under test
     first = sorted(p.name for p in out.iterdir())
     assert first == ["displacement.nrrd", "qa.png", "report.json", "transform.h5", "warped.nrrd"]
     report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
     assert report["warnings"] == [] and report["moving_labels"] is False
-    assert register_cli(*images, out, tiny_weights, "--no-figure") == 0  # the new set has no figure ...
+    assert register_cli(*images, out, tiny_weights, "--mode", "fast", "--no-figure") == 0  # no figure ...
     assert sorted(p.name for p in out.iterdir()) == [n for n in first if n != "qa.png"]  # ... nor the folder
     assert beside(out) == ["fixed.nrrd", "moving.nrrd"]
     assert "outputs in" in capsys.readouterr().out

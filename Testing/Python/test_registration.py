@@ -63,7 +63,7 @@ def test_2d_registration_halves_the_end_point_error(t1_slice):
 def test_refinement_and_intermediate_fields(t1_slice):
     moving = sitk.Image(t1_slice)
     fixed, _ = deform(moving, 6.0, seed=4)
-    result = DIRVNetLib.register(fixed, moving, refinement_rounds=2, keep_intermediate=True)
+    result = DIRVNetLib.register(fixed, moving, refinement_rounds=2, keep_intermediate=True, mode="fast")
     residuals = result.report["residual_mse_per_round"]
     assert all(b < a for a, b in zip(residuals, residuals[1:]))
     rounds = result.report["refinement_rounds_used"]
@@ -76,8 +76,8 @@ def test_refinement_and_intermediate_fields(t1_slice):
 def test_whole_graph_passes_give_the_per_unit_result(t1_slice):
     moving = sitk.Image(t1_slice)
     fixed, _ = deform(moving, 6.0, seed=4)
-    per_unit = DIRVNetLib.register(fixed, moving, refinement_rounds=1, progress=lambda p: None)
-    whole = DIRVNetLib.register(fixed, moving, refinement_rounds=1, whole_graph=True)
+    per_unit = DIRVNetLib.register(fixed, moving, refinement_rounds=1, progress=lambda p: None, mode="fast")
+    whole = DIRVNetLib.register(fixed, moving, refinement_rounds=1, whole_graph=True, mode="fast")
     assert whole.report["whole_graph"] and not per_unit.report["whole_graph"]
     assert whole.report["residual_mse_per_round"] == per_unit.report["residual_mse_per_round"]
     np.testing.assert_allclose(
@@ -130,6 +130,8 @@ def test_coarse_pass_registers_on_a_coarser_grid_first(t1_slice, tmp_path):
             str(tmp_path / "out"),
             "--coarse-pass",
             "1.5",
+            "--mode",
+            "fast",
             "--no-figure",
             "--no-progress",
         ]

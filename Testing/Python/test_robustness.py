@@ -263,7 +263,7 @@ def test_explicit_label_flag_on_a_float_image(label_slice, tiny_weights):
     t1, labels = label_slice
     as_float = sitk.Cast(labels, sitk.sitkFloat32)
     as_float.SetOrigin(np.add(labels.GetOrigin(), (1.3, -0.7)))
-    result = DIRVNetLib.register(t1, as_float, weights=tiny_weights, moving_labels=True, mode="fast")
+    result = DIRVNetLib.register(t1, as_float, weights=tiny_weights, moving_labels=True)
     warped = sitk.GetArrayViewFromImage(result.warped)
     assert np.array_equal(warped, np.round(warped)) and result.report["warnings"] == []
 
