@@ -159,7 +159,7 @@ def test_existing_output_transform_is_filled(scene_pair, files):
     scene, fixed, moving = scene_pair
     output = scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "my result")
     count = scene.GetNumberOfNodes()
-    assert mrml.register(fixed, moving, weights=files[2], outputTransformNode=output) is output
+    assert mrml.register(fixed, moving, weights=files[2], outputTransformNode=output, mode="fast") is output
     assert scene.GetNumberOfNodes() == count
     assert output.GetTransformFromParent().IsA("vtkOrientedGridTransform")
 
@@ -173,8 +173,8 @@ def test_2d_slices_register_to_a_single_slice_grid_transform(tmp_path):
     fixed, moving = load_volume(scene, tmp_path / "fixed.nrrd"), load_volume(scene, tmp_path / "moving.nrrd")
     weights = tiny_weight_set(tmp_path / "tiny2d", 2)
 
-    transform = mrml.register(fixed, moving, weights=weights)
-    expected = DIRVNetLib.register(fixed_image, moving_image, weights=weights)
+    transform = mrml.register(fixed, moving, weights=weights, mode="fast")
+    expected = DIRVNetLib.register(fixed_image, moving_image, weights=weights, mode="fast")
 
     grid = transform.GetTransformFromParent().GetDisplacementGrid()
     assert grid.GetDimensions() == (181, 217, 1)
@@ -220,11 +220,13 @@ def field_of(transformNode):
 def test_apply_again_registers_the_original_moving_volume_and_moves_it_to_the_new_result(scene_pair, files):
     scene, fixed, moving = scene_pair
     state = node_state(moving)
-    first = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True)
+    first = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True, mode="fast")
     assert moving.GetParentTransformNode() is first
 
-    again = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True)
-    changed = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True, working_spacing=4.0)
+    again = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True, mode="fast")
+    changed = mrml.register(
+        fixed, moving, weights=files[2], placeMovingUnderTransform=True, working_spacing=4.0, mode="fast"
+    )
 
     assert again is not first and moving.GetParentTransformNode() is changed
     # the same registration of the same original volume: a moving volume read through the first result
@@ -238,14 +240,16 @@ def test_apply_again_registers_the_original_moving_volume_and_moves_it_to_the_ne
 
 def test_apply_again_from_the_replay_proxy(scene_pair, files):
     scene, fixed, moving = scene_pair
-    first = mrml.register(fixed, moving, weights=files[2], keepIntermediate=True, placeMovingUnderTransform=True)
+    first = mrml.register(
+        fixed, moving, weights=files[2], keepIntermediate=True, placeMovingUnderTransform=True, mode="fast"
+    )
     sequence = first.GetNodeReference(mrml.INTERMEDIATE_SEQUENCE_ROLE)
     browser = first.GetNodeReference(mrml.INTERMEDIATE_BROWSER_ROLE)
     browser.SetSelectedItemNumber(1)  # what the panel's replay slider does
     moving.SetAndObserveTransformNodeID(browser.GetProxyNode(sequence).GetID())
     assert mrml.previous_result(moving) is first
 
-    again = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True)
+    again = mrml.register(fixed, moving, weights=files[2], placeMovingUnderTransform=True, mode="fast")
 
     assert moving.GetParentTransformNode() is again
     np.testing.assert_allclose(field_of(again), field_of(first), atol=1e-4)
@@ -253,7 +257,7 @@ def test_apply_again_from_the_replay_proxy(scene_pair, files):
 
 def test_a_transform_dirvnet_did_not_make_still_has_to_be_hardened(scene_pair, files):
     scene, fixed, moving = scene_pair
-    first = mrml.register(fixed, moving, weights=files[2])
+    first = mrml.register(fixed, moving, weights=files[2], mode="fast")
     other = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "user transform")
     first.SetAndObserveTransformNodeID(other.GetID())  # a DIRVNet result under another transform: not replaced
     moving.SetAndObserveTransformNodeID(first.GetID())
