@@ -336,7 +336,11 @@ def test_benchmark_command_end_to_end_on_the_tiny_list(tmp_path, tiny_weights, c
     assert len(results["rows"]) == len(specs) * len(baselines.METHODS)
     by_method = {row["method"]: row for row in results["rows"]}
     for name, row in by_method.items():
-        available, reason = baselines.make(name, weights={2: str(tiny_weights)}).available(2)
+        # the command's default VoxelMorph folder: ./benchmarks/voxelmorph of the current folder
+        voxelmorph_dir = str((Path("benchmarks") / "voxelmorph").resolve())
+        available, reason = baselines.make(
+            name, weights={2: str(tiny_weights)}, voxelmorph_dir=voxelmorph_dir
+        ).available(2)
         assert row["status"] == ("ok" if available else "skipped"), row
         if row["status"] == "ok":
             assert 0 < row["seconds"] and row["runs"] == 1 and row["epe_mean_mm"] >= 0
