@@ -21,7 +21,7 @@ MODES: dict[str, dict[int, Mode]] = {  # mode -> image dimension -> Mode
     "fast": {2: Mode(RefinementSettings(steps=0)), 3: Mode(RefinementSettings(steps=0))},  # the network alone
     # the network (in 3D after a first pass on a 2x coarser grid), then test-time refinement on the working grid
     "accurate": {
-        2: Mode(RefinementSettings(steps=20, control_spacing=4)),
+        2: Mode(RefinementSettings(steps=50, control_spacing=2)),
         3: Mode(RefinementSettings(steps=20, control_spacing=4), coarse_pass=2.0),
     },
 }

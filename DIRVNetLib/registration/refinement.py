@@ -203,15 +203,15 @@ def _landmark_term(flow, points, targets, metric):
     return tf.reduce_sum(squared_mm) / tf.maximum(tf.cast(tf.shape(points)[0], tf.float32), 1.0)
 
 
-def _data_term(flow, fixed, moving, fixed_gradient, similarity, window):
-    """``(similarity term, the gradient step direction with respect to the flow)``. MSE: in closed form,
-    ``2 / V (warped - fixed) grad(fixed)``: the fixed image's central-difference gradient stands in for the
-    warped moving image's (the demons force; the two agree once aligned, and it needs no warped gradient:
-    one single-channel gather); local NCC: the exact gradient, by automatic differentiation through the warp."""
+def _data_term(flow, fixed, moving, moving_gradient, similarity, window):
+    """``(similarity term, its gradient with respect to the flow)``. MSE: in closed form,
+    ``2 / V (warped - fixed) grad(moving)(x + flow)`` (the moving image's central-difference gradient warped
+    with it: one gather, no scatter); local NCC: by automatic differentiation through the warp."""
     if similarity == "mse":
-        residual = warp(moving, flow) - fixed
+        warped_all = warp(tf.concat([moving, moving_gradient], axis=-1), flow)
+        residual = warped_all[..., :1] - fixed
         voxels = tf.cast(tf.size(fixed), tf.float32)
-        return tf.reduce_mean(tf.square(residual)), 2.0 / voxels * residual * fixed_gradient
+        return tf.reduce_mean(tf.square(residual)), 2.0 / voxels * residual * warped_all[..., 1:]
     with tf.GradientTape() as tape:
         tape.watch(flow)
         data = local_ncc_loss(fixed, warp(moving, flow), window)
@@ -223,7 +223,7 @@ def _energy_and_gradient(
     initial,
     fixed,
     moving,
-    fixed_gradient,
+    moving_gradient,
     points,
     targets,
     metric,
@@ -235,7 +235,7 @@ def _energy_and_gradient(
     with_landmarks,
 ):
     flow = initial + bspline_interpolate(control, spacing, initial.shape[1:-1])
-    data, gradient = _data_term(flow, fixed, moving, fixed_gradient, similarity, window)
+    data, gradient = _data_term(flow, fixed, moving, moving_gradient, similarity, window)
     energy = data + smoothness * diffusion(flow)
     gradient += smoothness * diffusion_gradient(flow)
     if with_landmarks:
@@ -256,7 +256,7 @@ def _adam_step(
     initial,
     fixed,
     moving,
-    fixed_gradient,
+    moving_gradient,
     points,
     targets,
     metric,
@@ -275,7 +275,7 @@ def _adam_step(
         initial,
         fixed,
         moving,
-        fixed_gradient,
+        moving_gradient,
         points,
         targets,
         metric,
@@ -298,7 +298,7 @@ def _final_flow(
     initial,
     fixed,
     moving,
-    fixed_gradient,
+    moving_gradient,
     points,
     targets,
     metric,
@@ -315,7 +315,7 @@ def _final_flow(
         initial,
         fixed,
         moving,
-        fixed_gradient,
+        moving_gradient,
         points,
         targets,
         metric,
@@ -372,7 +372,7 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
         initial_t,
         fixed_t,
         moving_t,
-        image_gradient(fixed_t, "central"),
+        image_gradient(moving_t, "central"),
         tf.constant(points),
         tf.constant(targets),
         tf.constant(metric),

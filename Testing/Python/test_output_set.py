@@ -237,7 +237,7 @@ def test_cli_refuses_before_computing(images, tmp_path, tiny_weights, capsys, ca
         ("--working-spacing", "inf", "must be a finite spacing > 0 mm, got 'inf'"),
         ("--working-spacing", "nan", "must be a finite spacing > 0 mm, got 'nan'"),
         ("--working-spacing", "0", "must be a finite spacing > 0 mm"),
-        ("--coarse-pass", "1", "must be a finite factor > 1, got '1'"),
+        ("--coarse-pass", "0.5", "must be a finite factor >= 1, got '0.5'"),
         ("--refinement-rounds", "1.5", "must be a whole number >= 0, got '1.5'"),
     ],
 )
