@@ -72,7 +72,7 @@ def test_the_install_plan_resolves_with_slicers_packages_pinned(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     installs = {
         item["metadata"]["name"].lower(): item["metadata"]["version"]
-        for item in json.loads(report.read_text())["install"]
+        for item in json.loads(report.read_text(encoding="utf-8"))["install"]
     }
     assert "tensorflow" in installs
     for constraint in planned.constraints:
