@@ -23,6 +23,7 @@ Each step is one compiled graph call; progress and cancel are checked between st
 
 import dataclasses
 import itertools
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -218,74 +219,40 @@ def _data_term(flow, fixed, moving, moving_gradient, similarity, window):
     return data, tape.gradient(data, flow)
 
 
-def _energy_and_gradient(
-    control,
-    initial,
-    fixed,
-    moving,
-    moving_gradient,
-    points,
-    targets,
-    metric,
-    smoothness,
-    landmark_weight,
-    similarity,
-    window,
-    spacing,
-    with_landmarks,
-):
-    flow = initial + bspline_interpolate(control, spacing, initial.shape[1:-1])
-    data, gradient = _data_term(flow, fixed, moving, moving_gradient, similarity, window)
-    energy = data + smoothness * diffusion(flow)
-    gradient += smoothness * diffusion_gradient(flow)
+class _Problem(typing.NamedTuple):
+    """The tensors of one refinement: the starting flow ``[1, *S, N]``, the images ``[1, *S, 1]`` and the
+    moving image's gradient ``[1, *S, N]``, the landmarks (:class:`Landmarks`' fields) and the weights."""
+
+    initial: tf.Tensor
+    fixed: tf.Tensor
+    moving: tf.Tensor
+    moving_gradient: tf.Tensor
+    points: tf.Tensor
+    targets: tf.Tensor
+    metric: tf.Tensor
+    smoothness: tf.Tensor
+    landmark_weight: tf.Tensor
+
+
+def _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks):
+    p = problem
+    flow = p.initial + bspline_interpolate(control, spacing, p.initial.shape[1:-1])
+    data, gradient = _data_term(flow, p.fixed, p.moving, p.moving_gradient, similarity, window)
+    energy = data + p.smoothness * diffusion(flow)
+    gradient += p.smoothness * diffusion_gradient(flow)
     if with_landmarks:
         with tf.GradientTape() as tape:
             tape.watch(flow)
-            landmarks = landmark_weight * _landmark_term(flow, points, targets, metric)
+            landmarks = p.landmark_weight * _landmark_term(flow, p.points, p.targets, p.metric)
         energy += landmarks
         gradient += tape.gradient(landmarks, flow)
     return energy, data, bspline_adjoint(gradient, spacing, control.shape[1:-1]), flow
 
 
 @tf.function(autograph=False)  # a graph, not XLA: faster here (benchmarks/results/refinement-notes.md)
-def _adam_step(
-    control,
-    first,
-    second,
-    step,
-    initial,
-    fixed,
-    moving,
-    moving_gradient,
-    points,
-    targets,
-    metric,
-    learning_rate,
-    smoothness,
-    landmark_weight,
-    *,
-    similarity,
-    window,
-    spacing,
-    with_landmarks,
-):
+def _adam_step(control, first, second, step, learning_rate, problem, **static):
     """One Adam step on ``control``; returns the new state and the energy and similarity term before it."""
-    energy, data, gradient, _ = _energy_and_gradient(
-        control,
-        initial,
-        fixed,
-        moving,
-        moving_gradient,
-        points,
-        targets,
-        metric,
-        smoothness,
-        landmark_weight,
-        similarity,
-        window,
-        spacing,
-        with_landmarks,
-    )
+    energy, data, gradient, _ = _energy_and_gradient(control, problem, **static)
     first = _BETA1 * first + (1.0 - _BETA1) * gradient
     second = _BETA2 * second + (1.0 - _BETA2) * tf.square(gradient)
     corrected = first / (1.0 - _BETA1**step) / (tf.sqrt(second / (1.0 - _BETA2**step)) + _EPSILON)
@@ -293,39 +260,8 @@ def _adam_step(
 
 
 @tf.function(autograph=False)
-def _final_flow(
-    control,
-    initial,
-    fixed,
-    moving,
-    moving_gradient,
-    points,
-    targets,
-    metric,
-    smoothness,
-    landmark_weight,
-    *,
-    similarity,
-    window,
-    spacing,
-    with_landmarks,
-):
-    energy, data, _, flow = _energy_and_gradient(
-        control,
-        initial,
-        fixed,
-        moving,
-        moving_gradient,
-        points,
-        targets,
-        metric,
-        smoothness,
-        landmark_weight,
-        similarity,
-        window,
-        spacing,
-        with_landmarks,
-    )
+def _final_flow(control, problem, **static):
+    energy, data, _, flow = _energy_and_gradient(control, problem, **static)
     return flow, energy, data
 
 
@@ -368,7 +304,7 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
     spacing = settings.control_spacing
     control = tf.zeros([1, *control_grid_shape(initial_t.shape[1:-1], spacing), ndim])
     first, second = tf.zeros_like(control), tf.zeros_like(control)
-    constants = (
+    problem = _Problem(
         initial_t,
         fixed_t,
         moving_t,
@@ -376,8 +312,9 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
         tf.constant(points),
         tf.constant(targets),
         tf.constant(metric),
+        tf.constant(float(settings.smoothness)),
+        tf.constant(float(settings.landmark_weight)),
     )
-    weights = (tf.constant(float(settings.smoothness)), tf.constant(float(settings.landmark_weight)))
     static = {
         "similarity": similarity,
         "window": settings.window,
@@ -389,7 +326,7 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
     best, since_best = np.inf, 0
     for step in range(1, settings.steps + 1):
         control, first, second, energy, data = _adam_step(
-            control, first, second, tf.constant(float(step)), *constants, learning_rate, *weights, **static
+            control, first, second, tf.constant(float(step)), learning_rate, problem, **static
         )
         energies.append(float(energy))
         data_terms.append(float(data))
@@ -401,7 +338,7 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
             since_best += 1
             if since_best >= settings.patience:
                 break
-    flow, energy, data = _final_flow(control, *constants, *weights, **static)
+    flow, energy, data = _final_flow(control, problem, **static)
     if settings.shrink == 2:
         flow = full_initial + 2.0 * bspline_interpolate(flow - initial_t, 2, full_initial.shape[1:-1])
     info = {
