@@ -3,7 +3,7 @@
     python benchmarks/one_mm.py --output-dir OUT [--only CASE ...] [--strategies NAME ...] [--repeats 1]
 
 Cases: ``benchmarks/cases/one_mm.json`` (prepared once into ``OUT/cases``, reused by later runs). Each
-strategy runs in its own worker process (:mod:`DIRVNetLib.benchmark.runner`: a warm-up call, then the
+strategy runs in its own worker process (:mod:`DIRVNetLib.comparison.runner`: a warm-up call, then the
 timed calls; peak memory is the worker's peak resident set during them). Prints one markdown row per
 case and strategy: median seconds, peak memory (GiB; in brackets the increase during the call over the
 worker's resident size before it), EPE mean / 95th percentile (mm) in the case's
@@ -17,8 +17,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from DIRVNetLib.benchmark.cases import load_prepared, prepare, read_case_list, select  # noqa: E402
-from DIRVNetLib.benchmark.runner import run_method  # noqa: E402
+from DIRVNetLib.comparison.cases import load_prepared, prepare, read_case_list, select  # noqa: E402
+from DIRVNetLib.comparison.runner import run_method  # noqa: E402
 
 CASES = Path(__file__).resolve().parent / "cases" / "one_mm.json"
 STRATEGIES = {  # name -> (method, options)

@@ -157,10 +157,11 @@ def run(args):
     from DIRVNetLib.io.outputset import OutputSet
 
     inputs = [("fixed", args.fixed), ("moving", args.moving)]
-    with _signals_interrupt(), OutputSet(args.output_dir, OUTPUT_NAMES, inputs) as outputs:
+    with _signals_interrupt() as interrupted, OutputSet(args.output_dir, OUTPUT_NAMES, inputs) as outputs:
         from DIRVNetLib.cli.tfstart import start_tensorflow
 
         start_tensorflow(args.device)
+        interrupted.check()
         from DIRVNetLib.cli.figures import write_qa_figure
         from DIRVNetLib.io.transforms import write_image, write_transform
         from DIRVNetLib.registration.api import register
@@ -170,6 +171,7 @@ def run(args):
         with tqdm(total=None, desc="registering", unit="unit", disable=args.no_progress) as bar:
 
             def progress(info):
+                interrupted.check()
                 bar.total = info.total
                 bar.set_postfix_str(info.stage)
                 bar.update(info.done - bar.n)
@@ -223,23 +225,38 @@ def run(args):
     print(_summary(report, outputs.folder, args.no_figure))
 
 
+class _Interrupted:
+    """The signals received; :meth:`check` raises KeyboardInterrupt again when one was (an interrupt that
+    arrived while a library was importing can be swallowed by its error handling)."""
+
+    def __init__(self):
+        self.received = []
+
+    def check(self):
+        if self.received:
+            raise KeyboardInterrupt(signal.Signals(self.received[0]).name)
+
+
 @contextlib.contextmanager
 def _signals_interrupt():
-    """SIGTERM (and SIGHUP) raise KeyboardInterrupt, as Ctrl-C does, so staged outputs are removed."""
+    """SIGINT, SIGTERM (and SIGHUP) raise KeyboardInterrupt, so staged outputs are removed; yields an
+    :class:`_Interrupted` to check between stages."""
+    interrupted = _Interrupted()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield interrupted
         return
 
     def interrupt(number, frame):
+        interrupted.received.append(number)
         raise KeyboardInterrupt(signal.Signals(number).name)
 
     kept = {
         number: signal.signal(number, interrupt)
-        for number in (signal.SIGTERM, getattr(signal, "SIGHUP", None))
+        for number in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
         if number is not None
     }
     try:
-        yield
+        yield interrupted
     finally:
         for number, handler in kept.items():
             signal.signal(number, handler)

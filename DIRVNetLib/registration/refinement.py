@@ -1,8 +1,8 @@
 """Test-time refinement (instance optimisation) of a flow on one image pair.
 
-Starting from a flow (e.g. the network's), Adam steps on a correction ``c`` held on a control grid
-(multi-linear B-spline, one control point every ``control_spacing`` voxels), so that the flow is
-``initial + B(c)``, minimise
+Starting from a flow (e.g. the network's), steps of an optimiser (Adam, or L-BFGS with a backtracking
+line search) on a correction ``c`` held on a control grid (multi-linear B-spline, one control point every
+``control_spacing`` voxels), so that the flow is ``initial + B(c)``, minimise
 
     E = D(fixed, moving o (x + flow)) + smoothness * R(flow) + landmark_weight * L(flow)
 
@@ -18,7 +18,7 @@ Starting from a flow (e.g. the network's), Adam steps on a correction ``c`` held
   ``landmark_weight`` is per mm^2 (1.0: a 1 mm miss weighs as much as a similarity loss of 1).
 
 Flows are ``[*S, N]`` in working-grid voxels, component ``i`` along array axis ``i`` (as the network's).
-Each step is one compiled graph call; progress and cancel are checked between steps. Figures: docs/performance.md.
+Each step is one graph call; progress and cancel are checked between steps. Figures: docs/performance.md.
 """
 
 import dataclasses
@@ -29,7 +29,6 @@ import numpy as np
 import tensorflow as tf
 
 from DIRVNetLib.ops import (
-    binomial_downsample,
     bspline_adjoint,
     bspline_interpolate,
     control_grid_shape,
@@ -38,24 +37,29 @@ from DIRVNetLib.ops import (
 )
 
 SIMILARITIES = ("auto", "mse", "ncc")
+OPTIMIZERS = ("adam", "lbfgs")
 _LINEAR_ENOUGH = 0.9  # "auto": MSE when the global NCC after the starting flow is at least this, else local NCC
 _BETA1, _BETA2, _EPSILON = 0.9, 0.999, 1e-8  # Adam's defaults
 _NCC_EPSILON = 1e-4  # added to the product of the local variances (normalised intensities squared)
+_LBFGS_MEMORY = 5  # curvature pairs L-BFGS keeps
+_ARMIJO = 1e-4  # sufficient decrease of L-BFGS's line search: E(c + t d) <= E(c) + _ARMIJO t grad(E) . d
 
 
 @dataclasses.dataclass(frozen=True)
 class RefinementSettings:
-    """steps: most Adam steps (0: no refinement); similarity: ``"mse"``, ``"ncc"`` or ``"auto"`` (MSE when the
+    """steps: most steps (0: no refinement; L-BFGS: evaluations of the energy and its gradient, line-search
+    trials included); optimizer: ``"adam"`` (every control point moves about ``learning_rate`` voxels per
+    step: steady on large residual displacements) or ``"lbfgs"`` (curvature from the last steps: fewer
+    steps where the start is close); similarity: ``"mse"``, ``"ncc"`` or ``"auto"`` (MSE when the
     intensities of the pair are close to linearly related after the starting flow, i.e. the same contrast:
-    global NCC >= 0.9; local NCC otherwise); window: box of the
-    local NCC (voxels, odd); smoothness: weight of the diffusion energy; learning_rate: Adam's step
-    (voxels); control_spacing: voxels between control points of the correction; patience and tolerance:
-    stop when the energy has not fallen by ``tolerance`` (relative) for ``patience`` steps;
-    landmark_weight: per mm^2 (module docstring); shrink: 1 (the working grid) or 2 (every second voxel
-    of it, the images smoothed first: about 4x (2D) or 8x (3D) fewer voxels per step; the correction is
-    interpolated back linearly). Energies are reported on the grid refined."""
+    global NCC >= 0.9; local NCC otherwise); window: box of the local NCC (voxels, odd); smoothness: weight
+    of the diffusion energy; learning_rate: Adam's step (voxels), or how far L-BFGS's first step moves the
+    control point of the largest gradient; control_spacing: voxels between control points of the
+    correction; patience and tolerance: stop when the energy has not fallen by ``tolerance`` (relative) for
+    ``patience`` steps; landmark_weight: per mm^2 (module docstring)."""
 
     steps: int = 50
+    optimizer: str = "adam"
     similarity: str = "auto"
     window: int = 5
     smoothness: float = 0.03
@@ -64,11 +68,12 @@ class RefinementSettings:
     patience: int = 10
     tolerance: float = 1e-4
     landmark_weight: float = 1.0
-    shrink: int = 1
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
             raise ValueError(f"refine_steps must be an integer >= 0, got {self.steps!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"refinement optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"refinement similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
         if not (isinstance(self.window, int) and self.window >= 1 and self.window % 2 == 1):
@@ -78,8 +83,6 @@ class RefinementSettings:
         for name in ("smoothness", "landmark_weight", "tolerance"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(f"refinement {name} must be >= 0, got {getattr(self, name)!r}")
-        if self.shrink not in (1, 2):
-            raise ValueError(f"refinement shrink must be 1 or 2, got {self.shrink!r}")
         if not float(self.learning_rate) > 0:
             raise ValueError(f"refinement learning_rate must be > 0, got {self.learning_rate!r}")
 
@@ -204,15 +207,36 @@ def _landmark_term(flow, points, targets, metric):
     return tf.reduce_sum(squared_mm) / tf.maximum(tf.cast(tf.shape(points)[0], tf.float32), 1.0)
 
 
+@tf.function(jit_compile=True, autograph=False)
+def _dense_flow(initial, control, spacing):
+    """``initial + B(control)`` ``[1, *S, N]``."""
+    return initial + bspline_interpolate(control, spacing, initial.shape[1:-1])
+
+
+_warp_compiled = tf.function(warp, jit_compile=True, autograph=False)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _mse_and_gradient(warped_channels, fixed):
+    """MSE of the warped moving image (channel 0 of ``warped_channels``) against ``fixed`` and its gradient
+    with respect to the flow, ``2 / V (warped - fixed) grad(moving)(x + flow)`` (channels 1..N: the moving
+    image's gradient warped with it)."""
+    residual = warped_channels[..., :1] - fixed
+    voxels = tf.cast(tf.size(fixed), tf.float32)
+    return tf.reduce_mean(tf.square(residual)), 2.0 / voxels * residual * warped_channels[..., 1:]
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _diffusion_and_gradient(flow):
+    return diffusion(flow), diffusion_gradient(flow)
+
+
 def _data_term(flow, fixed, moving, moving_gradient, similarity, window):
-    """``(similarity term, its gradient with respect to the flow)``. MSE: in closed form,
-    ``2 / V (warped - fixed) grad(moving)(x + flow)`` (the moving image's central-difference gradient warped
-    with it: one gather, no scatter); local NCC: by automatic differentiation through the warp."""
+    """``(similarity term, its gradient with respect to the flow)``. MSE: in closed form (one gather of the
+    moving image and its central-difference gradient, no scatter); local NCC: by automatic
+    differentiation through the warp."""
     if similarity == "mse":
-        warped_all = warp(tf.concat([moving, moving_gradient], axis=-1), flow)
-        residual = warped_all[..., :1] - fixed
-        voxels = tf.cast(tf.size(fixed), tf.float32)
-        return tf.reduce_mean(tf.square(residual)), 2.0 / voxels * residual * warped_all[..., 1:]
+        return _mse_and_gradient(_warp_compiled(tf.concat([moving, moving_gradient], axis=-1), flow), fixed)
     with tf.GradientTape() as tape:
         tape.watch(flow)
         data = local_ncc_loss(fixed, warp(moving, flow), window)
@@ -236,10 +260,11 @@ class _Problem(typing.NamedTuple):
 
 def _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks):
     p = problem
-    flow = p.initial + bspline_interpolate(control, spacing, p.initial.shape[1:-1])
+    flow = _dense_flow(p.initial, control, spacing)
     data, gradient = _data_term(flow, p.fixed, p.moving, p.moving_gradient, similarity, window)
-    energy = data + p.smoothness * diffusion(flow)
-    gradient += p.smoothness * diffusion_gradient(flow)
+    smoothness, smoothness_gradient = _diffusion_and_gradient(flow)
+    energy = data + p.smoothness * smoothness
+    gradient += p.smoothness * smoothness_gradient
     if with_landmarks:
         with tf.GradientTape() as tape:
             tape.watch(flow)
@@ -249,7 +274,7 @@ def _energy_and_gradient(control, problem, similarity, window, spacing, with_lan
     return energy, data, bspline_adjoint(gradient, spacing, control.shape[1:-1]), flow
 
 
-@tf.function(autograph=False)  # a graph, not XLA: faster here (benchmarks/results/refinement-notes.md)
+@tf.function(autograph=False)  # a graph of XLA clusters: one XLA cluster recomputes the warp per consumer
 def _adam_step(control, first, second, step, learning_rate, problem, **static):
     """One Adam step on ``control``; returns the new state and the energy and similarity term before it."""
     energy, data, gradient, _ = _energy_and_gradient(control, problem, **static)
@@ -260,9 +285,103 @@ def _adam_step(control, first, second, step, learning_rate, problem, **static):
 
 
 @tf.function(autograph=False)
+def _evaluate(control, problem, **static):
+    """The energy, the similarity term and the energy's gradient with respect to ``control``."""
+    energy, data, gradient, _ = _energy_and_gradient(control, problem, **static)
+    return energy, data, gradient
+
+
+@tf.function(autograph=False)
 def _final_flow(control, problem, **static):
     energy, data, _, flow = _energy_and_gradient(control, problem, **static)
     return flow, energy, data
+
+
+class _Trace:
+    """The energies and similarity terms of the steps so far, ``on_step`` and the stopping rule."""
+
+    def __init__(self, settings, on_step):
+        self.settings, self.on_step = settings, on_step
+        self.energies, self.data_terms = [], []
+        self.best, self.since_best = np.inf, 0
+
+    def record(self, energy, data):
+        """Record one step; True when the refinement should stop (the step budget or the stopping rule)."""
+        self.energies.append(float(energy))
+        self.data_terms.append(float(data))
+        if self.on_step is not None:
+            self.on_step(len(self.energies), self.energies[-1])
+        energy = self.energies[-1]
+        if energy < self.best * (1.0 - self.settings.tolerance) if self.best > 0 else energy < self.best:
+            self.best, self.since_best = energy, 0
+        else:
+            self.since_best += 1
+        return len(self.energies) >= self.settings.steps or self.since_best >= self.settings.patience
+
+
+def _adam(control, problem, static, settings, trace):
+    """Adam from ``control``; returns the last control grid."""
+    first, second = tf.zeros_like(control), tf.zeros_like(control)
+    learning_rate = tf.constant(float(settings.learning_rate))
+    for step in range(1, settings.steps + 1):
+        control, first, second, energy, data = _adam_step(
+            control, first, second, tf.constant(float(step)), learning_rate, problem, **static
+        )
+        if trace.record(energy, data):
+            break
+    return control
+
+
+def _dot(a, b):
+    return float(tf.reduce_sum(a * b))
+
+
+def _lbfgs_direction(gradient, pairs, first_step):
+    """The L-BFGS descent direction (two-loop recursion over ``pairs`` of (step, gradient change)); without
+    pairs, steepest descent scaled so that its largest component is ``first_step``."""
+    if not pairs:
+        return -gradient * (first_step / max(float(tf.reduce_max(tf.abs(gradient))), 1e-30))
+    q, coefficients = gradient, []
+    for s, y in reversed(pairs):
+        rho = 1.0 / _dot(y, s)
+        alpha = rho * _dot(s, q)
+        coefficients.append((rho, alpha))
+        q = q - alpha * y
+    s, y = pairs[-1]
+    r = q * (_dot(s, y) / _dot(y, y))
+    for (s, y), (rho, alpha) in zip(pairs, reversed(coefficients)):
+        r = r + s * (alpha - rho * _dot(y, r))
+    return -r
+
+
+def _lbfgs(control, problem, static, settings, trace):
+    """L-BFGS from ``control`` with a backtracking (Armijo) line search; returns the last accepted control
+    grid and its energy and similarity term."""
+    energy, data, gradient = _evaluate(control, problem, **static)
+    stop = trace.record(energy, data)
+    energy, data = float(energy), float(data)
+    pairs = []
+    while not stop:
+        direction = _lbfgs_direction(gradient, pairs, settings.learning_rate)
+        slope = _dot(gradient, direction)
+        if not slope < 0:  # the curvature pairs point uphill: start again from steepest descent
+            pairs = []
+            direction = _lbfgs_direction(gradient, pairs, settings.learning_rate)
+            slope = _dot(gradient, direction)
+        t = 1.0
+        while not stop:
+            trial = control + t * direction
+            trial_energy, trial_data, trial_gradient = _evaluate(trial, problem, **static)
+            stop = trace.record(trial_energy, trial_data)
+            if float(trial_energy) <= energy + _ARMIJO * t * slope:
+                step, change = trial - control, trial_gradient - gradient
+                if _dot(step, change) > 0:
+                    pairs = (pairs + [(step, change)])[-_LBFGS_MEMORY:]
+                control, gradient = trial, trial_gradient
+                energy, data = float(trial_energy), float(trial_data)
+                break
+            t *= 0.5
+    return control, energy, data
 
 
 def _matched_intensities(fixed, moving, flow):
@@ -296,22 +415,16 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
         matched, ncc = _matched_intensities(fixed_t, moving_t, initial_t)
         similarity = "mse" if similarity == "mse" or ncc >= _LINEAR_ENOUGH else "ncc"
         moving_t = matched if similarity == "mse" else moving_t
-    full_initial, points, targets, metric = initial_t, landmarks.points, landmarks.targets, landmarks.metric
-    if settings.shrink == 2:  # every second voxel of the working grid: voxel vectors halve, mm^2 per voxel^2 x4
-        fixed_t, moving_t = binomial_downsample(fixed_t), binomial_downsample(moving_t)
-        initial_t = initial_t[(slice(None),) + (slice(None, None, 2),) * ndim] / 2.0
-        points, targets, metric = points / 2.0, targets / 2.0, metric * 4.0
     spacing = settings.control_spacing
     control = tf.zeros([1, *control_grid_shape(initial_t.shape[1:-1], spacing), ndim])
-    first, second = tf.zeros_like(control), tf.zeros_like(control)
     problem = _Problem(
         initial_t,
         fixed_t,
         moving_t,
         image_gradient(moving_t, "central"),
-        tf.constant(points),
-        tf.constant(targets),
-        tf.constant(metric),
+        tf.constant(landmarks.points),
+        tf.constant(landmarks.targets),
+        tf.constant(landmarks.metric),
         tf.constant(float(settings.smoothness)),
         tf.constant(float(settings.landmark_weight)),
     )
@@ -319,33 +432,21 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
         "similarity": similarity,
         "window": settings.window,
         "spacing": spacing,
-        "with_landmarks": len(points) > 0,
+        "with_landmarks": len(landmarks.points) > 0,
     }
-    learning_rate = tf.constant(float(settings.learning_rate))
-    energies, data_terms = [], []
-    best, since_best = np.inf, 0
-    for step in range(1, settings.steps + 1):
-        control, first, second, energy, data = _adam_step(
-            control, first, second, tf.constant(float(step)), learning_rate, problem, **static
-        )
-        energies.append(float(energy))
-        data_terms.append(float(data))
-        if on_step is not None:
-            on_step(step, energies[-1])
-        if energies[-1] < best * (1.0 - settings.tolerance) if best > 0 else energies[-1] < best:
-            best, since_best = energies[-1], 0
-        else:
-            since_best += 1
-            if since_best >= settings.patience:
-                break
-    flow, energy, data = _final_flow(control, problem, **static)
-    if settings.shrink == 2:
-        flow = full_initial + 2.0 * bspline_interpolate(flow - initial_t, 2, full_initial.shape[1:-1])
+    trace = _Trace(settings, on_step)
+    if settings.optimizer == "lbfgs" and settings.steps:
+        control, energy, data = _lbfgs(control, problem, static, settings, trace)
+        flow = _dense_flow(initial_t, control, spacing)
+    else:
+        control = _adam(control, problem, static, settings, trace)
+        flow, energy, data = _final_flow(control, problem, **static)
+    energies = trace.energies
     info = {
         "steps": len(energies),
         "energy_before": energies[0] if energies else float(energy),
         "energy_after": float(energy),
-        "similarity_before": data_terms[0] if data_terms else float(data),
+        "similarity_before": trace.data_terms[0] if energies else float(data),
         "similarity_after": float(data),
         "similarity": similarity,
         "energies": energies,

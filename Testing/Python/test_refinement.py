@@ -35,11 +35,12 @@ def _displacement(flow, reference):
     return WorkingGrid(reference).flow_to_displacement(flow)
 
 
-def test_refinement_lowers_the_loss_and_the_error_without_folding(small_pair):
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_refinement_lowers_the_loss_and_the_error_without_folding(small_pair, optimizer):
     fixed, moving, true = small_pair
     f, m = _arrays(fixed, moving)
     zero = np.zeros(f.shape + (2,), np.float32)
-    flow, info = refine_flow(f, m, zero, RefinementSettings(steps=30))
+    flow, info = refine_flow(f, m, zero, RefinementSettings(steps=30, optimizer=optimizer))
     assert info["steps"] > 1
     assert info["similarity_after"] < 0.7 * info["similarity_before"]
     assert info["energy_after"] < info["energy_before"]
@@ -60,17 +61,34 @@ def test_the_closed_form_diffusion_gradient_is_the_gradient(shape):
     np.testing.assert_allclose(diffusion_gradient(flow), tape.gradient(energy, flow), atol=1e-6)
 
 
-def test_refinement_is_deterministic(small_pair):
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_refinement_is_deterministic(small_pair, optimizer):
     f, m = _arrays(*small_pair[:2])
     zero = np.zeros(f.shape + (2,), np.float32)
-    first, _ = refine_flow(f, m, zero, RefinementSettings(steps=5))
-    second, _ = refine_flow(f, m, zero, RefinementSettings(steps=5))
+    first, _ = refine_flow(f, m, zero, RefinementSettings(steps=5, optimizer=optimizer))
+    second, _ = refine_flow(f, m, zero, RefinementSettings(steps=5, optimizer=optimizer))
     np.testing.assert_array_equal(first, second)
 
 
-def test_local_ncc_similarity_also_lowers_its_loss(small_pair):
+def test_lbfgs_returns_the_last_accepted_step_and_counts_every_evaluation(small_pair):
     f, m = _arrays(*small_pair[:2])
-    _, info = refine_flow(f, m, np.zeros(f.shape + (2,), np.float32), RefinementSettings(steps=10, similarity="ncc"))
+    zero = np.zeros(f.shape + (2,), np.float32)
+    steps = []
+    settings = RefinementSettings(steps=12, optimizer="lbfgs", learning_rate=0.5)
+    _, info = refine_flow(f, m, zero, settings, on_step=lambda step, energy: steps.append((step, energy)))
+    assert [s for s, _ in steps] == list(range(1, info["steps"] + 1)) and info["steps"] == 12
+    assert [e for _, e in steps] == info["energies"]
+    # line-search trials that were rejected are counted but never returned: the energy after is the lowest
+    assert info["energy_after"] == min(info["energies"]) < info["energy_before"]
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        RefinementSettings(optimizer="sgd")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_local_ncc_similarity_also_lowers_its_loss(small_pair, optimizer):
+    f, m = _arrays(*small_pair[:2])
+    settings = RefinementSettings(steps=10, similarity="ncc", optimizer=optimizer)
+    _, info = refine_flow(f, m, np.zeros(f.shape + (2,), np.float32), settings)
     assert info["similarity_after"] < info["similarity_before"]
 
 
