@@ -98,7 +98,10 @@ def _determinant(u: np.ndarray, to_index: np.ndarray, dtype: npt.DTypeLike) -> n
 
 
 def jacobian_statistics(
-    displacement: sitk.Image, mask: Mask = None, dtype: npt.DTypeLike = np.float64
+    displacement: sitk.Image,
+    mask: Mask = None,
+    dtype: npt.DTypeLike = np.float64,
+    determinant: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Summary of the Jacobian determinant J of p -> p + u(p) over ``mask`` (all voxels if None).
 
@@ -110,9 +113,10 @@ def jacobian_statistics(
           all voxels; the "+3" follows the challenge's evaluation code and only makes its numbers
           comparable with published Learn2Reg results.
     ``mask``: SimpleITK label image on the field's grid or boolean array, nonzero = inside.
-    ``dtype``: of the computation (:func:`jacobian_determinant`).
+    ``dtype``: of the computation (:func:`jacobian_determinant`); ``determinant``: J already computed
+    by :func:`jacobian_determinant` for ``displacement`` (then ``dtype`` is not used).
     """
-    det = jacobian_determinant(displacement, dtype)
+    det = jacobian_determinant(displacement, dtype) if determinant is None else determinant
     values = det.ravel() if mask is None else det[mask_array(mask, det.shape, reference=displacement)]
     smallest = float(values.min())
     positive = values if smallest > 0 else values[values > 0]

@@ -25,7 +25,7 @@ from DIRVNetLib.io.images import ImageInput
 from DIRVNetLib.io.points import point_pairs
 from DIRVNetLib.io.resample import coarser_reference, resample_like, warp_image
 from DIRVNetLib.io.weights import load_weight_set, resolve
-from DIRVNetLib.metrics import displacement_transform, jacobian_statistics, similarity_report
+from DIRVNetLib.metrics import displacement_transform, jacobian_determinant, jacobian_statistics, similarity_report
 from DIRVNetLib.model import DIRVNet
 from DIRVNetLib.ops import warp
 from DIRVNetLib.preprocessing import normalise_intensity
@@ -317,10 +317,11 @@ def register(
 
         mark = time.perf_counter()
         displacement = resample_displacement(refine_grid.flow_to_displacement(flow), fixed_image)
-        jacobian = network_jacobian = jacobian_statistics(displacement, dtype=np.float32)
+        determinant = jacobian_determinant(displacement, np.float32)
+        jacobian = network_jacobian = jacobian_statistics(displacement, determinant=determinant)
         unfolded_voxels = 0
         if unfold and network_jacobian["jacobian_nonpositive_percent"] > 0:
-            displacement, unfolded_voxels, _ = remove_folding(displacement)
+            displacement, unfolded_voxels, _ = remove_folding(displacement, folding=determinant <= 0)
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
 
         def warp_moving(transform):

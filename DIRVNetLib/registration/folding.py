@@ -13,12 +13,13 @@ from DIRVNetLib.metrics import jacobian_determinant
 _MARGIN = 6  # voxels of context around the folding voxels for the smoothing
 
 
-def remove_folding(displacement, max_iterations=100):
+def remove_folding(displacement, max_iterations=100, folding=None):
     """``(field, voxels changed, folding voxels left)`` for a displacement vector image (LPS mm).
 
-    Voxels with a Jacobian determinant ``<= 0`` and their neighbours take the values of the field
-    smoothed with a Gaussian of one voxel (the finest spacing, mm), computed in a box around them.
-    ``displacement`` is not modified.
+    Voxels with a Jacobian determinant ``<= 0`` (computed in float32; ``folding``: that boolean array,
+    numpy order, when already known) and their neighbours take the values of the field smoothed with a
+    Gaussian of one voxel (the finest spacing, mm), computed in a box around them. ``displacement`` is
+    not modified.
     """
     values = sitk.GetArrayFromImage(displacement)
     changed = np.zeros(values.shape[:-1], bool)
@@ -36,20 +37,22 @@ def remove_folding(displacement, max_iterations=100):
         image.SetDirection(displacement.GetDirection())
         return image
 
-    folding = jacobian_determinant(as_image(values)) <= 0
+    folding = jacobian_determinant(displacement, np.float32) <= 0 if folding is None else folding.copy()
     for _ in range(max_iterations):
-        if not folding.any():
+        where = np.argwhere(folding)
+        if not len(where):
             return as_image(values), int(changed.sum()), 0
-        region = (
-            sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(folding.astype(np.uint8)), [1] * ndim)) > 0
-        )
-        where = np.argwhere(region)
-        box = tuple(slice(max(0, lo - _MARGIN), hi + 1 + _MARGIN) for lo, hi in zip(where.min(0), where.max(0)))
+        # the folding voxels and their neighbours (a one-voxel dilation), within their bounding box
+        near = tuple(slice(max(0, lo - 1), hi + 2) for lo, hi in zip(where.min(0), where.max(0)))
+        dilated = sitk.BinaryDilate(sitk.GetImageFromArray(folding[near].astype(np.uint8)), [1] * ndim)
+        region = np.zeros_like(folding)
+        region[near] = sitk.GetArrayViewFromImage(dilated) > 0
+        box = tuple(slice(max(0, n.start - _MARGIN), n.stop + _MARGIN) for n in near)
         inside = region[box]
         values[box][inside] = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(box_image(box), sigma))[inside]
         changed |= region
         # Only the box changed: recompute the determinant there (its outer layer is one-sided, so the
         # margin keeps it away from the voxels that were edited).
-        folding[box] = jacobian_determinant(box_image(box)) <= 0
-    left = int((jacobian_determinant(as_image(values)) <= 0).sum())
+        folding[box] = jacobian_determinant(box_image(box), np.float32) <= 0
+    left = int((jacobian_determinant(as_image(values), np.float32) <= 0).sum())
     return as_image(values), int(changed.sum()), left

@@ -389,7 +389,7 @@ def _matched_intensities(fixed, moving, flow):
     image warped with ``flow`` and NCC their global correlation (each image is normalised on its own, so a
     deformation that moves tissue in or out of the view changes the scales; MSE would otherwise deform to
     make up for it)."""
-    warped = tf.reshape(warp(moving, flow), [-1])
+    warped = tf.reshape(_warp_compiled(moving, flow), [-1])
     target = tf.reshape(fixed, [-1])
     mean_w, mean_f = tf.reduce_mean(warped), tf.reduce_mean(target)
     variance = tf.reduce_mean(tf.square(warped - mean_w))

@@ -3,7 +3,7 @@
 import numpy as np
 import SimpleITK as sitk
 
-from DIRVNetLib.metrics import jacobian_determinant
+from DIRVNetLib.metrics import jacobian_determinant, jacobian_statistics
 from DIRVNetLib.registration.folding import remove_folding
 
 
@@ -28,6 +28,11 @@ def test_a_local_fold_is_removed_and_nothing_else_changes():
     np.testing.assert_array_equal(after[..., far, :], before[..., far, :])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(field), before)  # input untouched
     assert unfolded.GetSpacing() == field.GetSpacing() and unfolded.GetOrigin() == field.GetOrigin()
+    # the caller's determinant (as register passes it) gives the same statistics and the same result
+    determinant = jacobian_determinant(field, np.float32)
+    assert jacobian_statistics(field, determinant=determinant) == jacobian_statistics(field, dtype=np.float32)
+    given, _, _ = remove_folding(field, folding=determinant <= 0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(given), after)
 
 
 def test_a_field_without_folding_is_returned_unchanged():
