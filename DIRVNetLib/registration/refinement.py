@@ -231,12 +231,12 @@ def _diffusion_and_gradient(flow):
     return diffusion(flow), diffusion_gradient(flow)
 
 
-def _data_term(flow, fixed, moving, moving_gradient, similarity, window):
+def _data_term(flow, fixed, moving, moving_channels, similarity, window):
     """``(similarity term, its gradient with respect to the flow)``. MSE: in closed form (one gather of the
     moving image and its central-difference gradient, no scatter); local NCC: by automatic
     differentiation through the warp."""
     if similarity == "mse":
-        return _mse_and_gradient(_warp_compiled(tf.concat([moving, moving_gradient], axis=-1), flow), fixed)
+        return _mse_and_gradient(_warp_compiled(moving_channels, flow), fixed)
     with tf.GradientTape() as tape:
         tape.watch(flow)
         data = local_ncc_loss(fixed, warp(moving, flow), window)
@@ -244,13 +244,14 @@ def _data_term(flow, fixed, moving, moving_gradient, similarity, window):
 
 
 class _Problem(typing.NamedTuple):
-    """The tensors of one refinement: the starting flow ``[1, *S, N]``, the images ``[1, *S, 1]`` and the
-    moving image's gradient ``[1, *S, N]``, the landmarks (:class:`Landmarks`' fields) and the weights."""
+    """The tensors of one refinement: the starting flow ``[1, *S, N]``, the images ``[1, *S, 1]``, the moving
+    image with its central-difference gradient as channels 1..N ``[1, *S, 1 + N]``, the landmarks
+    (:class:`Landmarks`' fields) and the weights."""
 
     initial: tf.Tensor
     fixed: tf.Tensor
     moving: tf.Tensor
-    moving_gradient: tf.Tensor
+    moving_channels: tf.Tensor
     points: tf.Tensor
     targets: tf.Tensor
     metric: tf.Tensor
@@ -261,7 +262,7 @@ class _Problem(typing.NamedTuple):
 def _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks):
     p = problem
     flow = _dense_flow(p.initial, control, spacing)
-    data, gradient = _data_term(flow, p.fixed, p.moving, p.moving_gradient, similarity, window)
+    data, gradient = _data_term(flow, p.fixed, p.moving, p.moving_channels, similarity, window)
     smoothness, smoothness_gradient = _diffusion_and_gradient(flow)
     energy = data + p.smoothness * smoothness
     gradient += p.smoothness * smoothness_gradient
@@ -421,7 +422,7 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
         initial_t,
         fixed_t,
         moving_t,
-        image_gradient(moving_t, "central"),
+        tf.concat([moving_t, image_gradient(moving_t, "central")], axis=-1),
         tf.constant(landmarks.points),
         tf.constant(landmarks.targets),
         tf.constant(landmarks.metric),
