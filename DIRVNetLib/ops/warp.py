@@ -51,3 +51,7 @@ def warp(image, flow):
             weight = weight * (weight_upper[axis] if bit else 1.0 - weight_upper[axis])
         out = out + tf.gather(flat, index) * weight[..., tf.newaxis]
     return out
+
+
+compiled_warp = tf.function(warp, jit_compile=True, autograph=False)
+""":func:`warp` as one XLA cluster, for calls outside a compiled graph (several times faster on a CPU)."""

@@ -27,7 +27,7 @@ from DIRVNetLib.io.resample import coarser_reference, resample_like, warp_image
 from DIRVNetLib.io.weights import load_weight_set, resolve
 from DIRVNetLib.metrics import displacement_transform, jacobian_determinant, jacobian_statistics, similarity_report
 from DIRVNetLib.model import DIRVNet
-from DIRVNetLib.ops import warp
+from DIRVNetLib.ops import compiled_warp
 from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.registration.checks import check_arguments, check_finite, check_finite_report
 from DIRVNetLib.registration.folding import remove_folding
@@ -90,9 +90,6 @@ def _device_scope(device):
     return tf.device(None)
 
 
-_warp = tf.function(warp, jit_compile=True, autograph=False)
-
-
 def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=None):
     """Network flow ``[*S, N]`` (working voxels), refined recurrently up to ``rounds`` times: the
     warped image is registered again and the fields composed, ``u <- v + u o (x + v)``, while the mean
@@ -110,18 +107,18 @@ def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=N
 
     def refined(flow):
         """``flow`` composed with the network's flow for the moving image warped by it."""
-        update = network_flow(_warp(moving_t, flow))
-        return update + _warp(flow, update)
+        update = network_flow(compiled_warp(moving_t, flow))
+        return update + compiled_warp(flow, update)
 
     flow = network_flow(moving_t) if initial is None else refined(tf.constant(initial[np.newaxis]))
     if rounds == 0:
         return flow[0].numpy(), []
-    residual = float(tf.reduce_mean(tf.square(_warp(moving_t, flow) - fixed_t)))
+    residual = float(tf.reduce_mean(tf.square(compiled_warp(moving_t, flow) - fixed_t)))
     residuals = [residual]
     for round_index in range(1, rounds + 1):
         monitor.round = round_index
         candidate = refined(flow)
-        candidate_residual = float(tf.reduce_mean(tf.square(_warp(moving_t, candidate) - fixed_t)))
+        candidate_residual = float(tf.reduce_mean(tf.square(compiled_warp(moving_t, candidate) - fixed_t)))
         if candidate_residual >= residual:
             break
         flow, residual = candidate, candidate_residual

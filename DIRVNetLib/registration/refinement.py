@@ -31,6 +31,7 @@ import tensorflow as tf
 from DIRVNetLib.ops import (
     bspline_adjoint,
     bspline_interpolate,
+    compiled_warp,
     control_grid_shape,
     image_gradient,
     warp,
@@ -213,9 +214,6 @@ def _dense_flow(initial, control, spacing):
     return initial + bspline_interpolate(control, spacing, initial.shape[1:-1])
 
 
-_warp_compiled = tf.function(warp, jit_compile=True, autograph=False)
-
-
 @tf.function(jit_compile=True, autograph=False)
 def _mse_and_gradient(warped_channels, fixed):
     """MSE of the warped moving image (channel 0 of ``warped_channels``) against ``fixed`` and its gradient
@@ -231,26 +229,25 @@ def _diffusion_and_gradient(flow):
     return diffusion(flow), diffusion_gradient(flow)
 
 
-def _data_term(flow, fixed, moving, moving_channels, similarity, window):
+def _data_term(flow, fixed, moving_channels, similarity, window):
     """``(similarity term, its gradient with respect to the flow)``. MSE: in closed form (one gather of the
     moving image and its central-difference gradient, no scatter); local NCC: by automatic
     differentiation through the warp."""
     if similarity == "mse":
-        return _mse_and_gradient(_warp_compiled(moving_channels, flow), fixed)
+        return _mse_and_gradient(compiled_warp(moving_channels, flow), fixed)
     with tf.GradientTape() as tape:
         tape.watch(flow)
-        data = local_ncc_loss(fixed, warp(moving, flow), window)
+        data = local_ncc_loss(fixed, warp(moving_channels[..., :1], flow), window)
     return data, tape.gradient(data, flow)
 
 
 class _Problem(typing.NamedTuple):
-    """The tensors of one refinement: the starting flow ``[1, *S, N]``, the images ``[1, *S, 1]``, the moving
-    image with its central-difference gradient as channels 1..N ``[1, *S, 1 + N]``, the landmarks
-    (:class:`Landmarks`' fields) and the weights."""
+    """The tensors of one refinement: the starting flow ``[1, *S, N]``, the fixed image ``[1, *S, 1]``, the
+    moving image (channel 0) with its central-difference gradient (channels 1..N) ``[1, *S, 1 + N]``, the
+    landmarks (:class:`Landmarks`' fields) and the weights."""
 
     initial: tf.Tensor
     fixed: tf.Tensor
-    moving: tf.Tensor
     moving_channels: tf.Tensor
     points: tf.Tensor
     targets: tf.Tensor
@@ -262,7 +259,7 @@ class _Problem(typing.NamedTuple):
 def _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks):
     p = problem
     flow = _dense_flow(p.initial, control, spacing)
-    data, gradient = _data_term(flow, p.fixed, p.moving, p.moving_channels, similarity, window)
+    data, gradient = _data_term(flow, p.fixed, p.moving_channels, similarity, window)
     smoothness, smoothness_gradient = _diffusion_and_gradient(flow)
     energy = data + p.smoothness * smoothness
     gradient += p.smoothness * smoothness_gradient
@@ -390,7 +387,7 @@ def _matched_intensities(fixed, moving, flow):
     image warped with ``flow`` and NCC their global correlation (each image is normalised on its own, so a
     deformation that moves tissue in or out of the view changes the scales; MSE would otherwise deform to
     make up for it)."""
-    warped = tf.reshape(_warp_compiled(moving, flow), [-1])
+    warped = tf.reshape(compiled_warp(moving, flow), [-1])
     target = tf.reshape(fixed, [-1])
     mean_w, mean_f = tf.reduce_mean(warped), tf.reduce_mean(target)
     variance = tf.reduce_mean(tf.square(warped - mean_w))
@@ -421,7 +418,6 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
     problem = _Problem(
         initial_t,
         fixed_t,
-        moving_t,
         tf.concat([moving_t, image_gradient(moving_t, "central")], axis=-1),
         tf.constant(landmarks.points),
         tf.constant(landmarks.targets),
