@@ -16,6 +16,11 @@ if TYPE_CHECKING:  # the API module imports TensorFlow: loaded on the first call
 
 __version__ = "0.1.0"
 
+# TensorFlow turns its oneDNN CPU kernels on by itself only on CPUs with AVX-512 VNNI or AMX; on AVX2-only
+# CPUs they make the 3D network about 2x faster (docs/performance.md). TensorFlow reads this once, when it
+# is imported, so it is set here, before any DIRVNetLib module imports it; a value the user set is kept.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 
 def register(
     fixed: ImageInput,

@@ -318,8 +318,8 @@ def register(
         jacobian = network_jacobian = jacobian_statistics(displacement, determinant=determinant)
         unfolded_voxels = 0
         if unfold and network_jacobian["jacobian_nonpositive_percent"] > 0:
-            displacement, unfolded_voxels, _ = remove_folding(displacement, folding=determinant <= 0)
-            jacobian = jacobian_statistics(displacement, dtype=np.float32)
+            displacement, unfolded_voxels, determinant = remove_folding(displacement, determinant=determinant)
+            jacobian = jacobian_statistics(displacement, determinant=determinant)
 
         def warp_moving(transform):
             return warp_image(moving_image, fixed_image, transform, checked.moving_labels, checked.moving_pixel_id)
