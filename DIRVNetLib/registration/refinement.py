@@ -22,6 +22,7 @@ Each step is one graph call; progress and cancel are checked between steps. Figu
 """
 
 import dataclasses
+import functools
 import itertools
 import typing
 
@@ -215,30 +216,35 @@ def _dense_flow(initial, control, spacing):
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _mse_and_gradient(warped_channels, fixed):
-    """MSE of the warped moving image (channel 0 of ``warped_channels``) against ``fixed`` and its gradient
-    with respect to the flow, ``2 / V (warped - fixed) grad(moving)(x + flow)`` (channels 1..N: the moving
-    image's gradient warped with it)."""
-    residual = warped_channels[..., :1] - fixed
-    voxels = tf.cast(tf.size(fixed), tf.float32)
-    return tf.reduce_mean(tf.square(residual)), 2.0 / voxels * residual * warped_channels[..., 1:]
+def _flow_and_warped(initial, control, moving_channels, spacing):
+    """The flow ``initial + B(control)`` and ``moving_channels`` warped by it."""
+    flow = initial + bspline_interpolate(control, spacing, initial.shape[1:-1])
+    return flow, warp(moving_channels, flow)
+
+
+def _regularised(flow, data, data_gradient, smoothness, spacing, control_shape):
+    """``(energy, control gradient)`` of ``data + smoothness * diffusion(flow)``, given the similarity term
+    ``data`` and its gradient with respect to the flow."""
+    energy = data + smoothness * diffusion(flow)
+    gradient = data_gradient + smoothness * diffusion_gradient(flow)
+    return energy, bspline_adjoint(gradient, spacing, control_shape)
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _diffusion_and_gradient(flow):
-    return diffusion(flow), diffusion_gradient(flow)
+def _mse_terms(flow, warped_channels, fixed, smoothness, spacing, control_shape):
+    """``(energy, MSE, control gradient)`` from the warped moving image (channel 0 of ``warped_channels``)
+    and the moving image's gradient warped with it (channels 1..N): the MSE's gradient with respect to the
+    flow is ``2 / V (warped - fixed) grad(moving)(x + flow)``, no scatter."""
+    residual = warped_channels[..., :1] - fixed
+    data = tf.reduce_mean(tf.square(residual))
+    data_gradient = 2.0 / tf.cast(tf.size(fixed), tf.float32) * residual * warped_channels[..., 1:]
+    energy, gradient = _regularised(flow, data, data_gradient, smoothness, spacing, control_shape)
+    return energy, data, gradient
 
 
-def _data_term(flow, fixed, moving_channels, similarity, window):
-    """``(similarity term, its gradient with respect to the flow)``. MSE: in closed form (one gather of the
-    moving image and its central-difference gradient, no scatter); local NCC: by automatic
-    differentiation through the warp."""
-    if similarity == "mse":
-        return _mse_and_gradient(compiled_warp(moving_channels, flow), fixed)
-    with tf.GradientTape() as tape:
-        tape.watch(flow)
-        data = local_ncc_loss(fixed, warp(moving_channels[..., :1], flow), window)
-    return data, tape.gradient(data, flow)
+@tf.function(jit_compile=True, autograph=False)
+def _ncc_regularised(flow, data, data_gradient, smoothness, spacing, control_shape):
+    return _regularised(flow, data, data_gradient, smoothness, spacing, control_shape)
 
 
 class _Problem(typing.NamedTuple):
@@ -257,42 +263,68 @@ class _Problem(typing.NamedTuple):
 
 
 def _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks):
+    """``(energy, similarity term, gradient with respect to control, flow)``. Two XLA clusters (flow and
+    warp; the terms and their gradients), not one: in one, XLA recomputes the warp's gathers for every
+    consumer. MSE: its gradient in closed form; local NCC: by automatic differentiation through the warp."""
     p = problem
-    flow = _dense_flow(p.initial, control, spacing)
-    data, gradient = _data_term(flow, p.fixed, p.moving_channels, similarity, window)
-    smoothness, smoothness_gradient = _diffusion_and_gradient(flow)
-    energy = data + p.smoothness * smoothness
-    gradient += p.smoothness * smoothness_gradient
+    control_shape = control.shape[1:-1]
+    if similarity == "mse":
+        flow, warped = _flow_and_warped(p.initial, control, p.moving_channels, spacing)
+        energy, data, gradient = _mse_terms(flow, warped, p.fixed, p.smoothness, spacing, control_shape)
+    else:
+        flow = _dense_flow(p.initial, control, spacing)
+        with tf.GradientTape() as tape:
+            tape.watch(flow)
+            data = local_ncc_loss(p.fixed, warp(p.moving_channels[..., :1], flow), window)
+        energy, gradient = _ncc_regularised(flow, data, tape.gradient(data, flow), p.smoothness, spacing, control_shape)
     if with_landmarks:
         with tf.GradientTape() as tape:
             tape.watch(flow)
             landmarks = p.landmark_weight * _landmark_term(flow, p.points, p.targets, p.metric)
         energy += landmarks
-        gradient += tape.gradient(landmarks, flow)
-    return energy, data, bspline_adjoint(gradient, spacing, control.shape[1:-1]), flow
+        gradient += bspline_adjoint(tape.gradient(landmarks, flow), spacing, control_shape)
+    return energy, data, gradient, flow
 
 
-@tf.function(autograph=False)  # a graph of XLA clusters: one XLA cluster recomputes the warp per consumer
-def _adam_step(control, first, second, step, learning_rate, problem, **static):
-    """One Adam step on ``control``; returns the new state and the energy and similarity term before it."""
-    energy, data, gradient, _ = _energy_and_gradient(control, problem, **static)
+@tf.function(jit_compile=True, autograph=False)
+def _adam_update(control, first, second, gradient, step, learning_rate):
     first = _BETA1 * first + (1.0 - _BETA1) * gradient
     second = _BETA2 * second + (1.0 - _BETA2) * tf.square(gradient)
     corrected = first / (1.0 - _BETA1**step) / (tf.sqrt(second / (1.0 - _BETA2**step)) + _EPSILON)
-    return control - learning_rate * corrected, first, second, energy, data
+    return control - learning_rate * corrected, first, second
 
 
-@tf.function(autograph=False)
-def _evaluate(control, problem, **static):
-    """The energy, the similarity term and the energy's gradient with respect to ``control``."""
-    energy, data, gradient, _ = _energy_and_gradient(control, problem, **static)
-    return energy, data, gradient
+class _Steps(typing.NamedTuple):
+    """The graph functions of one refinement configuration (:func:`_steps`)."""
+
+    adam_step: typing.Callable
+    evaluate: typing.Callable
+    final_flow: typing.Callable
 
 
-@tf.function(autograph=False)
-def _final_flow(control, problem, **static):
-    energy, data, _, flow = _energy_and_gradient(control, problem, **static)
-    return flow, energy, data
+@functools.cache
+def _steps(similarity, window, spacing, with_landmarks):
+    """The step functions for one configuration, the configuration closed over so that a call passes
+    tensors only (Python arguments cost TensorFlow a cache lookup per call, a large part of a 2D step).
+    Each is a graph of XLA clusters, traced once per input shape."""
+
+    def energy_and_gradient(control, problem):
+        return _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks)
+
+    def adam_step(control, first, second, step, learning_rate, problem):
+        """One Adam step on ``control``: the new state and the energy and similarity term before it."""
+        energy, data, gradient, _ = energy_and_gradient(control, problem)
+        return (*_adam_update(control, first, second, gradient, step, learning_rate), energy, data)
+
+    def evaluate(control, problem):
+        """The energy, the similarity term and the energy's gradient with respect to ``control``."""
+        return energy_and_gradient(control, problem)[:3]
+
+    def final_flow(control, problem):
+        energy, data, _, flow = energy_and_gradient(control, problem)
+        return flow, energy, data
+
+    return _Steps(*(tf.function(f, autograph=False) for f in (adam_step, evaluate, final_flow)))
 
 
 class _Trace:
@@ -317,13 +349,13 @@ class _Trace:
         return len(self.energies) >= self.settings.steps or self.since_best >= self.settings.patience
 
 
-def _adam(control, problem, static, settings, trace):
+def _adam(control, problem, steps, settings, trace):
     """Adam from ``control``; returns the last control grid."""
     first, second = tf.zeros_like(control), tf.zeros_like(control)
     learning_rate = tf.constant(float(settings.learning_rate))
     for step in range(1, settings.steps + 1):
-        control, first, second, energy, data = _adam_step(
-            control, first, second, tf.constant(float(step)), learning_rate, problem, **static
+        control, first, second, energy, data = steps.adam_step(
+            control, first, second, tf.constant(float(step)), learning_rate, problem
         )
         if trace.record(energy, data):
             break
@@ -352,10 +384,10 @@ def _lbfgs_direction(gradient, pairs, first_step):
     return -r
 
 
-def _lbfgs(control, problem, static, settings, trace):
+def _lbfgs(control, problem, steps, settings, trace):
     """L-BFGS from ``control`` with a backtracking (Armijo) line search; returns the last accepted control
     grid and its energy and similarity term."""
-    energy, data, gradient = _evaluate(control, problem, **static)
+    energy, data, gradient = steps.evaluate(control, problem)
     stop = trace.record(energy, data)
     energy, data = float(energy), float(data)
     pairs = []
@@ -369,7 +401,7 @@ def _lbfgs(control, problem, static, settings, trace):
         t = 1.0
         while not stop:
             trial = control + t * direction
-            trial_energy, trial_data, trial_gradient = _evaluate(trial, problem, **static)
+            trial_energy, trial_data, trial_gradient = steps.evaluate(trial, problem)
             stop = trace.record(trial_energy, trial_data)
             if float(trial_energy) <= energy + _ARMIJO * t * slope:
                 step, change = trial - control, trial_gradient - gradient
@@ -425,19 +457,14 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
         tf.constant(float(settings.smoothness)),
         tf.constant(float(settings.landmark_weight)),
     )
-    static = {
-        "similarity": similarity,
-        "window": settings.window,
-        "spacing": spacing,
-        "with_landmarks": len(landmarks.points) > 0,
-    }
+    steps = _steps(similarity, settings.window, spacing, len(landmarks.points) > 0)
     trace = _Trace(settings, on_step)
     if settings.optimizer == "lbfgs" and settings.steps:
-        control, energy, data = _lbfgs(control, problem, static, settings, trace)
+        control, energy, data = _lbfgs(control, problem, steps, settings, trace)
         flow = _dense_flow(initial_t, control, spacing)
     else:
-        control = _adam(control, problem, static, settings, trace)
-        flow, energy, data = _final_flow(control, problem, **static)
+        control = _adam(control, problem, steps, settings, trace)
+        flow, energy, data = steps.final_flow(control, problem)
     energies = trace.energies
     info = {
         "steps": len(energies),
