@@ -5,9 +5,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import DIRVNetLib  # noqa: E402, F401  (first: it chooses TensorFlow's CPU kernels as users get them)
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
+
+import DIRVNetLib  # noqa: E402, F401  (before any TensorFlow import: it chooses the CPU kernels users get)
 
 DATA = Path(__file__).resolve().parents[1] / "Data"
 
