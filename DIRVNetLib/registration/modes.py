@@ -23,7 +23,7 @@ MODES: dict[str, dict[int, Mode]] = {  # mode -> image dimension -> Mode
     # in 2D Adam (steady where the network left large residual displacements), in 3D L-BFGS (a 3D step costs
     # about 100x a 2D one; after the coarse pass the start is close, where L-BFGS needs fewer steps)
     "accurate": {
-        2: Mode(RefinementSettings(steps=30, control_spacing=4)),
+        2: Mode(RefinementSettings(steps=50, control_spacing=2)),
         3: Mode(RefinementSettings(steps=15, optimizer="lbfgs", learning_rate=0.5, control_spacing=4), coarse_pass=2.0),
     },
 }

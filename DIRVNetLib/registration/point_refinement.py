@@ -2,7 +2,7 @@
 
 The refinement without points gives ``refined``. Near the pairs, the network's flow is first corrected
 at them (:func:`~DIRVNetLib.registration.point_correction.correct_with_points`, radius R) and refined
-again with the landmark term, in a box around them, on a control grid of at most 2 voxels; the two are blended with
+again with the landmark term, in a box around them; the two are blended with
 :func:`~DIRVNetLib.registration.point_correction.support_weight` over R (1 at the points, 0 from R on):
 farther than R from every fixed point the field is exactly the one without points.
 """
@@ -11,8 +11,6 @@ import dataclasses
 
 from DIRVNetLib.registration.point_correction import correct_with_points, support_box, support_weight
 from DIRVNetLib.registration.refinement import Landmarks, refine_flow
-
-_NEAR_SPACING = 2  # most voxels between the control points of the refinement near the pairs: its pull stays local
 
 
 def refine_near_points(grid, fixed, moving, network_flow, refined, info, settings, pairs, radius=None, on_step=None):
@@ -34,9 +32,7 @@ def refine_near_points(grid, fixed, moving, network_flow, refined, info, setting
         fixed[box],
         moving[box],
         grid.displacement_to_flow(start)[box],
-        dataclasses.replace(
-            settings, similarity=info["similarity"], control_spacing=min(settings.control_spacing, _NEAR_SPACING)
-        ),
+        dataclasses.replace(settings, similarity=info["similarity"]),
         Landmarks.on_grid(near_grid, *pairs),
         on_step=on_step,
     )
