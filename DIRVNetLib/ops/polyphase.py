@@ -5,7 +5,7 @@ correlation of its polyphase components (``space_to_depth``: ``[B, *S/2, 2^N C]`
 ``k'``-tap kernel (``k' = 2 ceil(c/2) + 1``, ``c = k // 2``) mapping ``2^N C_in`` to ``2^N C_out``
 channels, followed by ``depth_to_space``: more multiply-adds than the direct form, in the wide-channel
 shape CPU convolution libraries run best (docs/notes/benchmarks.md, "Speed and memory"). Zero padding
-("SAME") carries over exactly because every axis is even. Used for the data-term field of
+("SAME") carries over exactly because every axis is even. Used for the 3D data-term field of
 experts (:mod:`DIRVNetLib.model.foe`), whose activations apply to the polyphase responses directly.
 """
 
@@ -79,6 +79,6 @@ def polyphase_kernels(kernels):
 
 
 def polyphase_applicable(spatial_shape, kernel_size):
-    """Whether the polyphase form pays: every axis even (static sizes) and kernels of at least 5 taps
-    (docs/notes/benchmarks.md, "Speed and memory"; in 2D since oneDNN's kernels are on)."""
-    return kernel_size >= 5 and all(n is not None and n % 2 == 0 for n in spatial_shape)
+    """Whether the polyphase form pays: 3D, every axis even (static sizes) and kernels of at least 5
+    taps (docs/notes/benchmarks.md, "Speed and memory")."""
+    return len(spatial_shape) == 3 and kernel_size >= 5 and all(n is not None and n % 2 == 0 for n in spatial_shape)
