@@ -244,6 +244,7 @@ def _mse_terms(flow, warped_channels, fixed, smoothness, spacing, control_shape)
 
 @tf.function(jit_compile=True, autograph=False)
 def _ncc_regularised(flow, data, data_gradient, smoothness, spacing, control_shape):
+    """:func:`_regularised` as one XLA cluster, for the local NCC term (differentiated outside it)."""
     return _regularised(flow, data, data_gradient, smoothness, spacing, control_shape)
 
 
