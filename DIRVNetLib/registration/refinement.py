@@ -4,13 +4,14 @@ Starting from a flow (e.g. the network's), steps of an optimiser (Adam, or L-BFG
 line search) on a correction ``c`` held on a control grid (multi-linear B-spline, one control point every
 ``control_spacing`` voxels), so that the flow is ``initial + B(c)``, minimise
 
-    E = D(fixed, moving o (x + flow)) + smoothness * R(flow) + landmark_weight * L(flow)
+    E = D(fixed, moving o (x + flow)) + smoothness * R(B(c)) + landmark_weight * L(flow)
 
 - ``D``: ``"mse"``: mean squared intensity difference, after a linear map of the moving intensities
   fitted once on the starting flow; ``"ncc"``: 1 - mean local squared NCC over ``window``-voxel boxes.
   Images are normalised intensities (about [0, 1]).
-- ``R``: diffusion energy, the mean over voxels and axes of the squared forward differences of the
-  flow (voxels per voxel).
+- ``R``: diffusion energy of the correction ``B(c)`` (not of the whole flow: the starting flow is not
+  pulled towards a smoother one), the mean over voxels and axes of its squared forward differences
+  (voxels per voxel).
 - ``L``: the landmark term. Point pairs ``(p_i, q_i)`` are given in physical LPS mm (SimpleITK point
   order x, y[, z]): ``p_i`` on the fixed image, ``q_i`` the corresponding point of the moving image.
   With the pull convention ``warped(p) = moving(p + u(p))`` the field should carry ``p_i`` to ``q_i``;
@@ -217,35 +218,36 @@ def _dense_flow(initial, control, spacing):
 
 @tf.function(jit_compile=True, autograph=False)
 def _flow_and_warped(initial, control, moving_channels, spacing):
-    """The flow ``initial + B(control)`` and ``moving_channels`` warped by it."""
-    flow = initial + bspline_interpolate(control, spacing, initial.shape[1:-1])
-    return flow, warp(moving_channels, flow)
+    """The correction ``B(control)``, the flow ``initial + B(control)`` and ``moving_channels`` warped by it."""
+    correction = bspline_interpolate(control, spacing, initial.shape[1:-1])
+    flow = initial + correction
+    return correction, flow, warp(moving_channels, flow)
 
 
-def _regularised(flow, data, data_gradient, smoothness, spacing, control_shape):
-    """``(energy, control gradient)`` of ``data + smoothness * diffusion(flow)``, given the similarity term
-    ``data`` and its gradient with respect to the flow."""
-    energy = data + smoothness * diffusion(flow)
-    gradient = data_gradient + smoothness * diffusion_gradient(flow)
+def _regularised(correction, data, data_gradient, smoothness, spacing, control_shape):
+    """``(energy, control gradient)`` of ``data + smoothness * diffusion(correction)``, given the similarity
+    term ``data`` and its gradient with respect to the flow (the correction's is the same)."""
+    energy = data + smoothness * diffusion(correction)
+    gradient = data_gradient + smoothness * diffusion_gradient(correction)
     return energy, bspline_adjoint(gradient, spacing, control_shape)
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _mse_terms(flow, warped_channels, fixed, smoothness, spacing, control_shape):
+def _mse_terms(correction, warped_channels, fixed, smoothness, spacing, control_shape):
     """``(energy, MSE, control gradient)`` from the warped moving image (channel 0 of ``warped_channels``)
     and the moving image's gradient warped with it (channels 1..N): the MSE's gradient with respect to the
     flow is ``2 / V (warped - fixed) grad(moving)(x + flow)``, no scatter."""
     residual = warped_channels[..., :1] - fixed
     data = tf.reduce_mean(tf.square(residual))
     data_gradient = 2.0 / tf.cast(tf.size(fixed), tf.float32) * residual * warped_channels[..., 1:]
-    energy, gradient = _regularised(flow, data, data_gradient, smoothness, spacing, control_shape)
+    energy, gradient = _regularised(correction, data, data_gradient, smoothness, spacing, control_shape)
     return energy, data, gradient
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _ncc_regularised(flow, data, data_gradient, smoothness, spacing, control_shape):
+def _ncc_regularised(correction, data, data_gradient, smoothness, spacing, control_shape):
     """:func:`_regularised` as one XLA cluster, for the local NCC term (differentiated outside it)."""
-    return _regularised(flow, data, data_gradient, smoothness, spacing, control_shape)
+    return _regularised(correction, data, data_gradient, smoothness, spacing, control_shape)
 
 
 class _Problem(typing.NamedTuple):
@@ -270,14 +272,15 @@ def _energy_and_gradient(control, problem, similarity, window, spacing, with_lan
     p = problem
     control_shape = control.shape[1:-1]
     if similarity == "mse":
-        flow, warped = _flow_and_warped(p.initial, control, p.moving_channels, spacing)
-        energy, data, gradient = _mse_terms(flow, warped, p.fixed, p.smoothness, spacing, control_shape)
+        correction, flow, warped = _flow_and_warped(p.initial, control, p.moving_channels, spacing)
+        energy, data, gradient = _mse_terms(correction, warped, p.fixed, p.smoothness, spacing, control_shape)
     else:
         flow = _dense_flow(p.initial, control, spacing)
         with tf.GradientTape() as tape:
             tape.watch(flow)
             data = local_ncc_loss(p.fixed, warp(p.moving_channels[..., :1], flow), window)
-        energy, gradient = _ncc_regularised(flow, data, tape.gradient(data, flow), p.smoothness, spacing, control_shape)
+        gradient = tape.gradient(data, flow)
+        energy, gradient = _ncc_regularised(flow - p.initial, data, gradient, p.smoothness, spacing, control_shape)
     if with_landmarks:
         with tf.GradientTape() as tape:
             tape.watch(flow)
