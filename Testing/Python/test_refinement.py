@@ -62,6 +62,19 @@ def test_the_closed_form_diffusion_gradient_is_the_gradient(shape):
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+@pytest.mark.parametrize("similarity", ["mse", "ncc"])
+def test_the_smoothness_term_leaves_the_starting_flow_alone(optimizer, similarity):
+    """The smoothness term regularises the correction, not the starting flow: where the images give no
+    force (both uniform), a rough starting flow comes back unchanged."""
+    uniform = np.full((40, 48), 0.5, np.float32)
+    rough = np.random.default_rng(1).normal(0.0, 1.0, (40, 48, 2)).astype(np.float32)
+    settings = RefinementSettings(steps=8, optimizer=optimizer, similarity=similarity, smoothness=1.0)
+    flow, info = refine_flow(uniform, uniform, rough, settings)
+    assert info["steps"] > 1
+    np.testing.assert_array_equal(flow, rough)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_refinement_is_deterministic(small_pair, optimizer):
     f, m = _arrays(*small_pair[:2])
     zero = np.zeros(f.shape + (2,), np.float32)
