@@ -19,7 +19,8 @@ line search) on a correction ``c`` held on a control grid (multi-linear B-spline
   ``landmark_weight`` is per mm^2 (1.0: a 1 mm miss weighs as much as a similarity loss of 1).
 
 Flows are ``[*S, N]`` in working-grid voxels, component ``i`` along array axis ``i`` (as the network's).
-Each step is one graph call; progress and cancel are checked between steps. Figures: docs/performance.md.
+Adam runs several steps per graph call (one on large grids), L-BFGS one evaluation per call; progress and
+cancel are checked between calls. Figures: docs/performance.md.
 """
 
 import dataclasses
@@ -301,9 +302,15 @@ def _adam_update(control, first, second, gradient, step, learning_rate):
 class _Steps(typing.NamedTuple):
     """The graph functions of one refinement configuration (:func:`_steps`)."""
 
-    adam_step: typing.Callable
+    adam_steps: typing.Callable
     evaluate: typing.Callable
     final_flow: typing.Callable
+
+
+def _improves(energy, best, tolerance):
+    """The stopping rule's test (energies are >= 0): ``energy`` is below ``best`` by more than ``tolerance``
+    (relative). Python floats or float64 tensors, so that the graph and :class:`_Trace` decide alike."""
+    return energy < best * (1.0 - tolerance)
 
 
 @functools.cache
@@ -315,10 +322,27 @@ def _steps(similarity, window, spacing, with_landmarks):
     def energy_and_gradient(control, problem):
         return _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks)
 
-    def adam_step(control, first, second, step, learning_rate, problem):
-        """One Adam step on ``control``: the new state and the energy and similarity term before it."""
-        energy, data, gradient, _ = energy_and_gradient(control, problem)
-        return (*_adam_update(control, first, second, gradient, step, learning_rate), energy, data)
+    def adam_steps(state, count, learning_rate, tolerance, patience, problem):
+        """Up to ``count`` Adam steps from ``state`` (:class:`_AdamState`), in one graph loop (a Python loop
+        costs as much again as a 2D step), stopping early by the stopping rule. Returns the new state and
+        the energy and similarity term before each step run."""
+
+        def body(i, state, energies, data_terms):
+            control, first, second, step, best, since_best = state
+            energy, data, gradient, _ = energy_and_gradient(control, problem)
+            control, first, second = _adam_update(control, first, second, gradient, step + 1.0, learning_rate)
+            improved = _improves(tf.cast(energy, tf.float64), best, tolerance)
+            best = tf.where(improved, tf.cast(energy, tf.float64), best)
+            since_best = tf.where(improved, 0, since_best + 1)
+            state = _AdamState(control, first, second, step + 1.0, best, since_best)
+            return i + 1, state, energies.write(i, energy), data_terms.write(i, data)
+
+        def more(i, state, energies, data_terms):  # the first step always runs: the caller decided on it
+            return (i < count) & ((i == 0) | (state.since_best < patience))
+
+        empty = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+        _, state, energies, data_terms = tf.while_loop(more, body, (tf.constant(0), state, empty, empty))
+        return state, energies.stack(), data_terms.stack()
 
     def evaluate(control, problem):
         """The energy, the similarity term and the energy's gradient with respect to ``control``."""
@@ -328,7 +352,19 @@ def _steps(similarity, window, spacing, with_landmarks):
         energy, data, _, flow = energy_and_gradient(control, problem)
         return flow, energy, data
 
-    return _Steps(*(tf.function(f, autograph=False) for f in (adam_step, evaluate, final_flow)))
+    return _Steps(*(tf.function(f, autograph=False) for f in (adam_steps, evaluate, final_flow)))
+
+
+class _AdamState(typing.NamedTuple):
+    """Adam's state between graph calls: the control grid, the moment estimates, the steps taken (float32)
+    and the stopping rule's (the lowest energy so far, float64, and the steps since)."""
+
+    control: tf.Tensor
+    first: tf.Tensor
+    second: tf.Tensor
+    step: tf.Tensor
+    best: tf.Tensor
+    since_best: tf.Tensor
 
 
 class _Trace:
@@ -345,25 +381,40 @@ class _Trace:
         self.data_terms.append(float(data))
         if self.on_step is not None:
             self.on_step(len(self.energies), self.energies[-1])
-        energy = self.energies[-1]
-        if energy < self.best * (1.0 - self.settings.tolerance) if self.best > 0 else energy < self.best:
-            self.best, self.since_best = energy, 0
+        if _improves(self.energies[-1], self.best, self.settings.tolerance):
+            self.best, self.since_best = self.energies[-1], 0
         else:
             self.since_best += 1
         return len(self.energies) >= self.settings.steps or self.since_best >= self.settings.patience
 
 
+_ADAM_CHUNK_VOXELS = 1 << 19  # Adam steps per graph call: about this many voxels' worth (progress and cancel
+_ADAM_CHUNK_STEPS = 10  # are checked between calls), at most this many
+
+
 def _adam(control, problem, steps, settings, trace):
     """Adam from ``control``; returns the last control grid."""
-    first, second = tf.zeros_like(control), tf.zeros_like(control)
-    learning_rate = tf.constant(float(settings.learning_rate))
-    for step in range(1, settings.steps + 1):
-        control, first, second, energy, data = steps.adam_step(
-            control, first, second, tf.constant(float(step)), learning_rate, problem
-        )
-        if trace.record(energy, data):
-            break
-    return control
+    chunk = max(1, min(_ADAM_CHUNK_STEPS, _ADAM_CHUNK_VOXELS // int(np.prod(problem.fixed.shape))))
+    state = _AdamState(
+        control,
+        tf.zeros_like(control),
+        tf.zeros_like(control),
+        tf.constant(0.0),
+        tf.constant(np.inf, tf.float64),
+        tf.constant(0),
+    )
+    rule = (
+        tf.constant(float(settings.learning_rate)),
+        tf.constant(float(settings.tolerance), tf.float64),
+        tf.constant(settings.patience),
+    )
+    stop = settings.steps == 0
+    while not stop:
+        count = min(chunk, settings.steps - len(trace.energies))
+        state, energies, data_terms = steps.adam_steps(state, tf.constant(count), *rule, problem)
+        for energy, data in zip(energies.numpy(), data_terms.numpy()):
+            stop = trace.record(energy, data)
+    return state.control
 
 
 def _dot(a, b):

@@ -83,6 +83,33 @@ def test_refinement_is_deterministic(small_pair, optimizer):
     np.testing.assert_array_equal(first, second)
 
 
+def test_adam_steps_in_one_graph_call_as_one_step_per_call(small_pair, monkeypatch):
+    """Adam runs several steps per graph call: the flow, the energies reported step by step and where the
+    stopping rule stops are those of one step per call; the rule stops once the energy has not fallen by
+    ``tolerance`` for ``patience`` steps."""
+    from DIRVNetLib.registration import refinement
+
+    f, m = _arrays(*small_pair[:2])
+    zero = np.zeros(f.shape + (2,), np.float32)
+    settings = RefinementSettings(steps=40, learning_rate=1.0, patience=3, tolerance=0.1)
+    results = {}
+    for chunk in (1, 7):
+        monkeypatch.setattr(refinement, "_ADAM_CHUNK_STEPS", chunk)
+        reported: list[tuple[int, float]] = []
+        flow, info = refine_flow(
+            f, m, zero, settings, on_step=lambda step, energy, seen=reported: seen.append((step, energy))
+        )
+        assert reported == list(enumerate(info["energies"], start=1))
+        results[chunk] = flow, info
+    (flow, info), (chunked_flow, chunked_info) = results[1], results[7]
+    np.testing.assert_array_equal(chunked_flow, flow)
+    assert chunked_info["energies"] == info["energies"]
+    energies = info["energies"]
+    assert 3 < info["steps"] < 40, energies
+    best = min(energies[:-3])
+    assert all(e >= best * (1 - 0.1) for e in energies[-3:]), energies
+
+
 def test_lbfgs_returns_the_last_accepted_step_and_counts_every_evaluation(small_pair):
     f, m = _arrays(*small_pair[:2])
     zero = np.zeros(f.shape + (2,), np.float32)
