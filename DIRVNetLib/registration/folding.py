@@ -21,41 +21,71 @@ def remove_folding(displacement, max_iterations=100, determinant=None):
     determinant: the float32 Jacobian determinant of ``displacement`` (numpy order) when already known;
     the one returned is that of the returned field, the same values :func:`jacobian_determinant` gives
     (voxels still folding after ``max_iterations``: ``determinant <= 0``). ``displacement`` and
-    ``determinant`` are not modified.
+    ``determinant`` are not modified; without folding, ``displacement`` itself is returned.
     """
-    values = sitk.GetArrayFromImage(displacement)
-    shape = values.shape[:-1]
+    field = sitk.GetArrayViewFromImage(displacement)
+    shape = field.shape[:-1]
     changed = np.zeros(shape, bool)
     sigma = float(min(displacement.GetSpacing()))
     ndim = displacement.GetDimension()
     if determinant is None:
         determinant = jacobian_determinant(displacement, np.float32)
     determinant = determinant.copy()
+    window = _Window(field)
 
-    def box_image(box):  # the values in ``box`` with the field's spacing and direction
-        image = sitk.GetImageFromArray(values[box], isVector=True)
+    def box_image(box):  # the current values in ``box`` with the field's spacing and direction
+        image = sitk.GetImageFromArray(window.values(box), isVector=True)
         image.SetSpacing(displacement.GetSpacing())
         image.SetDirection(displacement.GetDirection())
         return image
 
+    search = tuple(slice(0, n) for n in shape)  # where folding voxels can be: everywhere, then the last box
     for _ in range(max_iterations):
-        where = np.argwhere(determinant <= 0)
+        where = np.argwhere(determinant[search] <= 0) + [s.start for s in search]
         if not len(where):
             break
         # the folding voxels and their neighbours (a one-voxel dilation), within their bounding box
         near = tuple(slice(max(0, lo - 1), hi + 2) for lo, hi in zip(where.min(0), where.max(0)))
         dilated = sitk.BinaryDilate(sitk.GetImageFromArray((determinant[near] <= 0).astype(np.uint8)), [1] * ndim)
-        region = np.zeros_like(changed)
-        region[near] = sitk.GetArrayViewFromImage(dilated) > 0
         box = tuple(slice(max(0, n.start - _MARGIN), min(size, n.stop + _MARGIN)) for n, size in zip(near, shape))
-        inside = region[box]
-        values[box][inside] = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(box_image(box), sigma))[inside]
-        changed |= region
+        inside = np.zeros([b.stop - b.start for b in box], bool)
+        inside[_within(near, box)] = sitk.GetArrayViewFromImage(dilated) > 0
+        smoothed = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(box_image(box), sigma))
+        window.values(box)[inside] = smoothed[inside]
+        changed[box] |= inside
         # Only the box changed: its determinant is recomputed from the box and one voxel around it (the
         # central differences' neighbours), so it equals the whole field's.
         around = tuple(slice(max(0, b.start - 1), min(size, b.stop + 1)) for b, size in zip(box, shape))
-        inner = tuple(slice(b.start - a.start, b.stop - a.start) for a, b in zip(around, box))
-        determinant[box] = jacobian_determinant(box_image(around), np.float32)[inner]
-    field = sitk.GetImageFromArray(values, isVector=True)
-    field.CopyInformation(displacement)
-    return field, int(changed.sum()), determinant
+        determinant[box] = jacobian_determinant(box_image(around), np.float32)[_within(box, around)]
+        search = box
+    if window.box is None:
+        return displacement, 0, determinant
+    # the window pasted into a copy of the field: quicker than an image of the whole array
+    patch = box_image(window.box)
+    start = [int(b.start) for b in reversed(window.box)]
+    return sitk.Paste(displacement, patch, patch.GetSize(), [0] * ndim, start), int(changed.sum()), determinant
+
+
+def _within(inner, outer):
+    """The slices of box ``inner`` relative to box ``outer``, which holds it."""
+    return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer))
+
+
+class _Window:
+    """A writable copy of a read-only field's values in a box that grows to hold every box asked for (a copy
+    of the whole field would cost more than the repair)."""
+
+    def __init__(self, field):
+        self.field, self.box, self.copy = field, None, None
+
+    def values(self, box):
+        """The values in ``box``: a view into the copy, which is grown first when needed."""
+        if self.box is None:
+            self.box, self.copy = box, self.field[box].copy()
+        else:
+            grown = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(self.box, box))
+            if grown != self.box:
+                copy = self.field[grown].copy()
+                copy[_within(self.box, grown)] = self.copy
+                self.box, self.copy = grown, copy
+        return self.copy[_within(box, self.box)]
