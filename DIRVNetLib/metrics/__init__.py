@@ -5,7 +5,13 @@ Conventions: displacement fields are SimpleITK vector images on the fixed grid, 
 ([z, y, x]). Distances are in mm.
 """
 
-from .field import endpoint_error, jacobian_determinant, jacobian_statistics, largest_displacement_point
+from .field import (
+    endpoint_error,
+    jacobian_determinant,
+    jacobian_statistics,
+    largest_displacement_point,
+    nonpositive_percent,
+)
 from .labels import dice, displacement_transform, hausdorff95, warp_labels
 from .landmarks import target_registration_error
 from .similarity import mse, mutual_information, ncc, similarity_report
@@ -13,6 +19,7 @@ from .similarity import mse, mutual_information, ncc, similarity_report
 __all__ = [
     "jacobian_determinant",
     "jacobian_statistics",
+    "nonpositive_percent",
     "largest_displacement_point",
     "endpoint_error",
     "ncc",

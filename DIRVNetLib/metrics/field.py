@@ -125,10 +125,15 @@ def jacobian_statistics(
     np.log(np.clip(shifted, 1e-9, 1e9, out=shifted), out=shifted)
     return {
         "jacobian_min": smallest,
-        "jacobian_nonpositive_percent": float(100.0 * np.count_nonzero(values <= 0) / values.size),
+        "jacobian_nonpositive_percent": nonpositive_percent(values),
         "std_log_jacobian": std_log,
         "std_log_jacobian_l2r": float(np.std(shifted)),
     }
+
+
+def nonpositive_percent(determinant: np.ndarray) -> float:
+    """Percent (0-100) of the values of a Jacobian determinant that are ``<= 0`` (folding)."""
+    return float(100.0 * np.count_nonzero(determinant <= 0) / determinant.size)
 
 
 def endpoint_error(displacement: sitk.Image, true_displacement: sitk.Image, mask: Mask = None) -> dict[str, float]:

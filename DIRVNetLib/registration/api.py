@@ -25,7 +25,13 @@ from DIRVNetLib.io.images import ImageInput
 from DIRVNetLib.io.points import point_pairs
 from DIRVNetLib.io.resample import coarser_reference, resample_like, warp_image
 from DIRVNetLib.io.weights import load_weight_set, resolve
-from DIRVNetLib.metrics import displacement_transform, jacobian_determinant, jacobian_statistics, similarity_report
+from DIRVNetLib.metrics import (
+    displacement_transform,
+    jacobian_determinant,
+    jacobian_statistics,
+    nonpositive_percent,
+    similarity_report,
+)
 from DIRVNetLib.model import DIRVNet
 from DIRVNetLib.ops import compiled_warp
 from DIRVNetLib.preprocessing import normalise_intensity
@@ -315,11 +321,11 @@ def register(
         mark = time.perf_counter()
         displacement = resample_displacement(refine_grid.flow_to_displacement(flow), fixed_image)
         determinant = jacobian_determinant(displacement, np.float32)
-        jacobian = network_jacobian = jacobian_statistics(displacement, determinant=determinant)
+        network_folding = nonpositive_percent(determinant)
         unfolded_voxels = 0
-        if unfold and network_jacobian["jacobian_nonpositive_percent"] > 0:
+        if unfold and network_folding > 0:
             displacement, unfolded_voxels, determinant = remove_folding(displacement, determinant=determinant)
-            jacobian = jacobian_statistics(displacement, determinant=determinant)
+        jacobian = jacobian_statistics(displacement, determinant=determinant)
 
         def warp_moving(transform):
             return warp_image(moving_image, fixed_image, transform, checked.moving_labels, checked.moving_pixel_id)
@@ -377,7 +383,7 @@ def register(
         "refinement_rounds_used": max(len(residuals) - 1, 0),
         "residual_mse_per_round": residuals,
         "estimated_memory_gib": estimated / 1024**3,
-        "network_jacobian_nonpositive_percent": network_jacobian["jacobian_nonpositive_percent"],
+        "network_jacobian_nonpositive_percent": network_folding,
         "unfolded_voxels": unfolded_voxels,
         "point_correction": point_report,
         "seconds": timings,

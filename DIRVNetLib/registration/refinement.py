@@ -418,14 +418,16 @@ def _adam(control, problem, steps, settings, trace):
 
 
 def _dot(a, b):
-    return float(tf.reduce_sum(a * b))
+    return tf.reduce_sum(a * b)
 
 
+@tf.function(autograph=False)
 def _lbfgs_direction(gradient, pairs, first_step):
     """The L-BFGS descent direction (two-loop recursion over ``pairs`` of (step, gradient change)); without
-    pairs, steepest descent scaled so that its largest component is ``first_step``."""
+    pairs, steepest descent scaled so that its largest component is ``first_step``. One graph, traced once
+    per number of pairs (the recursion's many small operations cost more called one by one)."""
     if not pairs:
-        return -gradient * (first_step / max(float(tf.reduce_max(tf.abs(gradient))), 1e-30))
+        return -gradient * (first_step / tf.maximum(tf.reduce_max(tf.abs(gradient)), 1e-30))
     q, coefficients = gradient, []
     for s, y in reversed(pairs):
         rho = 1.0 / _dot(y, s)
@@ -446,13 +448,14 @@ def _lbfgs(control, problem, steps, settings, trace):
     stop = trace.record(energy, data)
     energy, data = float(energy), float(data)
     pairs = []
+    first_step = tf.constant(float(settings.learning_rate))
     while not stop:
-        direction = _lbfgs_direction(gradient, pairs, settings.learning_rate)
-        slope = _dot(gradient, direction)
+        direction = _lbfgs_direction(gradient, tuple(pairs), first_step)
+        slope = float(_dot(gradient, direction))
         if not slope < 0:  # the curvature pairs point uphill: start again from steepest descent
             pairs = []
-            direction = _lbfgs_direction(gradient, pairs, settings.learning_rate)
-            slope = _dot(gradient, direction)
+            direction = _lbfgs_direction(gradient, (), first_step)
+            slope = float(_dot(gradient, direction))
         t = 1.0
         while not stop:
             trial = control + t * direction
@@ -460,7 +463,7 @@ def _lbfgs(control, problem, steps, settings, trace):
             stop = trace.record(trial_energy, trial_data)
             if float(trial_energy) <= energy + _ARMIJO * t * slope:
                 step, change = trial - control, trial_gradient - gradient
-                if _dot(step, change) > 0:
+                if float(_dot(step, change)) > 0:
                     pairs = (pairs + [(step, change)])[-_LBFGS_MEMORY:]
                 control, gradient = trial, trial_gradient
                 energy, data = float(trial_energy), float(trial_data)

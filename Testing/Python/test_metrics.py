@@ -544,6 +544,7 @@ def test_public_names():
         "dice",
         "hausdorff95",
         "target_registration_error",
+        "nonpositive_percent",
         "displacement_transform",
         "largest_displacement_point",
     }
