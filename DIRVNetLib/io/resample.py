@@ -42,15 +42,31 @@ def resample_like(image: sitk.Image, reference: sitk.Image, interpolator: int = 
 
 def warp_image(
     image: sitk.Image,
-    reference: sitk.Image,
-    transform: sitk.Transform,
+    displacement: sitk.Image,
     labels: bool = False,
     pixel_id: int = sitk.sitkFloat32,
 ) -> sitk.Image:
-    """``image`` resampled on ``reference``'s grid through ``transform`` (0 outside): linearly, or with
-    nearest neighbour for a label map (``labels``), as ``pixel_id``."""
+    """``image`` warped onto ``displacement``'s grid: ``out(p) = image(p + u(p))`` (LPS mm, 0 outside
+    ``image``), linearly or with nearest neighbour for a label map (``labels``), as ``pixel_id``. The same
+    values as resampling through the field's ITK displacement-field transform, without building one (a copy
+    of the field) or interpolating the field at its own grid points."""
+    field = (
+        displacement
+        if displacement.GetPixelID() == sitk.sitkVectorFloat64
+        else sitk.Cast(displacement, sitk.sitkVectorFloat64)
+    )
     interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
-    return sitk.Cast(sitk.Resample(image, reference, transform, interpolator, 0.0, sitk.sitkFloat32), pixel_id)
+    warped = sitk.Warp(
+        sitk.Cast(image, sitk.sitkFloat32),
+        field,
+        interpolator,
+        field.GetSize(),
+        field.GetOrigin(),
+        field.GetSpacing(),
+        field.GetDirection(),
+        0.0,
+    )
+    return sitk.Cast(warped, pixel_id)
 
 
 def resample_isotropic(image: sitk.Image, spacing: float, interpolator: int = sitk.sitkLinear) -> sitk.Image:

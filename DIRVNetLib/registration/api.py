@@ -8,6 +8,7 @@ convention ``warped(p) = moving(p + u(p))`` (ITK displacement-field transform, S
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -51,20 +52,23 @@ _NETWORKS = {}  # (weight-set path, sha256) -> DIRVNet, so repeated calls skip b
 
 @dataclasses.dataclass
 class RegistrationResult:
-    """displacement: vector image on the fixed grid (LPS mm); transform: its ITK displacement-field
-    transform; warped: moving resampled on the fixed grid; report: timings (s), similarity before/after,
-    Jacobian statistics (computed in float32), settings; fixed: the fixed image (float32) and
-    moving_resampled: the moving image on the fixed grid before registration (for QA); intermediate:
-    ``(round, level, unit, displacement)`` per unit when asked (the displacement reached after that unit
-    of that round, on the fixed grid, LPS mm)."""
+    """displacement: vector image on the fixed grid (LPS mm); warped: moving resampled on the fixed grid;
+    report: timings (s), similarity before/after, Jacobian statistics (computed in float32), settings;
+    fixed: the fixed image (float32) and moving_resampled: the moving image on the fixed grid before
+    registration (for QA); intermediate: ``(round, level, unit, displacement)`` per unit when asked (the
+    displacement reached after that unit of that round, on the fixed grid, LPS mm); transform: the
+    displacement's ITK displacement-field transform, built when first asked for (a copy of the field)."""
 
     displacement: sitk.Image
-    transform: sitk.DisplacementFieldTransform
     warped: sitk.Image
     report: dict[str, Any]
     fixed: sitk.Image
     moving_resampled: sitk.Image
     intermediate: list[tuple[int, int, int, sitk.Image]]
+
+    @functools.cached_property
+    def transform(self) -> sitk.DisplacementFieldTransform:
+        return displacement_transform(self.displacement)
 
 
 def _normalised(image):
@@ -327,11 +331,10 @@ def register(
             displacement, unfolded_voxels, determinant = remove_folding(displacement, determinant=determinant)
         jacobian = jacobian_statistics(displacement, determinant=determinant)
 
-        def warp_moving(transform):
-            return warp_image(moving_image, fixed_image, transform, checked.moving_labels, checked.moving_pixel_id)
+        def warp_moving(displacement):
+            return warp_image(moving_image, displacement, checked.moving_labels, checked.moving_pixel_id)
 
-        transform = displacement_transform(displacement)
-        warped = warp_moving(transform)
+        warped = warp_moving(displacement)
         moving_on_fixed = moving_on_grid if on_fixed_grid else resample_like(moving_image, fixed_image)
         similarity = similarity_report(fixed_image, moving_on_fixed, warped)
         warnings, fell_back = [], False
@@ -344,8 +347,7 @@ def register(
             if fallback:
                 displacement = _zero_like(displacement)
                 jacobian = jacobian_statistics(displacement, dtype=np.float32)
-                transform = displacement_transform(displacement)
-                warped = warp_moving(transform)
+                warped = warp_moving(displacement)
                 similarity = similarity_report(fixed_image, moving_on_fixed, warped)
                 warnings.append(worse + ": the identity transform was returned instead")
                 fell_back = True
@@ -358,8 +360,7 @@ def register(
             if refined is not None and not fell_back:
                 point_report["radius_mm"] = max(point_report["radius_mm"], refined["near_points"]["radius_mm"])
             jacobian = jacobian_statistics(displacement, dtype=np.float32)
-            transform = displacement_transform(displacement)
-            warped = warp_moving(transform)
+            warped = warp_moving(displacement)
             similarity = similarity_report(fixed_image, moving_on_fixed, warped)
             timings["point_correction"] = time.perf_counter() - corrected_at
         intermediate = [
@@ -393,7 +394,7 @@ def register(
         "warnings": checked.warnings + list(grids.warnings) + warnings,
     }
     check_finite_report(report)
-    return RegistrationResult(displacement, transform, warped, report, fixed_image, moving_on_fixed, intermediate)
+    return RegistrationResult(displacement, warped, report, fixed_image, moving_on_fixed, intermediate)
 
 
 def _grid_report(grid):

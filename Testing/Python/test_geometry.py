@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from DIRVNetLib.grid import Grid
-from DIRVNetLib.io.resample import coarser_reference, resample_like
+from DIRVNetLib.io.resample import coarser_reference, resample_like, warp_image
 from DIRVNetLib.io.transforms import read_displacement, write_transform
 from DIRVNetLib.metrics import displacement_transform
 from DIRVNetLib.registration.geometry import WorkingGrid, resample_displacement
@@ -81,6 +81,29 @@ def test_moving_is_resampled_in_physical_space(oblique_pair):
         moving, [1, 1, 1], sitk.Transform(), sitk.sitkLinear, point, (1, 1, 1), moving.GetDirection()
     )
     assert on_fixed[40, 40, 20] == pytest.approx(expected[0, 0, 0], rel=1e-5)
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_warping_through_the_field_equals_resampling_through_its_transform(oblique_pair, labels):
+    """The moving image on another oblique grid, warped onto the field's grid (with values past the moving
+    image's edge): the same values as SimpleITK's resampling through the displacement-field transform."""
+    fixed, moving = oblique_pair
+    if labels:
+        moving = sitk.Cast(moving > 60, sitk.sitkUInt8) + sitk.Cast(moving > 120, sitk.sitkUInt8)
+    values = np.random.default_rng(4).normal(0.0, 3.0, (8, 10, 9, 3))
+    coarse = sitk.GetImageFromArray(values, isVector=True)
+    coarse.SetOrigin(fixed.GetOrigin())
+    coarse.SetDirection(fixed.GetDirection())
+    coarse.SetSpacing([n * s / 7 for n, s in zip(fixed.GetSize(), fixed.GetSpacing())])
+    field = resample_displacement(coarse, fixed)  # smooth, up to about 10 mm
+    interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
+    expected = sitk.Resample(moving, fixed, displacement_transform(field), interpolator, 0.0, sitk.sitkFloat32)
+    warped = warp_image(moving, field, labels, moving.GetPixelID())
+    assert warped.GetPixelID() == moving.GetPixelID() and Grid.of(warped) == Grid.of(fixed)
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(warped), sitk.GetArrayFromImage(sitk.Cast(expected, moving.GetPixelID()))
+    )
+    assert (sitk.GetArrayViewFromImage(expected) == 0).mean() > 0.01  # some points fell outside the moving image
 
 
 def test_displacement_already_on_the_grid_is_kept_as_float64(oblique_pair):
