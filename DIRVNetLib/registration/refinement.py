@@ -322,27 +322,29 @@ def _steps(similarity, window, spacing, with_landmarks):
     def energy_and_gradient(control, problem):
         return _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks)
 
-    def adam_steps(state, count, learning_rate, tolerance, patience, problem):
-        """Up to ``count`` Adam steps from ``state`` (:class:`_AdamState`), in one graph loop (a Python loop
-        costs as much again as a 2D step), stopping early by the stopping rule. Returns the new state and
+    def adam_steps(moments, done, best, since_best, count, learning_rate, tolerance, patience, problem):
+        """Up to ``count`` Adam steps from ``moments`` (``(control, first, second)``) after ``done`` steps, in
+        one graph loop (a Python loop costs as much again as a 2D step), stopping early by the stopping rule
+        from its state ``best`` (float64) and ``since_best`` (:class:`_Trace`'s). Returns the new moments and
         the energy and similarity term before each step run."""
 
-        def body(i, state, energies, data_terms):
-            control, first, second, step, best, since_best = state
+        def body(i, moments, best, since_best, energies, data_terms):
+            control, first, second = moments
             energy, data, gradient, _ = energy_and_gradient(control, problem)
-            control, first, second = _adam_update(control, first, second, gradient, step + 1.0, learning_rate)
+            step = tf.cast(done + i + 1, tf.float32)
+            moments = _adam_update(control, first, second, gradient, step, learning_rate)
             improved = _improves(tf.cast(energy, tf.float64), best, tolerance)
             best = tf.where(improved, tf.cast(energy, tf.float64), best)
             since_best = tf.where(improved, 0, since_best + 1)
-            state = _AdamState(control, first, second, step + 1.0, best, since_best)
-            return i + 1, state, energies.write(i, energy), data_terms.write(i, data)
+            return i + 1, moments, best, since_best, energies.write(i, energy), data_terms.write(i, data)
 
-        def more(i, state, energies, data_terms):  # the first step always runs: the caller decided on it
-            return (i < count) & ((i == 0) | (state.since_best < patience))
+        def more(i, moments, best, since_best, energies, data_terms):  # the first step always runs: the
+            return (i < count) & ((i == 0) | (since_best < patience))  # caller decided on it
 
         empty = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
-        _, state, energies, data_terms = tf.while_loop(more, body, (tf.constant(0), state, empty, empty))
-        return state, energies.stack(), data_terms.stack()
+        loop = (tf.constant(0), moments, best, since_best, empty, empty)
+        _, moments, _, _, energies, data_terms = tf.while_loop(more, body, loop)
+        return moments, energies.stack(), data_terms.stack()
 
     def evaluate(control, problem):
         """The energy, the similarity term and the energy's gradient with respect to ``control``."""
@@ -353,18 +355,6 @@ def _steps(similarity, window, spacing, with_landmarks):
         return flow, energy, data
 
     return _Steps(*(tf.function(f, autograph=False) for f in (adam_steps, evaluate, final_flow)))
-
-
-class _AdamState(typing.NamedTuple):
-    """Adam's state between graph calls: the control grid, the moment estimates, the steps taken (float32)
-    and the stopping rule's (the lowest energy so far, float64, and the steps since)."""
-
-    control: tf.Tensor
-    first: tf.Tensor
-    second: tf.Tensor
-    step: tf.Tensor
-    best: tf.Tensor
-    since_best: tf.Tensor
 
 
 class _Trace:
@@ -395,14 +385,7 @@ _ADAM_CHUNK_STEPS = 10  # are checked between calls), at most this many
 def _adam(control, problem, steps, settings, trace):
     """Adam from ``control``; returns the last control grid."""
     chunk = max(1, min(_ADAM_CHUNK_STEPS, _ADAM_CHUNK_VOXELS // int(np.prod(problem.fixed.shape))))
-    state = _AdamState(
-        control,
-        tf.zeros_like(control),
-        tf.zeros_like(control),
-        tf.constant(0.0),
-        tf.constant(np.inf, tf.float64),
-        tf.constant(0),
-    )
+    moments = (control, tf.zeros_like(control), tf.zeros_like(control))
     rule = (
         tf.constant(float(settings.learning_rate)),
         tf.constant(float(settings.tolerance), tf.float64),
@@ -410,11 +393,13 @@ def _adam(control, problem, steps, settings, trace):
     )
     stop = settings.steps == 0
     while not stop:
-        count = min(chunk, settings.steps - len(trace.energies))
-        state, energies, data_terms = steps.adam_steps(state, tf.constant(count), *rule, problem)
+        done = len(trace.energies)
+        state = (tf.constant(done), tf.constant(trace.best, tf.float64), tf.constant(trace.since_best))
+        count = tf.constant(min(chunk, settings.steps - done))
+        moments, energies, data_terms = steps.adam_steps(moments, *state, count, *rule, problem)
         for energy, data in zip(energies.numpy(), data_terms.numpy()):
             stop = trace.record(energy, data)
-    return state.control
+    return moments[0]
 
 
 def _dot(a, b):
