@@ -8,10 +8,13 @@ point map is p -> p + u(p) (warped(p) = moving(p + u(p))). Returned arrays are i
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
 
+from DIRVNetLib.blocks import map_blocks
 from DIRVNetLib.grid import Grid
 
 from ._common import Mask, check_displacement, check_same_grid, displacement_array, mask_array
@@ -28,8 +31,9 @@ def jacobian_determinant(displacement: sitk.Image, dtype: npt.DTypeLike = np.flo
     one-sided at the borders) followed by the chain rule with inverse(direction @ diag(spacing)),
     so spacing and orientation are honoured. J = det(I + du/dp); dimensionless, 1 = volume kept,
     <= 0 = folding. dtype: of the computation and the result; float32 takes about half the time and
-    memory, to about 1e-6 of J. Computed in slabs of a few slices along the first numpy axis, so the
-    temporaries stay small (the result is the same as for the whole volume at once).
+    memory, to about 1e-6 of J. Computed in slabs of a few slices along the first numpy axis, spread
+    over threads (:mod:`DIRVNetLib.blocks`), so the temporaries stay small (the result is the same as for
+    the whole volume at once).
     """
     check_displacement(displacement)
     if min(displacement.GetSize()) < 2:
@@ -42,10 +46,13 @@ def jacobian_determinant(displacement: sitk.Image, dtype: npt.DTypeLike = np.flo
     det = np.empty(u.shape[:-1], dtype)
     length = u.shape[0]
     slab = max(1, _SLAB_VOXELS // int(np.prod(u.shape[1:-1])))
-    for start in range(0, length, slab):
+
+    def fill(start: int) -> None:
         stop = min(start + slab, length)
         low, high = max(start - 1, 0), min(stop + 1, length)  # one neighbour each side: central differences
         det[start:stop] = _determinant(u[low:high], to_index, dtype)[start - low : stop - low]
+
+    map_blocks(fill, range(0, length, slab))
     return det
 
 
@@ -118,17 +125,60 @@ def jacobian_statistics(
     """
     det = jacobian_determinant(displacement, dtype) if determinant is None else determinant
     values = det.ravel() if mask is None else det[mask_array(mask, det.shape, reference=displacement)]
-    smallest = float(values.min())
-    positive = values if smallest > 0 else values[values > 0]
-    std_log = float(np.std(np.log(positive))) if positive.size else float("nan")
-    shifted = values + 3.0
-    np.log(np.clip(shifted, 1e-9, 1e9, out=shifted), out=shifted)
+
+    def summarise(start: int) -> tuple[float, _Moments, _Moments]:
+        block = values[start : start + _SLAB_VOXELS]
+        smallest = float(block.min())
+        positive = block if smallest > 0 else block[block > 0]
+        shifted = block + 3.0
+        np.log(np.clip(shifted, 1e-9, 1e9, out=shifted), out=shifted)
+        return smallest, _Moments.of(np.log(positive)), _Moments.of(shifted)
+
+    smallest, log_jacobian, l2r = zip(*map_blocks(summarise, range(0, values.size, _SLAB_VOXELS)))
     return {
-        "jacobian_min": smallest,
+        "jacobian_min": min(smallest),
         "jacobian_nonpositive_percent": nonpositive_percent(values),
-        "std_log_jacobian": std_log,
-        "std_log_jacobian_l2r": float(np.std(shifted)),
+        "std_log_jacobian": _Moments.merged(log_jacobian).std,
+        "std_log_jacobian_l2r": _Moments.merged(l2r).std,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Moments:
+    """Count, mean and sum of squared deviations from the mean of some values (float64), merged block by
+    block (Chan et al.'s pairwise update: no cancellation, unlike sums of squares)."""
+
+    count: int
+    mean: float
+    squares: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> _Moments:
+        if values.size == 0:
+            return cls(0, 0.0, 0.0)
+        mean = float(np.mean(values, dtype=np.float64))
+        deviations = values.astype(np.float64)
+        deviations -= mean
+        return cls(values.size, mean, float(np.einsum("i,i", deviations, deviations)))
+
+    @classmethod
+    def merged(cls, parts: tuple[_Moments, ...]) -> _Moments:
+        total = cls(0, 0.0, 0.0)
+        for part in parts:
+            count = total.count + part.count
+            if part.count:
+                delta = part.mean - total.mean
+                total = cls(
+                    count,
+                    total.mean + delta * part.count / count,
+                    total.squares + part.squares + delta * delta * total.count * part.count / count,
+                )
+        return total
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation (NaN without values)."""
+        return float(np.sqrt(self.squares / self.count)) if self.count else float("nan")
 
 
 def nonpositive_percent(determinant: np.ndarray) -> float:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from DIRVNetLib.blocks import map_blocks
+
 from ._common import ImageOrArray, Mask, check_pair, check_shapes, mask_array, scalar_view
 
 _CHUNK = 1 << 18  # voxels per block of the accumulations: blocks stay in cache, no whole-image temporaries
@@ -79,30 +81,38 @@ def similarity_report(
 def _compare(reference: np.ndarray, *others: np.ndarray, bins: int) -> list[dict[str, float]]:
     """``[{"ncc", "mse", "mi"}]`` of flat ``reference`` against each of ``others`` (same length).
 
-    Two passes over blocks of :data:`_CHUNK` values, in float64: the means and ranges, then the
-    centred sums of products and the joint histograms (bins as :func:`_bin_index`). The mean squared
+    Two passes over blocks of :data:`_CHUNK` values spread over threads (:mod:`DIRVNetLib.blocks`;
+    summed in block order), in float64: the means and ranges, then the centred sums of products and the
+    joint histograms (bins as :func:`_bin_index`). The mean squared
     difference is ``(sum ((x - mx) - (y - my))^2) / n + (mx - my)^2``.
     """
     summaries = [_summary(array) for array in (reference, *others)]
     (mean_x, low_x, high_x), rest = summaries[0], summaries[1:]
-    xx = 0.0
-    sums = np.zeros((len(others), 3))  # per other: sum yy, xy, (x - y)^2 of centred values
-    joints = np.zeros((len(others), bins * bins), np.int64)
-    for start in range(0, reference.size, _CHUNK):
+
+    def accumulate(start: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """xx, and per other: (yy, xy, (x - y)^2) of the centred values and the joint histogram."""
         x = reference[start : start + _CHUNK].astype(np.float64)
         x_bins = _bin_index(x, bins, low_x, high_x)
         x_bins *= bins
         x -= mean_x
-        xx += np.dot(x, x)
+        sums = np.zeros((len(others), 3))
+        joints = np.zeros((len(others), bins * bins), np.int64)
         for k, (other, (mean_y, low_y, high_y)) in enumerate(zip(others, rest)):
             y = other[start : start + _CHUNK].astype(np.float64)
             joint_index = _bin_index(y, bins, low_y, high_y)
             joint_index += x_bins
-            joints[k] += np.bincount(joint_index, minlength=bins * bins)
+            joints[k] = np.bincount(joint_index, minlength=bins * bins)
             y -= mean_y
-            sums[k, :2] += (np.dot(y, y), np.dot(x, y))
+            sums[k, :2] = np.einsum("i,i", y, y), np.einsum("i,i", x, y)
             y -= x
-            sums[k, 2] += np.dot(y, y)
+            sums[k, 2] = np.einsum("i,i", y, y)
+        return float(np.einsum("i,i", x, x)), sums, joints
+
+    xx, sums, joints = 0.0, np.zeros((len(others), 3)), np.zeros((len(others), bins * bins), np.int64)
+    for block_xx, block_sums, block_joints in map_blocks(accumulate, range(0, reference.size, _CHUNK)):
+        xx += block_xx
+        sums += block_sums
+        joints += block_joints
     results = []
     for (mean_y, _, _), (yy, xy, squared), joint in zip(rest, sums, joints):
         denom = np.sqrt(xx * yy)
@@ -118,12 +128,13 @@ def _compare(reference: np.ndarray, *others: np.ndarray, bins: int) -> list[dict
 
 def _summary(values: np.ndarray) -> tuple[float, float, float]:
     """Mean, minimum and maximum (float64) of a flat array, block by block."""
-    total, low, high = 0.0, np.inf, -np.inf
-    for start in range(0, values.size, _CHUNK):
+
+    def summarise(start: int) -> tuple[float, float, float]:
         block = values[start : start + _CHUNK].astype(np.float64)
-        total += block.sum()
-        low, high = min(low, block.min()), max(high, block.max())
-    return total / values.size, float(low), float(high)
+        return float(block.sum()), float(block.min()), float(block.max())
+
+    totals, lows, highs = zip(*map_blocks(summarise, range(0, values.size, _CHUNK)))
+    return sum(totals, 0.0) / values.size, float(min(lows)), float(max(highs))
 
 
 def _check_bins(bins: int) -> int:

@@ -163,6 +163,37 @@ def test_jacobian_matches_a_per_voxel_reference_on_an_oblique_nonlinear_field(di
     np.testing.assert_allclose(jacobian_determinant(field_image(u, geometry)), reference, rtol=0, atol=1e-12)
 
 
+def test_block_work_gives_the_same_values_on_one_thread_or_several(monkeypatch):
+    """The Jacobian, its statistics and the similarity report over many blocks: the same values, to the
+    last bit, whatever the number of threads; the statistics as the whole-array formulas (float64)."""
+    from DIRVNetLib import blocks
+    from DIRVNetLib.metrics import field as field_module
+    from DIRVNetLib.metrics import similarity
+
+    geometry = dict(GEOMETRY[3], size=(8, 7, 40))
+    monkeypatch.setattr(field_module, "_SLAB_VOXELS", 3 * 8 * 7)  # 14 slabs, a short last one
+    monkeypatch.setattr(similarity, "_CHUNK", 100)
+    p = physical_points(geometry)
+    u = np.stack([2.5 * np.sin(p @ np.roll(np.linspace(0.2, 0.45, 3), k)) for k in range(3)], -1)
+    field = field_image(u, geometry)
+    rng = np.random.default_rng(4)
+    images = [scalar_image(rng.normal(size=u.shape[:-1]).astype(np.float32), geometry) for _ in range(3)]
+    results = {}
+    for count in (1, 3):
+        monkeypatch.setattr(blocks, "threads", lambda count=count: count)
+        determinant = jacobian_determinant(field)
+        results[count] = determinant, jacobian_statistics(field, determinant=determinant), similarity_report(*images)
+    (determinant, stats, report), threaded = results[1], results[3]
+    np.testing.assert_array_equal(threaded[0], determinant)
+    assert threaded[1:] == (stats, report)
+    assert (determinant <= 0).any() and (determinant > 0).any()
+    positive = determinant[determinant > 0]
+    assert stats["std_log_jacobian"] == pytest.approx(np.std(np.log(positive)), rel=1e-12)
+    l2r = np.log(np.clip(determinant + 3.0, 1e-9, 1e9))
+    assert stats["std_log_jacobian_l2r"] == pytest.approx(np.std(l2r), rel=1e-12)
+    assert stats["jacobian_min"] == determinant.min()
+
+
 @pytest.mark.parametrize("dim", [2, 3])
 def test_identity_field_statistics(dim):
     geometry = GEOMETRY[dim]
