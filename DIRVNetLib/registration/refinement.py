@@ -225,30 +225,37 @@ def _flow_and_warped(initial, control, moving_channels, spacing):
     return correction, flow, warp(moving_channels, flow)
 
 
+@tf.function(jit_compile=True, autograph=False)
+def _smoothness_terms(correction):
+    """``(diffusion(correction), its gradient)``, the energy as ``<c, gradient> / 2`` (the diffusion energy is
+    a quadratic form). One XLA cluster of its own: XLA's CPU code for the mean of squared differences, or
+    for these terms fused with the similarity's, takes several times as long."""
+    gradient = diffusion_gradient(correction)
+    return 0.5 * tf.reduce_sum(correction * gradient), gradient
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _control_gradient(data_gradient, smoothness_gradient, smoothness, spacing, control_shape):
+    """The energy's gradient with respect to the control grid from its gradients with respect to the flow."""
+    return bspline_adjoint(data_gradient + smoothness * smoothness_gradient, spacing, control_shape)
+
+
 def _regularised(correction, data, data_gradient, smoothness, spacing, control_shape):
     """``(energy, control gradient)`` of ``data + smoothness * diffusion(correction)``, given the similarity
     term ``data`` and its gradient with respect to the flow (the correction's is the same)."""
-    energy = data + smoothness * diffusion(correction)
-    gradient = data_gradient + smoothness * diffusion_gradient(correction)
-    return energy, bspline_adjoint(gradient, spacing, control_shape)
+    smoothness_energy, smoothness_gradient = _smoothness_terms(correction)
+    gradient = _control_gradient(data_gradient, smoothness_gradient, smoothness, spacing, control_shape)
+    return data + smoothness * smoothness_energy, gradient
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _mse_terms(correction, warped_channels, fixed, smoothness, spacing, control_shape):
-    """``(energy, MSE, control gradient)`` from the warped moving image (channel 0 of ``warped_channels``)
-    and the moving image's gradient warped with it (channels 1..N): the MSE's gradient with respect to the
-    flow is ``2 / V (warped - fixed) grad(moving)(x + flow)``, no scatter."""
+def _mse_terms(warped_channels, fixed):
+    """The MSE and its gradient with respect to the flow, from the warped moving image (channel 0 of
+    ``warped_channels``) and the moving image's gradient warped with it (channels 1..N): the gradient is
+    ``2 / V (warped - fixed) grad(moving)(x + flow)``, no scatter."""
     residual = warped_channels[..., :1] - fixed
     data = tf.reduce_mean(tf.square(residual))
-    data_gradient = 2.0 / tf.cast(tf.size(fixed), tf.float32) * residual * warped_channels[..., 1:]
-    energy, gradient = _regularised(correction, data, data_gradient, smoothness, spacing, control_shape)
-    return energy, data, gradient
-
-
-@tf.function(jit_compile=True, autograph=False)
-def _ncc_regularised(correction, data, data_gradient, smoothness, spacing, control_shape):
-    """:func:`_regularised` as one XLA cluster, for the local NCC term (differentiated outside it)."""
-    return _regularised(correction, data, data_gradient, smoothness, spacing, control_shape)
+    return data, 2.0 / tf.cast(tf.size(fixed), tf.float32) * residual * warped_channels[..., 1:]
 
 
 class _Problem(typing.NamedTuple):
@@ -267,21 +274,23 @@ class _Problem(typing.NamedTuple):
 
 
 def _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks):
-    """``(energy, similarity term, gradient with respect to control, flow)``. Two XLA clusters (flow and
-    warp; the terms and their gradients), not one: in one, XLA recomputes the warp's gathers for every
-    consumer. MSE: its gradient in closed form; local NCC: by automatic differentiation through the warp."""
+    """``(energy, similarity term, gradient with respect to control, flow)``. Several XLA clusters (flow and
+    warp; the similarity term; the smoothness term; the control gradient), not one: in one, XLA recomputes
+    the warp's gathers for every consumer. MSE: its gradient in closed form; local NCC: by automatic
+    differentiation through the warp."""
     p = problem
     control_shape = control.shape[1:-1]
     if similarity == "mse":
         correction, flow, warped = _flow_and_warped(p.initial, control, p.moving_channels, spacing)
-        energy, data, gradient = _mse_terms(correction, warped, p.fixed, p.smoothness, spacing, control_shape)
+        data, data_gradient = _mse_terms(warped, p.fixed)
     else:
         flow = _dense_flow(p.initial, control, spacing)
+        correction = flow - p.initial
         with tf.GradientTape() as tape:
             tape.watch(flow)
             data = local_ncc_loss(p.fixed, warp(p.moving_channels[..., :1], flow), window)
-        gradient = tape.gradient(data, flow)
-        energy, gradient = _ncc_regularised(flow - p.initial, data, gradient, p.smoothness, spacing, control_shape)
+        data_gradient = tape.gradient(data, flow)
+    energy, gradient = _regularised(correction, data, data_gradient, p.smoothness, spacing, control_shape)
     if with_landmarks:
         with tf.GradientTape() as tape:
             tape.watch(flow)
@@ -406,11 +415,21 @@ def _dot(a, b):
     return tf.reduce_sum(a * b)
 
 
-@tf.function(autograph=False)
 def _lbfgs_direction(gradient, pairs, first_step):
     """The L-BFGS descent direction (two-loop recursion over ``pairs`` of (step, gradient change)); without
-    pairs, steepest descent scaled so that its largest component is ``first_step``. One graph, traced once
-    per number of pairs (the recursion's many small operations cost more called one by one)."""
+    pairs, steepest descent scaled so that its largest component is ``first_step``."""
+    return _direction_graph(len(pairs))(gradient, tuple(pairs), first_step)
+
+
+@functools.cache
+def _direction_graph(count):
+    """:func:`_direction` as one graph for ``count`` pairs (the recursion's many small operations cost more
+    called one by one); one function per count, so that each is traced once per shape (one function
+    traced for every count would be retraced on every call, and TensorFlow warns of that)."""
+    return tf.function(_direction, autograph=False)
+
+
+def _direction(gradient, pairs, first_step):
     if not pairs:
         return -gradient * (first_step / tf.maximum(tf.reduce_max(tf.abs(gradient)), 1e-30))
     q, coefficients = gradient, []
@@ -435,7 +454,7 @@ def _lbfgs(control, problem, steps, settings, trace):
     pairs = []
     first_step = tf.constant(float(settings.learning_rate))
     while not stop:
-        direction = _lbfgs_direction(gradient, tuple(pairs), first_step)
+        direction = _lbfgs_direction(gradient, pairs, first_step)
         slope = float(_dot(gradient, direction))
         if not slope < 0:  # the curvature pairs point uphill: start again from steepest descent
             pairs = []

@@ -13,6 +13,7 @@ from DIRVNetLib.registration.geometry import WorkingGrid
 from DIRVNetLib.registration.refinement import (
     Landmarks,
     RefinementSettings,
+    _smoothness_terms,
     diffusion,
     diffusion_gradient,
     refine_flow,
@@ -59,6 +60,10 @@ def test_the_closed_form_diffusion_gradient_is_the_gradient(shape):
         tape.watch(flow)
         energy = diffusion(flow)
     np.testing.assert_allclose(diffusion_gradient(flow), tape.gradient(energy, flow), atol=1e-6)
+    # the refinement's smoothness energy, taken from that gradient, is the diffusion energy
+    smoothness_energy, smoothness_gradient = _smoothness_terms(flow)
+    assert float(smoothness_energy) == pytest.approx(float(energy), rel=1e-5)
+    np.testing.assert_allclose(smoothness_gradient, diffusion_gradient(flow), atol=1e-7)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
@@ -111,11 +116,17 @@ def test_adam_steps_in_one_graph_call_as_one_step_per_call(small_pair, monkeypat
 
 
 def test_lbfgs_returns_the_last_accepted_step_and_counts_every_evaluation(small_pair):
+    from DIRVNetLib.registration.refinement import _direction_graph
+
     f, m = _arrays(*small_pair[:2])
     zero = np.zeros(f.shape + (2,), np.float32)
     steps = []
     settings = RefinementSettings(steps=12, optimizer="lbfgs", learning_rate=0.5)
+    _direction_graph.cache_clear()
     _, info = refine_flow(f, m, zero, settings, on_step=lambda step, energy: steps.append((step, energy)))
+    # the direction's graph for each number of curvature pairs is traced once (no retracing, no warning)
+    tracings = [_direction_graph(count).experimental_get_tracing_count() for count in range(6)]
+    assert tracings[:4] == [1, 1, 1, 1] and set(tracings) <= {0, 1}, tracings
     assert [s for s, _ in steps] == list(range(1, info["steps"] + 1)) and info["steps"] == 12
     assert [e for _, e in steps] == info["energies"]
     # line-search trials that were rejected are counted but never returned: the energy after is the lowest
