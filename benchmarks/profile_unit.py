@@ -13,6 +13,7 @@ import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # oneDNN's CPU kernels, as importing DIRVNetLib turns on
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
