@@ -34,7 +34,7 @@ from DIRVNetLib.metrics import (
     similarity_report,
 )
 from DIRVNetLib.model import DIRVNet
-from DIRVNetLib.ops import compiled_warp
+from DIRVNetLib.ops import compiled_warp, upsample_flow
 from DIRVNetLib.preprocessing import normalise_intensity
 from DIRVNetLib.registration.checks import check_arguments, check_finite, check_finite_report
 from DIRVNetLib.registration.folding import remove_folding
@@ -105,7 +105,7 @@ def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=N
     warped image is registered again and the fields composed, ``u <- v + u o (x + v)``, while the mean
     squared residual keeps falling. Also returns the mean squared residual after each round (none
     computed without refinement). whole_graph: each pass as one graph (``monitor`` then sees no unit).
-    initial: a flow ``[*S, N]`` to start from (the first pass registers the moving image warped by it,
+    initial: a flow ``[1, *S, N]`` to start from (the first pass registers the moving image warped by it,
     and the two are composed)."""
     fixed_t = tf.constant(fixed[np.newaxis, ..., np.newaxis])
     moving_t = tf.constant(moving[np.newaxis, ..., np.newaxis])
@@ -120,7 +120,7 @@ def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=N
         update = network_flow(compiled_warp(moving_t, flow))
         return update + compiled_warp(flow, update)
 
-    flow = network_flow(moving_t) if initial is None else refined(tf.constant(initial[np.newaxis]))
+    flow = network_flow(moving_t) if initial is None else refined(initial)
     if rounds == 0:
         return flow[0].numpy(), []
     residual = float(tf.reduce_mean(tf.square(compiled_warp(moving_t, flow) - fixed_t)))
@@ -260,9 +260,9 @@ def register(
         moving_on_grid = resample_like(moving_image, grid.reference)
         fixed_working, moving_working = _normalised(fixed_on_grid), _normalised(moving_on_grid)
         if coarse_pass is not None:
-            coarse = WorkingGrid(coarser_reference(grid.reference, coarse_pass))
-            fixed_coarse = _normalised(resample_like(fixed_image, coarse.reference))
-            moving_coarse = _normalised(resample_like(moving_image, coarse.reference))
+            coarse = coarser_reference(grid.reference, coarse_pass)
+            fixed_coarse = _normalised(resample_like(fixed_image, coarse))
+            moving_coarse = _normalised(resample_like(moving_image, coarse))
         network = _network(weight_set)
         refine_grid = grid  # where the refinement runs, and the grid of ``flow`` after it
         if settings.steps and grids.refinement_spacing is not None:
@@ -288,8 +288,7 @@ def register(
             monitor.stage = "coarse pass, "
             coarse_flow, _ = _run_network(network, fixed_coarse, moving_coarse, monitor, 0, whole_graph)
             monitor.stage = ""
-            on_grid = resample_displacement(coarse.flow_to_displacement(coarse_flow), grid.reference)
-            initial = grid.displacement_to_flow(on_grid)
+            initial = upsample_flow(coarse_flow[np.newaxis], coarse_pass, grid.shape)
         flow, residuals = _run_network(
             network, fixed_working, moving_working, monitor, refinement_rounds, whole_graph, initial
         )

@@ -133,6 +133,31 @@ def test_coarser_reference_keeps_the_frame_and_covers_the_extent(oblique_pair):
         assert np.all(coarse_extent >= extent - 1e-9) and np.all(coarse_extent < extent + np.array(coarse.GetSpacing()))
 
 
+@pytest.mark.parametrize("factor", [1.5, 2.0, 3.0])
+def test_a_coarse_flow_upsampled_as_its_field_is_resampled(oblique_pair, factor):
+    """The coarse pass's flow carried onto the working grid in voxels gives what the physical route gives:
+    the flow as an LPS field on the coarse grid, resampled linearly onto the fine grid, read back as a
+    flow. Past the coarse grid's last voxel along an axis (the fine grid's last slices) the coarse flow
+    counts as repeated along that axis: the physical route on a coarse grid one voxel longer there."""
+    from DIRVNetLib.ops import upsample_flow
+
+    fixed, _ = oblique_pair
+    grid = WorkingGrid.for_fixed(fixed, 1.7, isotropic=False)  # oblique, sizes not multiples of the factor
+    coarse = coarser_reference(grid.reference, factor)
+    flow = np.random.default_rng(2).normal(0.0, 2.0, Grid.of(coarse).shape + (3,)).astype(np.float32)
+    upsampled = upsample_flow(flow[np.newaxis], factor, grid.shape)[0].numpy()
+    assert upsampled.shape == grid.shape + (3,)
+    longer, repeated = Grid.of(coarse), flow
+    for axis in range(3):  # array axis: SimpleITK axis 2 - axis
+        size = list(longer.size)
+        size[2 - axis] += 1
+        longer = dataclasses.replace(longer, size=tuple(size))
+        repeated = np.concatenate([repeated, np.take(repeated, [-1], axis=axis)], axis=axis)
+    field = WorkingGrid(longer.image()).flow_to_displacement(repeated)
+    physical = grid.displacement_to_flow(resample_displacement(field, grid.reference))
+    np.testing.assert_allclose(upsampled, physical, atol=1e-4 * factor)
+
+
 def test_one_grid_type_for_same_grid_index_to_physical_and_references(oblique_pair, tmp_path):
     fixed, moving = oblique_pair
     grid = Grid.of(fixed)
