@@ -6,11 +6,11 @@ import tensorflow as tf
 @tf.function(jit_compile=True, autograph=False)
 def upsample_flow(flow, factor, spatial_shape):
     """``flow`` ``[B, *K, N]`` in voxels of a grid ``factor`` times coarser than the target along every axis,
-    with the target's origin (voxel 0 on voxel 0) and direction (as :func:`~DIRVNetLib.io.resample.
-    coarser_reference` makes it), on the target grid of ``spatial_shape``: ``[B, *spatial_shape, N]`` in the
-    target's voxels (the values times ``factor``). Multi-linear, one axis at a time; beyond the coarse grid
-    the nearest coarse vector along that axis. One XLA cluster, traced per factor and shape (several times
-    faster than the operations one by one)."""
+    with the target's origin (voxel 0 on voxel 0) and direction, as ``coarser_reference`` (io/resample.py)
+    makes it, on the target grid of ``spatial_shape``: ``[B, *spatial_shape, N]`` in the target's voxels
+    (the values times ``factor``). Multi-linear, one axis at a time; beyond the coarse grid the nearest
+    coarse vector along that axis. One XLA cluster, traced per factor and shape (several times faster
+    than the operations one by one)."""
     x = tf.convert_to_tensor(flow)
     for axis, n in enumerate(spatial_shape, start=1):
         last = x.shape[axis] - 1
