@@ -424,8 +424,8 @@ def _lbfgs_direction(gradient, pairs, first_step):
 @functools.cache
 def _direction_graph(count):
     """:func:`_direction` as one graph for ``count`` pairs (the recursion's many small operations cost more
-    called one by one); one function per count, so that each is traced once per shape (one function
-    traced for every count would be retraced on every call, and TensorFlow warns of that)."""
+    called one by one); one function per count, each traced once per shape (a single function would be
+    retraced whenever the count changes, and TensorFlow warns of that)."""
     return tf.function(_direction, autograph=False)
 
 
