@@ -185,14 +185,9 @@ def _forward_differences(flow, axis):
     return flow[before + (slice(1, None),)] - flow[before + (slice(None, -1),)]
 
 
-def diffusion(flow):
-    """Mean squared forward difference of ``flow`` ``[1, *S, N]`` over voxels, axes and components."""
-    ndim = flow.shape[-1]
-    return sum(tf.reduce_mean(tf.square(_forward_differences(flow, axis))) for axis in range(1, ndim + 1)) / ndim
-
-
 def diffusion_gradient(flow):
-    """Gradient of :func:`diffusion` with respect to ``flow`` (closed form: no tape)."""
+    """Gradient with respect to ``flow`` ``[1, *S, N]`` of its diffusion energy ``R`` (module docstring: the
+    mean squared forward difference over voxels, axes and components), in closed form (no tape)."""
     ndim = flow.shape[-1]
     total = 0.0
     for axis in range(1, ndim + 1):
@@ -227,7 +222,7 @@ def _flow_and_warped(initial, control, moving_channels, spacing):
 
 @tf.function(jit_compile=True, autograph=False)
 def _smoothness_terms(correction):
-    """``(diffusion(correction), its gradient)``, the energy as ``<c, gradient> / 2`` (the diffusion energy is
+    """``(R(correction), its gradient)``, the energy as ``<c, gradient> / 2`` (the diffusion energy ``R`` is
     a quadratic form). One XLA cluster of its own: XLA's CPU code for the mean of squared differences, or
     for these terms fused with the similarity's, takes several times as long."""
     gradient = diffusion_gradient(correction)
@@ -241,7 +236,7 @@ def _control_gradient(data_gradient, smoothness_gradient, smoothness, spacing, c
 
 
 def _regularised(correction, data, data_gradient, smoothness, spacing, control_shape):
-    """``(energy, control gradient)`` of ``data + smoothness * diffusion(correction)``, given the similarity
+    """``(energy, control gradient)`` of ``data + smoothness * R(correction)``, given the similarity
     term ``data`` and its gradient with respect to the flow (the correction's is the same)."""
     smoothness_energy, smoothness_gradient = _smoothness_terms(correction)
     gradient = _control_gradient(data_gradient, smoothness_gradient, smoothness, spacing, control_shape)
