@@ -420,8 +420,10 @@ def _lbfgs_direction(gradient, pairs, first_step):
 def _direction_graph(count):
     """:func:`_direction` as one graph for ``count`` pairs (the recursion's many small operations cost more
     called one by one); one function per count, each traced once per shape (a single function would be
-    retraced whenever the count changes, and TensorFlow warns of that)."""
-    return tf.function(_direction, autograph=False)
+    retraced whenever the count changes). Each wraps its own ``functools.partial``: TensorFlow counts
+    tracings per function code object, so functions of :func:`_direction` itself would share one count and
+    set off its retracing warning."""
+    return tf.function(functools.partial(_direction), autograph=False)
 
 
 def _direction(gradient, pairs, first_step):

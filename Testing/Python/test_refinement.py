@@ -1,8 +1,11 @@
 """Test-time refinement (registration/refinement.py), the modes and the fall-back to the identity."""
 
+import logging
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import tensorflow as tf
 
 import DIRVNetLib
 from DIRVNetLib.data.deformations import deform_image
@@ -25,6 +28,17 @@ def small_pair(t1_slice):
     image = sitk.Resample(t1_slice, [91, 109], sitk.Transform(), sitk.sitkLinear, (0.0, 0.0), (2.0, 2.0))
     fixed, true = deform_image(image, 4.0, seed=5)
     return fixed, image, true
+
+
+class _TensorFlowMessages(logging.Handler):
+    """Collects the messages of TensorFlow's Python logger."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.texts = []
+
+    def emit(self, record):
+        self.texts.append(record.getMessage())
 
 
 def _arrays(fixed, moving):
@@ -52,8 +66,6 @@ def test_refinement_lowers_the_loss_and_the_error_without_folding(small_pair, op
 
 def _diffusion(flow):
     """The refinement's ``R``: the mean squared forward difference over voxels, axes and components."""
-    import tensorflow as tf
-
     ndim = flow.shape[-1]
     differences = [tf.experimental.numpy.diff(flow, axis=axis) for axis in range(1, ndim + 1)]
     return sum(tf.reduce_mean(tf.square(d)) for d in differences) / ndim
@@ -131,7 +143,13 @@ def test_lbfgs_returns_the_last_accepted_step_and_counts_every_evaluation(small_
     steps = []
     settings = RefinementSettings(steps=12, optimizer="lbfgs", learning_rate=0.5)
     _direction_graph.cache_clear()
-    _, info = refine_flow(f, m, zero, settings, on_step=lambda step, energy: steps.append((step, energy)))
+    messages = _TensorFlowMessages()
+    tf.get_logger().addHandler(messages)
+    try:
+        _, info = refine_flow(f, m, zero, settings, on_step=lambda step, energy: steps.append((step, energy)))
+    finally:
+        tf.get_logger().removeHandler(messages)
+    assert not [m for m in messages.texts if "retracing" in m], messages.texts
     # the direction's graph for each number of curvature pairs is traced once (no retracing, no warning)
     tracings = [_direction_graph(count).experimental_get_tracing_count() for count in range(6)]
     assert tracings[:4] == [1, 1, 1, 1] and set(tracings) <= {0, 1}, tracings
