@@ -62,7 +62,7 @@ def _eager_or_graph(function, compiled):
 class NetworkOutput:
     """flow: ``[B, *S, N]`` dense displacement in voxels of the input grid (pull convention:
     ``warped(x) = moving(x + flow(x))``). level_controls: ``{level: [B, *K_l, N]}`` the last unit's
-    control displacement of every level, in voxels of that level, on the padded grid. unit_controls:
+    control displacement of every level run, in voxels of that level, on the padded grid. unit_controls:
     ``{level: [after unit 0, unit 1, ...]}`` every unit's control displacement (the last is the level's)."""
 
     flow: tf.Tensor
@@ -95,7 +95,9 @@ class DIRVNet(tf.Module):
                 for part, value in parts.items():
                     name = f"level{level}/unit{unit}/{part}"
                     self.variables_by_name[name] = tf.Variable(value, name=name.replace("/", "_"))
-        self._final_flow = tf.function(lambda fixed, moving: self(fixed, moving).flow, autograph=False)
+        self._final_flow = tf.function(
+            lambda fixed, moving, finest_level: self(fixed, moving, finest_level=finest_level).flow, autograph=False
+        )
 
     def _init_kernels(self, rng, size, filters):
         """Normal kernels with std ``(N / F)^(1 / N) / size`` (the method's initialisation)."""
@@ -168,20 +170,25 @@ class DIRVNet(tf.Module):
             c.image_gradient,
         )
 
-    def final_flow(self, fixed, moving):
+    def final_flow(self, fixed, moving, finest_level=0):
         """Only the ``flow`` of :meth:`__call__`, the whole pyramid run as one graph (traced once per
-        input shape): for callers that watch no unit and call often (docs/notes/benchmarks.md, "With
-        whole-graph passes")."""
-        return self._final_flow(tf.convert_to_tensor(fixed, tf.float32), tf.convert_to_tensor(moving, tf.float32))
+        input shape and ``finest_level``): for callers that watch no unit and call often
+        (docs/notes/benchmarks.md, "With whole-graph passes")."""
+        fixed, moving = tf.convert_to_tensor(fixed, tf.float32), tf.convert_to_tensor(moving, tf.float32)
+        return self._final_flow(fixed, moving, int(finest_level))
 
-    def __call__(self, fixed, moving, on_unit=None):
+    def __call__(self, fixed, moving, on_unit=None, finest_level=0):
         """Register ``moving`` to ``fixed`` (both ``[B, *S, 1]``, same shape).
 
         on_unit: optional ``callable(level, unit, control)`` called after every unit (eager use only;
-        e.g. progress, cancel, or keeping intermediate displacements). Inputs are padded at the end of
-        each axis (mirror) to the size rule and the flow is cropped back.
+        e.g. progress, cancel, or keeping intermediate displacements). finest_level: the finest pyramid
+        level run (0: every level; ``k``: the units of levels below ``k`` are skipped and the flow is that
+        of level ``k``'s last unit). Inputs are padded at the end of each axis (mirror) to the size rule
+        and the flow is cropped back.
         """
         c = self.config
+        if not 0 <= finest_level < c.levels:
+            raise ValueError(f"finest_level must be a pyramid level from 0 to {c.levels - 1}, got {finest_level}")
         fixed = tf.convert_to_tensor(fixed, tf.float32)
         moving = tf.convert_to_tensor(moving, tf.float32)
         spatial = [int(n) for n in fixed.shape[1 : 1 + c.ndim]]
@@ -195,7 +202,7 @@ class DIRVNet(tf.Module):
         coarsest = self.control_shape(padded, c.levels - 1)
         control = tf.zeros(tf.concat([[batch], coarsest, [c.ndim]], axis=0), tf.float32)
         level_controls, unit_controls = {}, {}
-        for level in range(c.levels - 1, -1, -1):
+        for level in range(c.levels - 1, finest_level - 1, -1):
             if level < c.levels - 1:
                 control = upsample(control, self.control_shape(padded, level))
             unit_controls[level] = []
@@ -205,6 +212,5 @@ class DIRVNet(tf.Module):
                 if on_unit is not None:
                     on_unit(level, unit, control)
             level_controls[level] = control
-        flow = _dense_flow(control, c.control_spacing, padded)
-        flow = flow[(slice(None),) + tuple(slice(0, n) for n in spatial)]
+        flow = self.control_to_flow(control, finest_level, padded, spatial)
         return NetworkOutput(flow=flow, level_controls=level_controls, unit_controls=unit_controls)

@@ -41,7 +41,7 @@ from DIRVNetLib.registration.folding import remove_folding
 from DIRVNetLib.registration.geometry import WorkingGrid, check_overlap, resample_displacement
 from DIRVNetLib.registration.grids import choose_grids
 from DIRVNetLib.registration.memory import check_memory
-from DIRVNetLib.registration.modes import DEFAULT_MODE, coarse_pass_for, settings_for
+from DIRVNetLib.registration.modes import DEFAULT_MODE, coarse_pass_for, finest_level_for, settings_for
 from DIRVNetLib.registration.point_correction import correct_with_points
 from DIRVNetLib.registration.point_refinement import refine_near_points
 from DIRVNetLib.registration.progress import Progress, UnitMonitor
@@ -100,20 +100,20 @@ def _device_scope(device):
     return tf.device(None)
 
 
-def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=None):
+def _run_network(network, fixed, moving, monitor, rounds, whole_graph, initial=None, finest_level=0):
     """Network flow ``[*S, N]`` (working voxels), refined recurrently up to ``rounds`` times: the
     warped image is registered again and the fields composed, ``u <- v + u o (x + v)``, while the mean
     squared residual keeps falling. Also returns the mean squared residual after each round (none
     computed without refinement). whole_graph: each pass as one graph (``monitor`` then sees no unit).
     initial: a flow ``[1, *S, N]`` to start from (the first pass registers the moving image warped by it,
-    and the two are composed)."""
+    and the two are composed). finest_level: the finest pyramid level each pass runs."""
     fixed_t = tf.constant(fixed[np.newaxis, ..., np.newaxis])
     moving_t = tf.constant(moving[np.newaxis, ..., np.newaxis])
 
     def network_flow(moving_image):
         if whole_graph:
-            return network.final_flow(fixed_t, moving_image)
-        return network(fixed_t, moving_image, on_unit=monitor).flow
+            return network.final_flow(fixed_t, moving_image, finest_level)
+        return network(fixed_t, moving_image, on_unit=monitor, finest_level=finest_level).flow
 
     def refined(flow):
         """``flow`` composed with the network's flow for the moving image warped by it."""
@@ -184,7 +184,8 @@ def register(
     from that field (composed); 1: no such pass; None: the mode's (:mod:`modes`). It rules out
     ``keep_intermediate``. moving_labels: the moving image is a label
     map, warped with nearest neighbour in its own pixel type (None: detected, :mod:`checks`).
-    mode: ``"accurate"`` (the network, then test-time refinement: :mod:`refinement`) or ``"fast"`` (the
+    mode: ``"accurate"`` (the network, then test-time refinement: :mod:`refinement`; in 3D the network's
+    finest pyramid level is left to the refinement, ``report["network_finest_level"]``) or ``"fast"`` (the
     network alone); :mod:`modes`. refine_steps: the most refinement steps (replaces the mode's; 0: none);
     refinement: a :class:`~DIRVNetLib.registration.refinement.RefinementSettings` replacing the mode's.
     fallback: when the result is less similar to the fixed image than the input (NCC and MI both lower),
@@ -240,6 +241,7 @@ def register(
         raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
     coarse_pass = None if keep_intermediate else coarse_pass_for(mode, dimension, coarse_pass)
     settings = settings_for(mode, dimension, refine_steps, refinement)
+    finest_level = finest_level_for(mode, dimension, settings.steps)
     pairs = None
     if fixed_points is not None or moving_points is not None:
         if fixed_points is None or moving_points is None:
@@ -275,9 +277,10 @@ def register(
         timings["preprocess"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        passes = 1 + refinement_rounds + (coarse_pass is not None)
+        units = (config.levels - finest_level) * config.units * (1 + refinement_rounds)
+        units += config.levels * config.units * (coarse_pass is not None)
         monitor = UnitMonitor(
-            config.levels * config.units * passes + settings.steps * (1 + (pairs is not None)),
+            units + settings.steps * (1 + (pairs is not None)),
             progress,
             cancel,
             keep=keep_intermediate,
@@ -290,7 +293,7 @@ def register(
             monitor.stage = ""
             initial = upsample_flow(coarse_flow[np.newaxis], coarse_pass, grid.shape)
         flow, residuals = _run_network(
-            network, fixed_working, moving_working, monitor, refinement_rounds, whole_graph, initial
+            network, fixed_working, moving_working, monitor, refinement_rounds, whole_graph, initial, finest_level
         )
         timings["network"] = time.perf_counter() - mark
         check_finite(flow, "network's displacement field")
@@ -377,6 +380,7 @@ def register(
         "weights_handle_spacing_mm": None if grids.handled_mm is None else list(grids.handled_mm),
         "whole_graph": whole_graph,
         "coarse_pass": coarse_pass,
+        "network_finest_level": finest_level,
         "mode": mode,
         "refinement": None if refined is None else {"settings": dataclasses.asdict(settings), **refined},
         "fell_back_to_identity": fell_back,

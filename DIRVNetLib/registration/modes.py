@@ -11,20 +11,28 @@ from DIRVNetLib.registration.refinement import RefinementSettings
 @dataclasses.dataclass(frozen=True)
 class Mode:
     """refinement: the test-time refinement settings; coarse_pass: the factor of a first network pass on a
-    coarser grid (None: none)."""
+    coarser grid (None: none); finest_level: the finest pyramid level of the network's pass on the working
+    grid when the refinement follows (``DIRVNet.__call__``; 0: every level; 1: the finest level's units
+    are left to the refinement)."""
 
     refinement: RefinementSettings
     coarse_pass: float | None = None
+    finest_level: int = 0
 
 
 MODES: dict[str, dict[int, Mode]] = {  # mode -> image dimension -> Mode
     "fast": {2: Mode(RefinementSettings(steps=0)), 3: Mode(RefinementSettings(steps=0))},  # the network alone
-    # the network (in 3D after a first pass on a 2x coarser grid), then test-time refinement on the working grid:
-    # in 2D Adam (steady where the network left large residual displacements), in 3D L-BFGS (a 3D step costs
-    # about 100x a 2D one; after the coarse pass the start is close, where L-BFGS needs fewer steps)
+    # the network, then test-time refinement on the working grid: in 2D Adam (steady where the network left
+    # large residual displacements); in 3D a first pass on a 2x coarser grid, the network's coarser levels on
+    # the working grid, then L-BFGS (a 3D step costs about 100x a 2D one; from a close start L-BFGS needs
+    # fewer steps, and its steps on the working grid cost less than the network's finest level)
     "accurate": {
         2: Mode(RefinementSettings(steps=50, control_spacing=2)),
-        3: Mode(RefinementSettings(steps=15, optimizer="lbfgs", learning_rate=0.5, control_spacing=4), coarse_pass=2.0),
+        3: Mode(
+            RefinementSettings(steps=18, optimizer="lbfgs", learning_rate=0.5, control_spacing=4),
+            coarse_pass=2.0,
+            finest_level=1,
+        ),
     },
 }
 DEFAULT_MODE = "accurate"
@@ -48,6 +56,12 @@ def settings_for(
     if refine_steps is not None:
         settings = RefinementSettings(**{**settings.__dict__, "steps": refine_steps})
     return settings
+
+
+def finest_level_for(mode: str, dimension: int, steps: int) -> int:
+    """The finest pyramid level of the network's pass on the working grid: ``mode``'s when ``steps`` (the
+    refinement's) > 0, else 0 (every level: nothing follows the network)."""
+    return _mode(mode, dimension).finest_level if steps else 0
 
 
 def coarse_pass_for(mode: str, dimension: int, coarse_pass: float | None = None) -> float | None:

@@ -149,6 +149,28 @@ def test_network_pads_crops_and_reports_every_unit(gradient):
     assert np.abs(other(fixed, fixed[:, ::-1]).flow.numpy() - output.flow.numpy()).max() > 1e-3
 
 
+def test_network_stops_at_its_finest_level():
+    config = NetworkConfig(ndim=2, levels=3, units=2, data_filters=4, reg_filters=4, data_kernel=3, reg_kernel=3)
+    network = DIRVNet(config, seed=1)
+    rng = np.random.default_rng(1)
+    fixed = rng.uniform(size=(1, 33, 30, 1)).astype(np.float32)
+    moving = np.roll(fixed, 2, axis=1)
+    full = network(fixed, moving)
+    seen = []
+    output = network(fixed, moving, on_unit=lambda level, unit, control: seen.append((level, unit)), finest_level=1)
+    # the coarser levels as in the whole pass, level 0 not run; the flow is level 1's carried to the input grid
+    assert seen == [(2, 0), (2, 1), (1, 0), (1, 1)] and sorted(output.level_controls) == [1, 2]
+    np.testing.assert_allclose(output.level_controls[1].numpy(), full.level_controls[1].numpy(), atol=1e-6)
+    padded = config.padded_shape([33, 30])
+    level_one = network.control_to_flow(full.level_controls[1], 1, padded, [33, 30])
+    np.testing.assert_allclose(output.flow.numpy(), level_one.numpy(), atol=1e-5)
+    assert np.abs(output.flow.numpy() - full.flow.numpy()).max() > 1e-3
+    np.testing.assert_allclose(network.final_flow(fixed, moving, 1).numpy(), output.flow.numpy(), atol=1e-4)
+    for bad in (-1, 3):
+        with pytest.raises(ValueError, match="finest_level must be a pyramid level from 0 to 2"):
+            network(fixed, moving, finest_level=bad)
+
+
 @pytest.mark.parametrize(
     "shape, padded", [((1, 5, 3, 1), [16, 8]), ((1, 7, 20, 1), [7, 21]), ((1, 2, 3, 4, 2), [9, 3, 11])]
 )

@@ -63,7 +63,10 @@ def test_3d_registration_halves_the_end_point_error(deformed_volume, brain_mask)
     assert result.report["ncc_after"] > result.report["ncc_before"]
     assert result.displacement.GetSize() == fixed.GetSize() and result.displacement.GetOrigin() == fixed.GetOrigin()
     assert result.report["working_grid"]["spacing_mm"] == [2.0, 2.0, 2.0]  # anisotropic 2x2x3 -> isotropic
+    # the default in 3D: a coarse pass, the network's pass without its finest level, then the refinement
+    assert result.report["coarse_pass"] == 2.0 and result.report["network_finest_level"] == 1
     assert [p.done for p in seen] == list(range(1, seen[0].total + 1))
+    assert not any(p.level == 0 for p in seen if p.stage.startswith("level"))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(moving), moving_before)  # input untouched
 
 
