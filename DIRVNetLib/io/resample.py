@@ -36,7 +36,9 @@ def _reference_like(image: sitk.Image, size: Sequence[int], spacing: Sequence[fl
 
 def resample_like(image: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear) -> sitk.Image:
     """``image`` resampled (identity transform, physical space) onto ``reference``'s grid; points
-    outside ``image`` take the nearest voxel's value."""
+    outside ``image`` take the nearest voxel's value. An image already on that grid is returned as it is."""
+    if Grid.of(image) == Grid.of(reference):
+        return image
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, image.GetPixelID(), True)
 
 

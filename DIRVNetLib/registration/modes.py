@@ -29,7 +29,7 @@ MODES: dict[str, dict[int, Mode]] = {  # mode -> image dimension -> Mode
     "accurate": {
         2: Mode(RefinementSettings(steps=50, control_spacing=2)),
         3: Mode(
-            RefinementSettings(steps=18, optimizer="lbfgs", learning_rate=0.5, control_spacing=4),
+            RefinementSettings(steps=22, optimizer="lbfgs", learning_rate=0.5, control_spacing=4),
             coarse_pass=2.0,
             finest_level=1,
         ),

@@ -69,3 +69,18 @@ def test_folds_far_apart_are_each_repaired_in_place():
     near_a_fold = np.minimum(np.abs(moved - (5, 6, 7)).max(1), np.abs(moved - (24, 33, 42)).max(1))
     assert len(moved) and near_a_fold.max() <= 4, near_a_fold.max()
     assert unfolded.GetDirection() == field.GetDirection() and unfolded.GetSpacing() == field.GetSpacing()
+
+
+def test_folding_voxels_are_grouped_into_boxes_that_do_not_overlap():
+    from DIRVNetLib.registration.folding import _groups
+
+    reach = 7
+    points = np.array([[5, 5, 5], [6, 5, 5], [60, 60, 60], [5, 15, 5], [5, 25, 5], [30, 90, 2]])
+    groups = _groups(points, reach)
+    # a chain of points whose boxes overlap the next one's is one group, however long; the rest stand alone
+    assert sorted(len(g) for g in groups) == [1, 1, 4]
+    assert sorted(map(tuple, np.concatenate(groups))) == sorted(map(tuple, points))
+    boxes = [(g.min(0) - reach, g.max(0) + reach + 1) for g in groups]
+    for i, (low_a, high_a) in enumerate(boxes):
+        for low_b, high_b in boxes[i + 1 :]:
+            assert not (np.all(low_a < high_b) and np.all(low_b < high_a))
