@@ -173,7 +173,7 @@ def register(
     when anisotropic and ``isotropic``) when the weights handle its spacing, else on an isotropic grid at
     the weights' training spacing (:mod:`grids`). refinement_spacing: run the refinement on an isotropic
     grid of this spacing (mm) instead of the network's grid. keep_intermediate: also return every unit's
-    displacement (the mode's coarse pass is then skipped).
+    displacement (the mode's coarse pass is then skipped, and the network runs every pyramid level).
     unfold: remove residual folding of the field (:mod:`folding`), on the grid it was made on and then on
     the fixed grid (the report gives the field's own folding, ``network_jacobian_nonpositive_percent``,
     and the voxels changed on each grid, ``unfolded_voxels`` and ``unfolded_voxels_fixed_grid``).
@@ -243,7 +243,7 @@ def register(
         raise ValueError("keep_intermediate cannot be combined with coarse_pass (its units lie on another grid)")
     coarse_pass = None if keep_intermediate else coarse_pass_for(mode, dimension, coarse_pass)
     settings = settings_for(mode, dimension, refine_steps, refinement)
-    finest_level = finest_level_for(mode, dimension, settings.steps)
+    finest_level = 0 if keep_intermediate else finest_level_for(mode, dimension, settings.steps)
     pairs = None
     if fixed_points is not None or moving_points is not None:
         if fixed_points is None or moving_points is None:

@@ -86,8 +86,8 @@ def test_register_writes_the_core_field_and_outputs(scene_pair, files, tmp_path)
         keepIntermediate=True,
         progress=steps.append,
     )
-    # keepIntermediate skips the mode's coarse pass (its units lie on another grid): the same here
-    expected = DIRVNetLib.register(str(fixed_path), str(moving_path), weights=weights, coarse_pass=1)
+    # keepIntermediate skips the mode's coarse pass and runs every pyramid level: the same here
+    expected = DIRVNetLib.register(str(fixed_path), str(moving_path), weights=weights, keep_intermediate=True)
 
     # The node holds the same field as DIRVNetLib.register on the files, on the fixed grid, in LPS.
     assert transform.IsA("vtkMRMLGridTransformNode")
