@@ -227,7 +227,8 @@ def run(args):
 
 class _Interrupted:
     """The signals received; :meth:`check` raises KeyboardInterrupt again when one was (an interrupt that
-    arrived while a library was importing can be swallowed by its error handling)."""
+    arrives inside a library can be swallowed by its error handling, or turned into another error: e.g.
+    TensorFlow's tracing raises TypeError for any exception)."""
 
     def __init__(self):
         self.received = []
@@ -240,7 +241,8 @@ class _Interrupted:
 @contextlib.contextmanager
 def _signals_interrupt():
     """SIGINT, SIGTERM (and SIGHUP) raise KeyboardInterrupt, so staged outputs are removed; yields an
-    :class:`_Interrupted` to check between stages."""
+    :class:`_Interrupted` to check between stages. Any error leaving the block after a signal is reported
+    as the interrupt it came from."""
     interrupted = _Interrupted()
     if threading.current_thread() is not threading.main_thread():
         yield interrupted
@@ -257,6 +259,9 @@ def _signals_interrupt():
     }
     try:
         yield interrupted
+    except Exception:
+        interrupted.check()
+        raise
     finally:
         for number, handler in kept.items():
             signal.signal(number, handler)

@@ -351,6 +351,25 @@ def assert_one_whole_set(out, old):
 UNIT_DONE = re.compile(r"\| *[1-9]\d*/\d+ ")  # the progress bar after a variational unit
 
 
+def test_a_signal_turned_into_another_error_is_still_an_interrupt():
+    """A signal arriving inside a library that turns every exception into its own (TensorFlow's tracing
+    raises TypeError) is reported as the interrupt; without a signal the error stays what it was."""
+    from DIRVNetLib.cli.register_command import _signals_interrupt
+
+    def library_call():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises KeyboardInterrupt here
+            time.sleep(5)
+        except BaseException as e:
+            raise TypeError("could not trace") from e
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), _signals_interrupt():
+        library_call()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are restored
+    with pytest.raises(TypeError, match="could not trace"), _signals_interrupt():
+        raise TypeError("could not trace")
+
+
 @pytest.mark.parametrize(
     "stage,signal_number",
     [
