@@ -13,6 +13,7 @@ GRADIENT_SCHEMES = ("forward", "central")
 _OPERATORS = {  # operator -> its module (full names: tools/package_files.py finds them)
     "bspline_adjoint": "DIRVNetLib.ops.bspline",
     "bspline_interpolate": "DIRVNetLib.ops.bspline",
+    "bspline_matrix": "DIRVNetLib.ops.bspline",
     "control_grid_shape": "DIRVNetLib.ops.bspline",
     "upsample_control_grid": "DIRVNetLib.ops.bspline",
     "binomial_downsample": "DIRVNetLib.ops.filters",

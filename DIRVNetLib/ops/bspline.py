@@ -8,12 +8,24 @@ separably, one axis at a time, on blocks of ``s`` dense voxels: voxel ``k s + j`
 the same per-axis sums transposed (why this form: docs/notes/benchmarks.md, "Speed and memory").
 """
 
+import numpy as np
 import tensorflow as tf
 
 
 def control_grid_shape(spatial_shape, spacing):
     """Control-grid shape for a dense ``spatial_shape`` and control ``spacing`` (voxels)."""
     return [(n - 1) // spacing + 2 for n in spatial_shape]
+
+
+def bspline_matrix(n, spacing):
+    """The interpolation of :func:`bspline_interpolate` along one axis as a matrix ``[n, K]`` (numpy float64;
+    ``K`` control points for ``n`` dense voxels): dense voxel ``k s + j`` is ``(1 - j / s) c[k] + (j / s) c[k + 1]``."""
+    voxels = np.arange(n)
+    lower, fraction = voxels // spacing, (voxels % spacing) / spacing
+    matrix = np.zeros((n, control_grid_shape([n], spacing)[0]))
+    matrix[voxels, lower] = 1.0 - fraction
+    matrix[voxels, lower + 1] = fraction
+    return matrix
 
 
 def _take(x, axis, start, stop):

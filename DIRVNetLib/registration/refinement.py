@@ -34,6 +34,7 @@ import tensorflow as tf
 from DIRVNetLib.ops import (
     bspline_adjoint,
     bspline_interpolate,
+    bspline_matrix,
     compiled_warp,
     control_grid_shape,
     image_gradient,
@@ -180,25 +181,6 @@ def local_ncc_loss(fixed, warped, window):
     return 1.0 - tf.reduce_mean(squared_ncc)
 
 
-def _forward_differences(flow, axis):
-    before = (slice(None),) * axis
-    return flow[before + (slice(1, None),)] - flow[before + (slice(None, -1),)]
-
-
-def diffusion_gradient(flow):
-    """Gradient with respect to ``flow`` ``[1, *S, N]`` of its diffusion energy ``R`` (module docstring: the
-    mean squared forward difference over voxels, axes and components), in closed form (no tape)."""
-    ndim = flow.shape[-1]
-    total = 0.0
-    for axis in range(1, ndim + 1):
-        difference = _forward_differences(flow, axis)
-        before, after = [[0, 0]] * (ndim + 2), [[0, 0]] * (ndim + 2)
-        before[axis], after[axis] = [1, 0], [0, 1]
-        scale = 2.0 / (ndim * tf.cast(tf.size(difference), flow.dtype))
-        total += scale * (tf.pad(difference, before) - tf.pad(difference, after))
-    return total
-
-
 def _landmark_term(flow, points, targets, metric):
     """``L`` (module docstring) of a flow ``[1, *S, N]``, mm^2."""
     residual = sample(flow[0], points) - targets
@@ -214,33 +196,62 @@ def _dense_flow(initial, control, spacing):
 
 @tf.function(jit_compile=True, autograph=False)
 def _flow_and_warped(initial, control, moving_channels, spacing):
-    """The correction ``B(control)``, the flow ``initial + B(control)`` and ``moving_channels`` warped by it."""
-    correction = bspline_interpolate(control, spacing, initial.shape[1:-1])
-    flow = initial + correction
-    return correction, flow, warp(moving_channels, flow)
+    """The flow ``initial + B(control)`` and ``moving_channels`` warped by it."""
+    flow = initial + bspline_interpolate(control, spacing, initial.shape[1:-1])
+    return flow, warp(moving_channels, flow)
+
+
+@functools.cache
+def _diffusion_factors(spatial_shape, spacing):
+    """The factors of ``R(B(c))`` (module docstring) as a quadratic form in ``c``: per axis ``a`` of the dense
+    grid, ``B_a^T B_a`` and ``2 w_a (D B_a)^T (D B_a)`` (float32 numpy, control points x control points),
+    with ``B_a`` the B-spline interpolation along ``a`` (:func:`~DIRVNetLib.ops.bspline.bspline_matrix`),
+    ``D`` the forward difference and ``w_a`` = 1 / (dimensions x forward differences along ``a``, components
+    included): the gradient of ``R`` with respect to ``c`` is the sum over ``a`` of ``c`` multiplied along
+    every axis ``b`` by ``b``'s first factor, along ``a`` by its second (:func:`_smoothness_terms`)."""
+    ndim, voxels = len(spatial_shape), int(np.prod(spatial_shape))
+    grams, stiffnesses = [], []
+    for n in spatial_shape:
+        interpolation = bspline_matrix(n, spacing)
+        differences = np.diff(interpolation, axis=0)
+        count = (n - 1) * (voxels // n) * ndim
+        grams.append((interpolation.T @ interpolation).astype(np.float32))
+        stiffnesses.append((2.0 / (ndim * max(count, 1)) * differences.T @ differences).astype(np.float32))
+    return tuple(grams), tuple(stiffnesses)
+
+
+def _along_axes(x, matrices):
+    """``x`` ``[1, *K, N]`` multiplied along each spatial axis by that axis's symmetric matrix."""
+    letters = "abcdefg"[: x.shape.rank]
+    for axis, matrix in enumerate(matrices, start=1):
+        x = tf.einsum(f"{letters},{letters[axis]}z->{letters.replace(letters[axis], 'z')}", x, matrix)
+    return x
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _smoothness_terms(correction):
-    """``(R(correction), its gradient)``, the energy as ``<c, gradient> / 2`` (the diffusion energy ``R`` is
-    a quadratic form). One XLA cluster of its own: XLA's CPU code for the mean of squared differences, or
-    for these terms fused with the similarity's, takes several times as long."""
-    gradient = diffusion_gradient(correction)
-    return 0.5 * tf.reduce_sum(correction * gradient), gradient
+def _smoothness_terms(control, grams, stiffnesses):
+    """``(R(B(control)), its gradient with respect to control)`` on the control grid (:func:`_diffusion_factors`:
+    the same values as on the dense correction, for a fraction of the work), the energy as
+    ``<c, gradient> / 2`` (``R`` is a quadratic form)."""
+    gradient = 0.0
+    for axis, stiffness in enumerate(stiffnesses):
+        gradient += _along_axes(control, grams[:axis] + (stiffness,) + grams[axis + 1 :])
+    return 0.5 * tf.reduce_sum(control * gradient), gradient
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _control_gradient(data_gradient, smoothness_gradient, smoothness, spacing, control_shape):
-    """The energy's gradient with respect to the control grid from its gradients with respect to the flow."""
-    return bspline_adjoint(data_gradient + smoothness * smoothness_gradient, spacing, control_shape)
+def _control_gradient(data_gradient, smoothness_gradient, smoothness, spacing):
+    """The energy's gradient with respect to the control grid from the similarity term's with respect to the
+    flow and the smoothness term's with respect to the control grid."""
+    return bspline_adjoint(data_gradient, spacing, smoothness_gradient.shape[1:-1]) + smoothness * smoothness_gradient
 
 
-def _regularised(correction, data, data_gradient, smoothness, spacing, control_shape):
-    """``(energy, control gradient)`` of ``data + smoothness * R(correction)``, given the similarity
-    term ``data`` and its gradient with respect to the flow (the correction's is the same)."""
-    smoothness_energy, smoothness_gradient = _smoothness_terms(correction)
-    gradient = _control_gradient(data_gradient, smoothness_gradient, smoothness, spacing, control_shape)
-    return data + smoothness * smoothness_energy, gradient
+def _regularised(control, data, data_gradient, problem, spacing):
+    """``(energy, control gradient)`` of ``data + smoothness * R(B(control))``, given the similarity term
+    ``data`` and its gradient with respect to the flow."""
+    smoothness_energy, smoothness_gradient = _smoothness_terms(control, problem.grams, problem.stiffnesses)
+    gradient = _control_gradient(data_gradient, smoothness_gradient, problem.smoothness, spacing)
+    return data + problem.smoothness * smoothness_energy, gradient
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -256,7 +267,8 @@ def _mse_terms(warped_channels, fixed):
 class _Problem(typing.NamedTuple):
     """The tensors of one refinement: the starting flow ``[1, *S, N]``, the fixed image ``[1, *S, 1]``, the
     moving image (channel 0) with its central-difference gradient (channels 1..N) ``[1, *S, 1 + N]``, the
-    landmarks (:class:`Landmarks`' fields) and the weights."""
+    landmarks (:class:`Landmarks`' fields), the weights and the smoothness term's factors
+    (:func:`_diffusion_factors`)."""
 
     initial: tf.Tensor
     fixed: tf.Tensor
@@ -266,6 +278,8 @@ class _Problem(typing.NamedTuple):
     metric: tf.Tensor
     smoothness: tf.Tensor
     landmark_weight: tf.Tensor
+    grams: tuple[tf.Tensor, ...]
+    stiffnesses: tuple[tf.Tensor, ...]
 
 
 def _energy_and_gradient(control, problem, similarity, window, spacing, with_landmarks):
@@ -276,16 +290,15 @@ def _energy_and_gradient(control, problem, similarity, window, spacing, with_lan
     p = problem
     control_shape = control.shape[1:-1]
     if similarity == "mse":
-        correction, flow, warped = _flow_and_warped(p.initial, control, p.moving_channels, spacing)
+        flow, warped = _flow_and_warped(p.initial, control, p.moving_channels, spacing)
         data, data_gradient = _mse_terms(warped, p.fixed)
     else:
         flow = _dense_flow(p.initial, control, spacing)
-        correction = flow - p.initial
         with tf.GradientTape() as tape:
             tape.watch(flow)
             data = local_ncc_loss(p.fixed, warp(p.moving_channels[..., :1], flow), window)
         data_gradient = tape.gradient(data, flow)
-    energy, gradient = _regularised(correction, data, data_gradient, p.smoothness, spacing, control_shape)
+    energy, gradient = _regularised(control, data, data_gradient, p, spacing)
     if with_landmarks:
         with tf.GradientTape() as tape:
             tape.watch(flow)
@@ -515,6 +528,7 @@ def refine_flow(fixed, moving, initial, settings, landmarks=None, on_step=None):
         tf.constant(landmarks.metric),
         tf.constant(float(settings.smoothness)),
         tf.constant(float(settings.landmark_weight)),
+        *(tuple(map(tf.constant, factors)) for factors in _diffusion_factors(fixed.shape, spacing)),
     )
     steps = _steps(similarity, settings.window, spacing, len(landmarks.points) > 0)
     trace = _Trace(settings, on_step)

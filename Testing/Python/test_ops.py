@@ -10,6 +10,7 @@ from DIRVNetLib.ops import (
     binomial_downsample,
     bspline_adjoint,
     bspline_interpolate,
+    bspline_matrix,
     control_grid_shape,
     image_gradient,
     upsample_control_grid,
@@ -68,6 +69,13 @@ def test_bspline_interpolates_control_values_and_is_linear_between():
     dense = bspline_interpolate(control, 4, [16, 20]).numpy()
     np.testing.assert_allclose(dense[0, ::4, ::4], control[0, :4, :5], atol=1e-6)
     np.testing.assert_allclose(dense[0, 2, 0], 0.5 * (control[0, 0, 0] + control[0, 1, 0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("n, spacing", [(16, 4), (17, 4), (13, 3), (2, 2), (9, 1)])
+def test_bspline_matrix_is_the_interpolation_along_one_axis(n, spacing):
+    control = np.random.default_rng(n).normal(size=(1, control_grid_shape([n], spacing)[0], 2)).astype(np.float32)
+    dense = bspline_interpolate(control, spacing, [n]).numpy()[0]
+    np.testing.assert_allclose(bspline_matrix(n, spacing) @ control[0], dense, atol=1e-6)
 
 
 @pytest.mark.parametrize("dimension", [2, 3])
