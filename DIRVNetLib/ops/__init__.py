@@ -18,6 +18,7 @@ _OPERATORS = {  # operator -> its module (full names: tools/package_files.py fin
     "upsample_control_grid": "DIRVNetLib.ops.bspline",
     "binomial_downsample": "DIRVNetLib.ops.filters",
     "image_gradient": "DIRVNetLib.ops.filters",
+    "resample_axes": "DIRVNetLib.ops.resize",
     "upsample_flow": "DIRVNetLib.ops.resize",
     "compiled_warp": "DIRVNetLib.ops.warp",
     "warp": "DIRVNetLib.ops.warp",

@@ -82,10 +82,24 @@ class WorkingGrid:
 
 def resample_displacement(displacement, reference):
     """Linear resampling of a displacement field (values unchanged: physical mm) onto ``reference``'s
-    grid as float64; beyond the field's extent the nearest vector is used. A float64 field already on
-    exactly that grid is returned as it is (not copied)."""
-    if displacement.GetPixelID() == sitk.sitkVectorFloat64 and Grid.of(displacement) == Grid.of(reference):
+    grid as float64. A float64 field already on exactly that grid is returned as it is (not copied). Onto a
+    grid with the field's origin and direction (the fixed grid of a field made on the working grid), one
+    axis at a time in an XLA cluster (:func:`~DIRVNetLib.ops.resize.resample_axes`; beyond the field's
+    last voxel along an axis, that voxel's vectors along that axis); otherwise by SimpleITK (beyond the
+    field's extent, the nearest vector)."""
+    source, target = Grid.of(displacement), Grid.of(reference)
+    if displacement.GetPixelID() == sitk.sitkVectorFloat64 and source == target:
         return displacement
+    if source.origin == target.origin and source.direction == target.direction:
+        from DIRVNetLib.ops import resample_axes  # TensorFlow: only where a field is made
+
+        values = sitk.GetArrayViewFromImage(displacement).astype(np.float64)
+        ratios = tuple(np.divide(target.spacing, source.spacing)[::-1].tolist())
+        image = sitk.GetImageFromArray(
+            resample_axes(values[np.newaxis], ratios, target.shape)[0].numpy(), isVector=True
+        )
+        image.CopyInformation(reference)
+        return image
     return sitk.Resample(displacement, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True)
 
 

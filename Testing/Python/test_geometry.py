@@ -154,8 +154,31 @@ def test_a_coarse_flow_upsampled_as_its_field_is_resampled(oblique_pair, factor)
         longer = dataclasses.replace(longer, size=tuple(size))
         repeated = np.concatenate([repeated, np.take(repeated, [-1], axis=axis)], axis=axis)
     field = WorkingGrid(longer.image()).flow_to_displacement(repeated)
-    physical = grid.displacement_to_flow(resample_displacement(field, grid.reference))
-    np.testing.assert_allclose(upsampled, physical, atol=1e-4 * factor)
+    resampled = sitk.Resample(
+        field, grid.reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64, True
+    )
+    np.testing.assert_allclose(upsampled, grid.displacement_to_flow(resampled), atol=1e-4 * factor)
+
+
+@pytest.mark.parametrize("spacing", [1.7, 0.6])
+def test_a_field_onto_a_grid_of_its_origin_and_direction_is_resampled_as_by_simpleitk(oblique_pair, spacing):
+    """A field made on the working grid (coarser or finer than the fixed grid, another spacing per axis)
+    is carried onto the fixed grid one axis at a time: the same vectors as SimpleITK's linear resampling of
+    the field continued past its last voxel along each axis by repeating that voxel's vectors."""
+    fixed, _ = oblique_pair
+    grid = WorkingGrid.for_fixed(fixed, spacing, isotropic=False)
+    rng = np.random.default_rng(5)
+    field = grid.flow_to_displacement(rng.normal(0.0, 2.0, grid.shape + (3,)))[:-4, :, :-3]  # short along x, z
+    fast = resample_displacement(field, fixed)
+    assert Grid.of(fast) == Grid.of(fixed) and fast.GetPixelID() == sitk.sitkVectorFloat64
+    extent = (np.array(fixed.GetSize()) - 1) * fixed.GetSpacing(), (np.array(field.GetSize()) - 1) * spacing
+    assert (extent[0] > extent[1] + spacing).any()  # the fixed grid reaches past the field's last voxel
+    continued = sitk.GetImageFromArray(np.pad(sitk.GetArrayFromImage(field), [(0, 60)] * 3 + [(0, 0)], "edge"), True)
+    continued.SetOrigin(field.GetOrigin())
+    continued.SetSpacing(field.GetSpacing())
+    continued.SetDirection(field.GetDirection())
+    slow = sitk.Resample(continued, fixed, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat64)
+    np.testing.assert_allclose(sitk.GetArrayViewFromImage(fast), sitk.GetArrayViewFromImage(slow), atol=1e-9)
 
 
 def test_one_grid_type_for_same_grid_index_to_physical_and_references(oblique_pair, tmp_path):
