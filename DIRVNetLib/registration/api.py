@@ -328,19 +328,20 @@ def register(
 
         mark = time.perf_counter()
         # folding is measured and repaired on the field's own grid, then on the fixed grid, where the linear
-        # interpolation of a field that does not fold can still fold (a far smaller repair there)
+        # interpolation of a field that does not fold can still fold (a far smaller repair there); both fields
+        # are made here, so they are repaired in place
         made = refine_grid.flow_to_displacement(flow)
         determinant = jacobian_determinant(made, np.float32)
         network_folding = nonpositive_percent(determinant)
         unfolded_voxels = unfolded_on_fixed_grid = 0
         if unfold and network_folding > 0:
-            made, unfolded_voxels, determinant = remove_folding(made, determinant=determinant)
+            made, unfolded_voxels, determinant = remove_folding(made, determinant=determinant, in_place=True)
         displacement = resample_displacement(made, fixed_image)
         if displacement is not made:
             determinant = jacobian_determinant(displacement, np.float32)
             if unfold and nonpositive_percent(determinant) > 0:
                 displacement, unfolded_on_fixed_grid, determinant = remove_folding(
-                    displacement, determinant=determinant
+                    displacement, determinant=determinant, in_place=True
                 )
         jacobian = jacobian_statistics(displacement, determinant=determinant)
 

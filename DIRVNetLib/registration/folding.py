@@ -18,15 +18,17 @@ fewer, larger boxes where folds crowd (each box costs a few filter calls), separ
 far apart."""
 
 
-def remove_folding(displacement, max_iterations=100, determinant=None):
+def remove_folding(displacement, max_iterations=100, determinant=None, in_place=False):
     """``(field, voxels changed, determinant)`` for a displacement vector image (LPS mm).
 
     Voxels with a Jacobian determinant ``<= 0`` and their neighbours take the values of the field
     smoothed with a Gaussian of one voxel (the finest spacing, mm), computed in a box around them.
     determinant: the float32 Jacobian determinant of ``displacement`` (numpy order) when already known;
     the one returned is that of the returned field, the same values :func:`jacobian_determinant` gives
-    (voxels still folding after ``max_iterations``: ``determinant <= 0``). ``displacement`` and
-    ``determinant`` are not modified; without folding, ``displacement`` itself is returned.
+    (voxels still folding after ``max_iterations``: ``determinant <= 0``). ``determinant`` is not
+    modified; nor is ``displacement`` (a copy is repaired) unless ``in_place``, for a field the caller
+    owns: then the boxes are written into it and it is returned (no copy of a whole large field).
+    Without folding, ``displacement`` itself is returned.
     """
     shape = tuple(reversed(displacement.GetSize()))
     sigma = float(min(displacement.GetSpacing()))
@@ -35,7 +37,7 @@ def remove_folding(displacement, max_iterations=100, determinant=None):
         determinant = jacobian_determinant(displacement, np.float32)
     determinant = determinant.copy()
     changed = np.zeros(shape, bool)
-    field = None  # the field's values, copied when the first fold is found
+    field = None  # the field repaired: displacement, or its copy, once the first fold is found
 
     def image_of(values):  # a box's values with the field's spacing and direction
         image = sitk.GetImageFromArray(values, isVector=True)
@@ -43,14 +45,17 @@ def remove_folding(displacement, max_iterations=100, determinant=None):
         image.SetDirection(displacement.GetDirection())
         return image
 
+    def values_in(box):  # a copy of the field's values in a box (numpy order)
+        return sitk.GetArrayFromImage(field[tuple(reversed(box))])
+
     boxes = [tuple(slice(0, n) for n in shape)]  # where folding voxels can be: everywhere, then the last boxes
     for _ in range(max_iterations):
         where = [np.argwhere(determinant[box] <= 0) + [s.start for s in box] for box in boxes]
         where = np.concatenate(where)
         if not len(where):
             break
-        if field is None:
-            field = sitk.GetArrayFromImage(displacement)
+        if field is None:  # SimpleITK copies the buffer at the first write into the copy
+            field = displacement if in_place else sitk.Image(displacement)
         boxes = []
         for points in _groups(where, 1 + _MARGIN):
             # the folding voxels and their neighbours (a one-voxel dilation), within their bounding box
@@ -59,20 +64,19 @@ def remove_folding(displacement, max_iterations=100, determinant=None):
             box = tuple(slice(max(0, n.start - _MARGIN), min(size, n.stop + _MARGIN)) for n, size in zip(near, shape))
             inside = np.zeros([b.stop - b.start for b in box], bool)
             inside[_within(near, box)] = sitk.GetArrayViewFromImage(dilated) > 0
-            values = field[box]
+            values = values_in(box)
             smoothed = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(image_of(values), sigma))
             values[inside] = smoothed[inside]
+            field[tuple(reversed(box))] = sitk.GetImageFromArray(values, isVector=True)  # pasted in place
             changed[box] |= inside
             # Only the box changed: its determinant is recomputed from the box and one voxel around it (the
             # central differences' neighbours), so it equals the whole field's.
             around = tuple(slice(max(0, b.start - 1), min(size, b.stop + 1)) for b, size in zip(box, shape))
-            determinant[box] = jacobian_determinant(image_of(field[around]), np.float32)[_within(box, around)]
+            determinant[box] = jacobian_determinant(image_of(values_in(around)), np.float32)[_within(box, around)]
             boxes.append(box)
     if field is None:
         return displacement, 0, determinant
-    image = sitk.GetImageFromArray(field, isVector=True)
-    image.CopyInformation(displacement)
-    return image, int(changed.sum()), determinant
+    return field, int(changed.sum()), determinant
 
 
 def _groups(points, reach):

@@ -7,7 +7,8 @@ from DIRVNetLib.metrics import jacobian_determinant, jacobian_statistics
 from DIRVNetLib.registration.folding import remove_folding
 
 
-def test_a_local_fold_is_removed_and_nothing_else_changes():
+def _local_fold():
+    """A field folding near x = 32 mm (its x positions in mm, the field)."""
     size = (40, 36, 30)
     x = np.arange(size[0]) * 1.5
     bump = 6.0 * np.exp(-((x - 30.0) ** 2) / (2 * 2.0**2))  # du/dx down to about -1.8: folds near x = 32 mm
@@ -17,6 +18,11 @@ def test_a_local_fold_is_removed_and_nothing_else_changes():
     field = sitk.GetImageFromArray(values, isVector=True)
     field.SetSpacing((1.5, 1.2, 2.0))
     field.SetOrigin((10.0, -5.0, 3.0))
+    return x, field
+
+
+def test_a_local_fold_is_removed_and_nothing_else_changes():
+    x, field = _local_fold()
     before = sitk.GetArrayFromImage(field).copy()
     assert (jacobian_determinant(field) <= 0).any()
 
@@ -36,6 +42,18 @@ def test_a_local_fold_is_removed_and_nothing_else_changes():
     given, _, _ = remove_folding(field, determinant=determinant)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(given), after)
     assert (determinant <= 0).any()  # the caller's array is not modified
+
+
+def test_a_field_the_caller_owns_is_repaired_in_place_to_the_same_values():
+    _, field = _local_fold()
+    before = sitk.GetArrayFromImage(field)
+    copied, changed, determinant = remove_folding(field)
+    owned = sitk.Image(field)  # shares field's buffer until written to
+    repaired, changed_in_place, determinant_in_place = remove_folding(owned, in_place=True)
+    assert repaired is owned and changed_in_place == changed > 0
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(repaired), sitk.GetArrayFromImage(copied))
+    np.testing.assert_array_equal(determinant_in_place, determinant)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(field), before)  # the buffer it shared: untouched
 
 
 def test_a_field_without_folding_is_returned_unchanged():

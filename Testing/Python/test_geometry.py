@@ -214,3 +214,18 @@ def test_one_grid_type_for_same_grid_index_to_physical_and_references(oblique_pa
         read_displacement(tmp_path / "translation.tfm", sitk.Image(4, 4, sitk.sitkFloat32))
     with pytest.raises(ValueError, match="transform or displacement file not found"):
         read_displacement(tmp_path / "missing.h5")
+
+
+def test_fields_of_many_grids_are_resampled_without_tensorflow_retracing_warnings(oblique_pair, caplog):
+    """A session registering many pairs resamples onto a new grid each time: each pair of grids gets its own
+    compiled function, traced once, so TensorFlow's retracing warning (after five tracings of one function)
+    never shows."""
+    fixed, _ = oblique_pair
+    small = fixed[:30, :30, :12]
+    for spacing in (1.1, 1.3, 1.5, 1.7, 1.9, 2.1, 2.3):
+        grid = WorkingGrid.for_fixed(small, spacing, isotropic=False)
+        field = grid.flow_to_displacement(np.ones(grid.shape + (3,)))
+        resampled = resample_displacement(field, small)
+        values, vector = sitk.GetArrayViewFromImage(resampled), sitk.GetArrayViewFromImage(field)[0, 0, 0]
+        np.testing.assert_allclose(values, np.broadcast_to(vector, values.shape), rtol=1e-12)
+    assert "retracing" not in caplog.text
