@@ -93,7 +93,7 @@ def resample_displacement(displacement, reference):
     if source.origin == target.origin and source.direction == target.direction:
         from DIRVNetLib.ops import resample_axes  # TensorFlow: only where a field is made
 
-        values = sitk.GetArrayViewFromImage(displacement).astype(np.float64)
+        values = np.asarray(sitk.GetArrayViewFromImage(displacement), np.float64)  # copied only if not float64
         ratios = tuple(np.divide(target.spacing, source.spacing)[::-1].tolist())
         image = sitk.GetImageFromArray(
             resample_axes(values[np.newaxis], ratios, target.shape)[0].numpy(), isVector=True
