@@ -4,7 +4,7 @@
 
 Cases: ``benchmarks/cases/one_mm.json`` (prepared once into ``OUT/cases``, reused by later runs). Each
 strategy runs in its own worker process (:mod:`DIRVNetLib.comparison.runner`: a warm-up call, then the
-timed calls; peak memory is the worker's peak resident set during them). Prints one markdown row per
+timed calls; peak memory is the worker's peak resident set during them). Prints the CPU, then one markdown row per
 case and strategy: median seconds, peak memory (GiB; in brackets the increase during the call over the
 worker's resident size before it), EPE mean / 95th percentile (mm) in the case's
 mask, the grids used; writes the rows to ``OUT/one_mm.json``.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from DIRVNetLib.cli.benchmark_command import machine_info  # noqa: E402
 from DIRVNetLib.comparison.cases import load_prepared, prepare, read_case_list, select  # noqa: E402
 from DIRVNetLib.comparison.runner import run_method  # noqa: E402
 
@@ -58,6 +59,8 @@ def main():
     args = parser.parse_args()
     args.output_dir.mkdir(parents=True, exist_ok=True)
     folders = prepared_cases(args.output_dir, args.only)
+    machine = machine_info()
+    print(f"cpu: {machine.get('cpu')} ({machine.get('cpu vector extensions')}), {machine['cpu cores']} cores")
     print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     print("| case | strategy | seconds | peak GiB | EPE mean / p95 (mm) | network grid | refinement grid |")
     print("|---|---|---|---|---|---|---|")
@@ -75,7 +78,7 @@ def main():
             if row.get("peak_rss_mib") is not None:
                 peak = f"{row['peak_rss_mib'] / 1024:.2f} (+{row['rss_increase_mib'] / 1024:.2f})"
             print(
-                f"| {row['case']} | {strategy} | {row['seconds']:.1f} | {peak} "
+                f"| {row['case']} | {strategy} | {row['seconds']:.2f} | {peak} "
                 f"| {row['epe_mean_mm']:.2f} / {row['epe_p95_mm']:.2f} | {_grid(row, 'working_grid')} "
                 f"| {_grid(row, 'refinement_grid')} |",
                 flush=True,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+# the CPU's vector extensions that set TensorFlow's CPU speed (oneDNN, XLA): times differ by several x between CPUs
+VECTOR_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 PACKAGES = ("DIRVNet", "tensorflow", "SimpleITK", "picsl_greedy", "itk-elastix", "antspyx", "torch", "voxelmorph")
 
 
@@ -96,12 +98,12 @@ def machine_info():
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu cores": os.cpu_count()}
     try:
-        models = [
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ]
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
         info["cpu"] = models[0] if models else platform.processor()
+        flags = next((line for line in cpuinfo if line.startswith("flags")), ":").split(":", 1)[1].split()
+        present = [f for f in VECTOR_EXTENSIONS if f in flags]
+        info["cpu vector extensions"] = ", ".join(present) or "none of " + ", ".join(VECTOR_EXTENSIONS)
         total = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
         info["memory GiB"] = round(int(total.split()[1]) / 1024**2, 1)
     except (OSError, StopIteration):

@@ -352,6 +352,11 @@ def test_benchmark_command_end_to_end_on_the_tiny_list(tmp_path, tiny_weights, c
     assert set(by_method["dirvnet-fast"]["stages"]) == {"load", "preprocess", "network", "postprocess"}
     assert dirvnet["warmup_seconds"] > 0 and dirvnet["weights"].endswith("tiny2d")
     assert results["machine"]["cpu cores"] >= 1 and "dirvnet benchmark --cases" in results["command"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():  # the CPU's vector extensions, which set TensorFlow's speed, are in the report
+        flags = next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split()
+        extensions = results["machine"]["cpu vector extensions"]
+        assert ("avx2" in flags) == extensions.startswith("avx2") and ("avx512f" in flags) == ("avx512f" in extensions)
     markdown = (out / "results.md").read_text()
     assert "| case | method | time s (median)" in markdown and "## Speed" in markdown
     assert (out / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
